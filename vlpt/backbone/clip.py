@@ -1,0 +1,240 @@
+"""ClipBackbone: a frozen open_clip model, the only code in vlpt that touches open_clip internals."""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Sequence
+
+import open_clip
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vlpt.backbone.deep_prompts import DeepPromptTokens, check_layers, run_text_blocks, run_vision_blocks
+from vlpt.errors import CheckpointError, ConfigError
+from vlpt.paths import STARTER_WEIGHTS
+
+MODEL_CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
+open_clip.add_model_config(MODEL_CONFIG_DIR)
+
+#: pretrained tags that name a checkpoint shipped with vlpt instead of an open_clip download
+SHIPPED_WEIGHTS = {"vlpt-starter": STARTER_WEIGHTS}
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
+
+
+def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
+    """Read a state dict from a .safetensors or torch file (a ``state_dict`` entry is unwrapped)."""
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint file {path} does not exist")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # any reader failure means the file is not a checkpoint
+        raise CheckpointError(f"checkpoint file {path} cannot be read: {exc}") from exc
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise CheckpointError(f"checkpoint file {path} holds {type(state).__name__}, expected a state dict")
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def describe_mismatch(model: nn.Module, state: dict[str, torch.Tensor]) -> str | None:
+    """A short description of how ``state`` fails to fit ``model``, or None when it fits."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    shapes = [
+        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and tuple(state[k].shape) != tuple(v.shape)
+    ]
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing key(s) such as {missing[:3]}")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected key(s) such as {unexpected[:3]}")
+    if shapes:
+        parts.append(f"{len(shapes)} shape mismatch(es) such as {shapes[:2]}")
+    return "; ".join(parts) or None
+
+
+class ClipBackbone(nn.Module):
+    """A frozen open_clip CLIP model with text-embedding injection and deep prompts.
+
+    ``model_name`` is any open_clip architecture (``open_clip.list_models()`` plus vlpt's own
+    ``vlpt-starter-vit``); ``pretrained`` is an open_clip pretrained tag (downloaded), a shipped tag
+    (``vlpt-starter``), a local checkpoint path, or None for random weights.
+    """
+
+    def __init__(self, model_name: str, pretrained: str | None = None, precision: str = "fp32"):
+        super().__init__()
+        if model_name not in open_clip.list_models():
+            raise ConfigError(
+                f"unknown backbone architecture {model_name!r}; see open_clip.list_models() "
+                f"(vlpt adds: {', '.join(p.stem for p in MODEL_CONFIG_DIR.glob('*.json'))})"
+            )
+        self.model_name = model_name
+        self.pretrained = pretrained
+        self.model = self._create(model_name, pretrained, precision)
+        self.model.requires_grad_(False)
+        self.model.eval()
+        self.tokenizer = open_clip.get_tokenizer(model_name)
+        self.preprocess_cfg = dict(self.model.visual.preprocess_cfg)
+
+    @staticmethod
+    def _create(model_name: str, pretrained: str | None, precision: str) -> nn.Module:
+        checkpoint = SHIPPED_WEIGHTS.get(pretrained) if pretrained else None
+        if checkpoint is None and pretrained and (
+            Path(pretrained).suffix in CHECKPOINT_SUFFIXES or Path(pretrained).exists()
+        ):
+            checkpoint = Path(pretrained)
+        if checkpoint is None and pretrained:
+            tags = open_clip.list_pretrained_tags_by_model(model_name)
+            if pretrained not in tags:
+                raise ConfigError(
+                    f"pretrained tag {pretrained!r} is not known for {model_name}; valid tags: "
+                    f"{', '.join(tags) or 'none'}, {', '.join(SHIPPED_WEIGHTS)}, or a checkpoint file path"
+                )
+            return open_clip.create_model(model_name, pretrained=pretrained, precision=precision)
+        model = open_clip.create_model(model_name, pretrained=None, precision=precision)
+        if checkpoint is not None:
+            state = load_state_dict_file(Path(checkpoint))
+            problem = describe_mismatch(model, state)
+            if problem:
+                raise CheckpointError(f"checkpoint {checkpoint} does not fit architecture {model_name}: {problem}")
+            dtype = next(model.parameters()).dtype
+            model.load_state_dict({k: v.to(dtype) for k, v in state.items()})
+        return model
+
+    def train(self, mode: bool = True) -> "ClipBackbone":
+        """The backbone stays in eval mode: it is frozen whatever its owner does."""
+        return super().train(False)
+
+    # ---- sizes -------------------------------------------------------------------------
+    @property
+    def embed_dim(self) -> int:
+        return self.model.text_projection.shape[-1] if self.model.text_projection is not None else self.text_width
+
+    @property
+    def text_width(self) -> int:
+        return self.model.token_embedding.weight.shape[1]
+
+    @property
+    def vision_width(self) -> int:
+        return self.model.visual.class_embedding.shape[-1]
+
+    @property
+    def context_length(self) -> int:
+        return self.model.context_length
+
+    @property
+    def image_size(self) -> int:
+        size = self.preprocess_cfg["size"]
+        return size[0] if isinstance(size, (tuple, list)) else size
+
+    @property
+    def text_layers(self) -> int:
+        return len(self.model.transformer.resblocks)
+
+    @property
+    def vision_layers(self) -> int:
+        return len(self.model.visual.transformer.resblocks)
+
+    @property
+    def logit_scale(self) -> torch.Tensor:
+        return self.model.logit_scale.exp()
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.token_embedding.weight.dtype
+
+    # ---- text --------------------------------------------------------------------------
+    def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
+        """Token ids ``[N, context_length]``; a text that does not fit raises ConfigError."""
+        tokens = self.tokenizer(list(texts))
+        for text, row in zip(texts, tokens):
+            if row[-1] != 0:
+                raise ConfigError(
+                    f"text {text!r} is longer than the backbone's context of {self.context_length} tokens"
+                )
+        return tokens.to(self.model.token_embedding.weight.device)
+
+    def embed_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Token embeddings ``[N, L, text_width]`` (without positional embedding)."""
+        return self.model.token_embedding(tokens)
+
+    def eot_positions(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Position of the end-of-text token in each row (CLIP's is the highest id)."""
+        return tokens.argmax(dim=-1)
+
+    def encode_text(self, tokens: torch.Tensor, normalize: bool = False) -> torch.Tensor:
+        return self.model.encode_text(tokens, normalize=normalize)
+
+    def encode_text_embeds(
+        self,
+        embeds: torch.Tensor,
+        eot_positions: torch.Tensor,
+        deep_prompts: DeepPromptTokens | None = None,
+        normalize: bool = False,
+    ) -> torch.Tensor:
+        """Run the text transformer on given token embeddings ``[N, L, W]``.
+
+        With the tokens' own embeddings this equals ``encode_text`` exactly; learned context
+        vectors are spliced into ``embeds`` by the caller. ``deep_prompts`` replace positions
+        1..n at the given layers (see ``deep_prompts.py``).
+        """
+        model = self.model
+        if model.text_pool_type not in ("argmax", "eos"):
+            raise ConfigError(f"{self.model_name}: text pooling {model.text_pool_type!r} cannot take learned context")
+        prompts = deep_prompts or {}
+        check_layers(prompts, self.text_layers, self.text_width, "text")
+        cast = model.transformer.get_cast_dtype()
+        x = embeds.to(cast) + model.positional_embedding.to(cast)
+        x = self._batch_first(model.transformer, x)
+        x = run_text_blocks(model.transformer.resblocks, x, model.attn_mask, prompts)
+        x = self._batch_first(model.transformer, x)
+        x = model.ln_final(x)
+        x = x[torch.arange(x.shape[0], device=x.device), eot_positions]
+        if model.text_projection is not None:
+            x = model.text_projection(x) if isinstance(model.text_projection, nn.Linear) else x @ model.text_projection
+        return F.normalize(x, dim=-1) if normalize else x
+
+    # ---- image -------------------------------------------------------------------------
+    def encode_image(
+        self, images: torch.Tensor, deep_prompts: DeepPromptTokens | None = None, normalize: bool = False
+    ) -> torch.Tensor:
+        """Image features ``[B, embed_dim]``; ``deep_prompts`` enter a ViT tower at the given layers."""
+        if not deep_prompts:
+            return self.model.encode_image(images.to(self.dtype), normalize=normalize)
+        visual = self.model.visual
+        if not hasattr(visual, "class_embedding"):
+            raise ConfigError(f"{self.model_name}: deep prompts need a ViT image tower")
+        check_layers(deep_prompts, self.vision_layers, self.vision_width, "image")
+        x = visual._embeds(images.to(self.dtype))
+        x = self._batch_first(visual.transformer, x)
+        x, n_prompts = run_vision_blocks(visual.transformer.resblocks, x, deep_prompts)
+        x = self._batch_first(visual.transformer, x)
+        x = torch.cat([x[:, :1], x[:, 1 + n_prompts:]], dim=1)
+        pooled, _ = visual._pool(x)
+        if visual.proj is not None:
+            pooled = pooled @ visual.proj
+        return F.normalize(pooled, dim=-1) if normalize else pooled
+
+    @staticmethod
+    def _batch_first(transformer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """Swap batch and sequence axes for towers that run sequence-first (a self-inverse step)."""
+        return x if getattr(transformer, "batch_first", True) else x.transpose(0, 1)
+
+    def describe(self) -> str:
+        """Identity string used in run records: ``architecture@weights``."""
+        return f"{self.model_name}@{self.pretrained or 'random'}"
+
+
+def warn_if_random(backbone: ClipBackbone) -> None:
+    """Warn that results from random weights are not meaningful outside tests."""
+    if backbone.pretrained is None:
+        warnings.warn(f"backbone {backbone.model_name} has random weights", stacklevel=2)

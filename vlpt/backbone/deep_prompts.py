@@ -1,0 +1,69 @@
+"""Deep prompts: learnable tokens that enter a transformer tower at chosen layers.
+
+One mechanism serves every method that prompts a tower beyond its input (deep VPT,
+MaPLe, multitask UPT, segmentation prompts):
+
+* image tower (ViT): at the first prompted layer the tokens are inserted right after
+  the class token; at each later prompted layer they *replace* the tokens inserted
+  before (VPT-deep, Jia et al. 2022). They are removed again before pooling.
+* text tower: at each prompted layer the tokens replace the sequence positions
+  ``1 .. n`` (the learned-context slots after the start token), as MaPLe does
+  (Khattak et al. 2023).
+
+Prompts of shape ``[n, width]`` are shared by the batch; ``[B, n, width]`` are per sample.
+"""
+from __future__ import annotations
+
+from typing import Mapping
+
+import torch
+
+DeepPromptTokens = Mapping[int, torch.Tensor]
+
+
+def _batched(prompt: torch.Tensor, batch_size: int, dtype: torch.dtype) -> torch.Tensor:
+    if prompt.dim() == 2:
+        prompt = prompt.unsqueeze(0).expand(batch_size, -1, -1)
+    return prompt.to(dtype)
+
+
+def check_layers(prompts: DeepPromptTokens, n_layers: int, width: int, tower: str) -> None:
+    """Raise ValueError if a prompt names a layer the tower lacks or has the wrong width."""
+    for layer, tokens in prompts.items():
+        if not 0 <= layer < n_layers:
+            raise ValueError(f"{tower} deep prompt at layer {layer}: the tower has layers 0..{n_layers - 1}")
+        if tokens.shape[-1] != width:
+            raise ValueError(f"{tower} deep prompt at layer {layer} has width {tokens.shape[-1]}, expected {width}")
+
+
+def run_vision_blocks(blocks, x: torch.Tensor, prompts: DeepPromptTokens) -> tuple[torch.Tensor, int]:
+    """Run ViT blocks on ``x`` ([B, 1+P, W], batch first) inserting/replacing prompt tokens.
+
+    Returns the output sequence and the number of prompt tokens it still holds after
+    the class token (so the caller can drop them before pooling).
+    """
+    n_inserted = 0
+    for index, block in enumerate(blocks):
+        if index in prompts:
+            tokens = _batched(prompts[index], x.shape[0], x.dtype)
+            if n_inserted and tokens.shape[1] != n_inserted:
+                raise ValueError(
+                    f"image deep prompt at layer {index} has {tokens.shape[1]} tokens, "
+                    f"but {n_inserted} were inserted at an earlier layer"
+                )
+            rest = x[:, 1 + n_inserted:]
+            x = torch.cat([x[:, :1], tokens, rest], dim=1)
+            n_inserted = tokens.shape[1]
+        x = block(x)
+    return x, n_inserted
+
+
+def run_text_blocks(blocks, x: torch.Tensor, attn_mask, prompts: DeepPromptTokens) -> torch.Tensor:
+    """Run text blocks on ``x`` ([N, L, W], batch first), replacing positions 1..n at prompted layers."""
+    for index, block in enumerate(blocks):
+        if index in prompts:
+            tokens = _batched(prompts[index], x.shape[0], x.dtype)
+            n = tokens.shape[1]
+            x = torch.cat([x[:, :1], tokens, x[:, 1 + n:]], dim=1)
+        x = block(x, attn_mask=attn_mask)
+    return x

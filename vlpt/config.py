@@ -1,0 +1,79 @@
+"""YAML loading and typed validation of config dictionaries into dataclasses."""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from vlpt.errors import ConfigError
+
+
+def load_yaml(path: str | Path) -> dict:
+    """Read a YAML mapping, with errors that name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping, found {type(data).__name__}")
+    return data
+
+
+def _matches(value: Any, annotation: Any) -> bool:
+    """Whether ``value`` fits a (simple) type annotation."""
+    if annotation is Any:
+        return True
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, arg) for arg in typing.get_args(annotation))
+    if annotation is type(None):
+        return value is None
+    if origin is typing.Literal:
+        return value in typing.get_args(annotation)
+    if origin in (list, tuple):
+        args = typing.get_args(annotation)
+        inner = args[0] if args else Any
+        return isinstance(value, (list, tuple)) and all(_matches(v, inner) for v in value)
+    if origin is dict:
+        key_type, value_type = typing.get_args(annotation) or (Any, Any)
+        return isinstance(value, dict) and all(
+            _matches(k, key_type) and _matches(v, value_type) for k, v in value.items()
+        )
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(annotation, type):
+        return isinstance(value, annotation)
+    return True
+
+
+def build_dataclass(cls: type, values: dict, where: str):
+    """Build ``cls`` from ``values``; unknown keys and wrong types raise ConfigError naming ``where``."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; allowed keys: {', '.join(sorted(fields))}"
+        )
+    for key, value in values.items():
+        if not _matches(value, hints[key]):
+            raise ConfigError(
+                f"{where}: key {key!r} has value {value!r} of type {type(value).__name__}, expected {_type_name(hints[key])}"
+            )
+    converted = {k: float(v) if hints[k] is float else v for k, v in values.items()}
+    return cls(**converted)
+
+
+def _type_name(annotation: Any) -> str:
+    return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
