@@ -1,0 +1,114 @@
+"""Learnable text context, the building block of CoOp-style prompts.
+
+A prompt for class ``c`` is the token-embedding sequence
+``[SOS] [V_1 .. V_M] [CLASS_c] [.] [EOT] [pad ...]`` where ``V_1..V_M`` are learned
+(Zhou et al., "Learning to Prompt for Vision-Language Models", IJCV 2022). The context is
+shared by all classes or class-specific (CSC), initialised from a phrase such as
+"a photo of a" or from N(0, init_std); the class token sits at the end, middle or front.
+"""
+from __future__ import annotations
+
+from typing import Literal, Sequence
+
+import torch
+from torch import nn
+
+from vlpt.backbone import ClipBackbone
+from vlpt.errors import ConfigError
+
+ClassTokenPosition = Literal["end", "middle", "front"]
+
+
+def readable(classname: str) -> str:
+    """Class names are written with spaces in prompts ("_" becomes " ")."""
+    return classname.replace("_", " ")
+
+
+class TextContext(nn.Module):
+    """Learned context vectors and the frozen token embeddings around them."""
+
+    def __init__(
+        self,
+        backbone: ClipBackbone,
+        classnames: Sequence[str],
+        n_ctx: int = 16,
+        ctx_init: str | None = None,
+        csc: bool = False,
+        class_token_position: ClassTokenPosition = "end",
+        init_std: float = 0.02,
+    ):
+        super().__init__()
+        if class_token_position not in ("end", "middle", "front"):
+            raise ConfigError(f"class_token_position {class_token_position!r}: expected end, middle or front")
+        self.backbone = [backbone]  # a list keeps the frozen backbone out of this module's parameters
+        self.csc = csc
+        self.class_token_position = class_token_position
+        width = backbone.text_width
+        if ctx_init:
+            init_tokens = backbone.tokenize([ctx_init])
+            n_ctx = int(backbone.eot_positions(init_tokens)[0]) - 1
+            with torch.no_grad():
+                init = backbone.embed_tokens(init_tokens)[0, 1:1 + n_ctx].clone()
+            ctx = init.unsqueeze(0).repeat(len(classnames), 1, 1) if csc else init
+            self.placeholder = ctx_init
+        else:
+            if n_ctx < 1:
+                raise ConfigError(f"n_ctx must be at least 1, got {n_ctx}")
+            shape = (len(classnames), n_ctx, width) if csc else (n_ctx, width)
+            ctx = torch.randn(shape, dtype=backbone.dtype) * init_std
+            self.placeholder = " ".join(["X"] * n_ctx)
+        self.n_ctx = n_ctx
+        self.ctx = nn.Parameter(ctx.to(backbone.dtype))
+        self.set_classnames(classnames)
+
+    def set_classnames(self, classnames: Sequence[str]) -> None:
+        """Rebuild the frozen parts of every prompt for a new list of class names."""
+        if self.csc and len(classnames) != self.ctx.shape[0]:
+            raise ConfigError(
+                f"class-specific context was learned for {self.ctx.shape[0]} classes and cannot serve "
+                f"{len(classnames)} other classes"
+            )
+        backbone = self.backbone[0]
+        names = [readable(c) for c in classnames]
+        tokens = backbone.tokenize([f"{self.placeholder} {name}." for name in names])
+        with torch.no_grad():
+            embeds = backbone.embed_tokens(tokens)
+        self.register_buffer("tokens", tokens, persistent=False)
+        self.register_buffer("prefix", embeds[:, :1], persistent=False)
+        self.register_buffer("suffix", embeds[:, 1 + self.n_ctx:], persistent=False)
+        # [SOS] ctx(n_ctx) name(k) "." [EOT]: the name's token count follows from the EOT position
+        self.name_lengths = (tokens.argmax(dim=-1) - 2 - self.n_ctx).tolist()
+        self.classnames = list(classnames)
+
+    @property
+    def eot_positions(self) -> torch.Tensor:
+        return self.tokens.argmax(dim=-1)
+
+    def forward(self, ctx_shift: torch.Tensor | None = None) -> torch.Tensor:
+        """Prompt embeddings ``[C, L, W]``; with a per-image ``ctx_shift`` ``[B, W]``, ``[B, C, L, W]``."""
+        n_classes = self.prefix.shape[0]
+        ctx = self.ctx if self.csc else self.ctx.unsqueeze(0).expand(n_classes, -1, -1)
+        if ctx_shift is None:
+            return self._assemble(ctx, self.prefix, self.suffix)
+        batch = ctx_shift.shape[0]
+        shifted = ctx.unsqueeze(0) + ctx_shift[:, None, None, :]  # [B, C, M, W]
+        expand = lambda t: t.unsqueeze(0).expand(batch, *t.shape)  # noqa: E731
+        flat = self._assemble(
+            shifted.flatten(0, 1), expand(self.prefix).flatten(0, 1), expand(self.suffix).flatten(0, 1),
+            lengths=self.name_lengths * batch,
+        )
+        return flat.view(batch, n_classes, *flat.shape[1:])
+
+    def _assemble(self, ctx, prefix, suffix, lengths=None) -> torch.Tensor:
+        if self.class_token_position == "end":
+            return torch.cat([prefix, ctx, suffix], dim=1)
+        lengths = lengths or self.name_lengths
+        rows = []
+        for i, n_name in enumerate(lengths):
+            name, rest = suffix[i:i + 1, :n_name], suffix[i:i + 1, n_name:]
+            if self.class_token_position == "front":
+                rows.append(torch.cat([prefix[i:i + 1], name, ctx[i:i + 1], rest], dim=1))
+            else:
+                half = self.n_ctx // 2
+                rows.append(torch.cat([prefix[i:i + 1], ctx[i:i + 1, :half], name, ctx[i:i + 1, half:], rest], dim=1))
+        return torch.cat(rows, dim=0)
