@@ -58,5 +58,14 @@ class Registry(Generic[T]):
 METHODS: Registry = Registry("method", "vlpt.methods")
 DATASETS: Registry = Registry("dataset", "vlpt.data.datasets")
 
-register_method = METHODS.register
 register_dataset = DATASETS.register
+
+
+def register_method(name: str):
+    """Register a PromptMethod subclass under ``name`` (also stored as its ``name`` attribute)."""
+
+    def decorator(cls):
+        cls.name = name
+        return METHODS.register(name)(cls)
+
+    return decorator

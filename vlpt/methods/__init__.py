@@ -1,0 +1,1 @@
+"""Prompt methods, one module each, registered by name (see ``vlpt.registry``)."""

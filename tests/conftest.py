@@ -1,0 +1,25 @@
+"""Shared fixtures: a tiny random backbone, and the real-data folder when present."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def tiny_backbone():
+    """The starter architecture with random weights (fast, no files needed)."""
+    from vlpt.backbone import ClipBackbone
+
+    torch.manual_seed(0)
+    return ClipBackbone("vlpt-starter-vit", pretrained=None)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real data folder {SHARED_DATA} is absent")
+    return SHARED_DATA

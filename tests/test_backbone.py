@@ -1,0 +1,118 @@
+"""ClipBackbone: exact text-embedding injection, deep prompts at the right layers, checkpoint errors."""
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from vlpt.backbone import ClipBackbone
+from vlpt.errors import CheckpointError, ConfigError
+from vlpt.paths import STARTER_WEIGHTS
+
+
+def _record_block_inputs(blocks):
+    seen = {}
+    handles = [
+        block.register_forward_pre_hook(lambda module, args, i=i: seen.__setitem__(i, args[0].detach().clone()))
+        for i, block in enumerate(blocks)
+    ]
+    return seen, handles
+
+
+def test_backbone_is_frozen_and_stays_in_eval_mode(tiny_backbone):
+    assert not any(p.requires_grad for p in tiny_backbone.parameters())
+    tiny_backbone.train()
+    assert not tiny_backbone.model.training
+
+
+def test_text_embedding_injection_reproduces_encode_text(tiny_backbone):
+    tokens = tiny_backbone.tokenize(["a photo of a dog.", "itap of a red circle.", "x"])
+    direct = tiny_backbone.encode_text(tokens)
+    injected = tiny_backbone.encode_text_embeds(tiny_backbone.embed_tokens(tokens), tiny_backbone.eot_positions(tokens))
+    assert torch.equal(direct, injected)
+
+
+def test_too_long_text_is_a_clear_error(tiny_backbone):
+    with pytest.raises(ConfigError, match="longer than the backbone's context of 32 tokens"):
+        tiny_backbone.tokenize(["word " * 40])
+
+
+def test_image_deep_prompts_enter_the_chosen_layers_only(tiny_backbone):
+    images = torch.randn(2, 3, 32, 32)
+    blocks = tiny_backbone.model.visual.transformer.resblocks
+    n_patches = 1 + (32 // 4) ** 2
+    prompt1, prompt3 = torch.randn(3, 128), torch.randn(3, 128)
+    seen, handles = _record_block_inputs(blocks)
+    prompted = tiny_backbone.encode_image(images, deep_prompts={1: prompt1, 3: prompt3})
+    for h in handles:
+        h.remove()
+    assert [seen[i].shape[1] for i in range(4)] == [n_patches, n_patches + 3, n_patches + 3, n_patches + 3]
+    assert torch.equal(seen[1][:, 1:4], prompt1.expand(2, -1, -1))
+    assert torch.equal(seen[3][:, 1:4], prompt3.expand(2, -1, -1))
+    assert not torch.equal(seen[2][:, 1:4], prompt1.expand(2, -1, -1))  # layer 1 transformed them
+    plain = tiny_backbone.encode_image(images)
+    assert prompted.shape == plain.shape and not torch.allclose(prompted, plain)
+
+
+def test_image_without_prompts_matches_open_clip(tiny_backbone):
+    images = torch.randn(2, 3, 32, 32)
+    assert torch.equal(tiny_backbone.encode_image(images), tiny_backbone.model.encode_image(images))
+
+
+def test_text_deep_prompts_replace_context_slots_at_the_chosen_layer(tiny_backbone):
+    tokens = tiny_backbone.tokenize(["a photo of a dog."])
+    embeds = tiny_backbone.embed_tokens(tokens)
+    prompt = torch.randn(2, 128)
+    seen, handles = _record_block_inputs(tiny_backbone.model.transformer.resblocks)
+    out = tiny_backbone.encode_text_embeds(embeds, tiny_backbone.eot_positions(tokens), deep_prompts={2: prompt})
+    for h in handles:
+        h.remove()
+    assert torch.equal(seen[2][0, 1:3], prompt)
+    assert not torch.equal(seen[1][0, 1:3], prompt)
+    assert not torch.equal(out, tiny_backbone.encode_text(tokens))
+
+
+def test_deep_prompt_at_a_missing_layer_is_rejected(tiny_backbone):
+    with pytest.raises(ValueError, match="layers 0..3"):
+        tiny_backbone.encode_image(torch.randn(1, 3, 32, 32), deep_prompts={7: torch.randn(2, 128)})
+
+
+def test_unknown_architecture_and_tag_name_what_is_valid():
+    with pytest.raises(ConfigError, match="unknown backbone architecture 'ViT-Z-99'"):
+        ClipBackbone("ViT-Z-99")
+    with pytest.raises(ConfigError, match="valid tags: .*openai"):
+        ClipBackbone("ViT-B-32", pretrained="no-such-tag")
+
+
+def test_missing_checkpoint_file_is_named(tmp_path):
+    missing = tmp_path / "nope.safetensors"
+    with pytest.raises(CheckpointError, match=f"{missing} does not exist"):
+        ClipBackbone("vlpt-starter-vit", pretrained=str(missing))
+
+
+def test_checkpoint_of_another_architecture_is_rejected(tmp_path, tiny_backbone):
+    state = {k: v.clone() for k, v in tiny_backbone.model.state_dict().items()}
+    state["visual.conv1.weight"] = torch.zeros(128, 3, 8, 8)  # patch 8 instead of 4
+    del state["logit_scale"]
+    state["extra.weight"] = torch.zeros(1)
+    path = tmp_path / "other.safetensors"
+    save_file(state, str(path))
+    with pytest.raises(CheckpointError) as info:
+        ClipBackbone("vlpt-starter-vit", pretrained=str(path))
+    message = str(info.value)
+    assert str(path) in message and "vlpt-starter-vit" in message
+    assert "logit_scale" in message and "extra.weight" in message and "visual.conv1.weight" in message
+
+
+def test_corrupt_checkpoint_is_named(tmp_path):
+    path = tmp_path / "broken.pt"
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="broken.pt cannot be read"):
+        ClipBackbone("vlpt-starter-vit", pretrained=str(path))
+
+
+@pytest.mark.skipif(not STARTER_WEIGHTS.is_file(), reason="starter weights not built")
+def test_shipped_starter_weights_load_and_are_small():
+    backbone = ClipBackbone("vlpt-starter-vit", pretrained="vlpt-starter")
+    assert STARTER_WEIGHTS.stat().st_size < 20 * 2**20
+    assert backbone.describe() == "vlpt-starter-vit@vlpt-starter"

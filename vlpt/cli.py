@@ -1,0 +1,103 @@
+"""The `vlpt` command: bench, leaderboard, pretrain, data prepare, list."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from vlpt.errors import VlptError
+from vlpt.paths import LEADERBOARD_DIR, STARTER_WEIGHTS
+
+
+def _bench(args) -> None:
+    from vlpt.eval.harness import Harness
+    from vlpt.eval.suite import DEFAULT_SUITE, load_suite
+
+    suite = load_suite(args.suite or DEFAULT_SUITE)
+    harness = Harness(suite, output=args.output, data_root=args.data_root)
+    pending = harness.pending()
+    print(f"suite {suite.name}: {len(suite.runs)} runs, {len(pending)} to do, records in {harness.store.directory}")
+    if args.dry_run:
+        for run in pending:
+            print("  ", json.dumps(run.identity.to_dict()))
+        return
+    paths = harness.run_all()
+    print("leaderboard written to:", *[str(p) for p in paths], sep="\n  ")
+
+
+def _leaderboard(args) -> None:
+    from vlpt.results import write_leaderboard
+
+    output = Path(args.output)
+    paths = write_leaderboard(output / "records", output)
+    print("leaderboard written to:", *[str(p) for p in paths], sep="\n  ")
+
+
+def _pretrain(args) -> None:
+    from vlpt.starter.pretrain import pretrain_starter
+
+    card = pretrain_starter(Path(args.out), steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+    print(json.dumps(card, indent=2))
+
+
+def _prepare(args) -> None:
+    from vlpt.data.prepare import prepare_dataset
+
+    print(prepare_dataset(args.name, Path(args.root)))
+
+
+def _list(args) -> None:
+    from vlpt.registry import DATASETS, METHODS
+
+    print("methods: ", ", ".join(METHODS.names()))
+    print("datasets:", ", ".join(DATASETS.names()))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vlpt", description="Vision-language prompt tuning benchmark")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    bench = commands.add_parser("bench", help="run a suite (default: the offline starter suite)")
+    bench.add_argument("--suite", help="suite YAML file (default: configs/suites/starter.yaml)")
+    bench.add_argument("--output", help="folder for records/ and the leaderboard (default: the suite's, else leaderboard/)")
+    bench.add_argument("--data-root", help="folder holding the datasets (default: $VLPT_DATA or ./data)")
+    bench.add_argument("--dry-run", action="store_true", help="validate the suite and list the runs to do")
+    bench.set_defaults(func=_bench)
+
+    board = commands.add_parser("leaderboard", help="rebuild LEADERBOARD.md and leaderboard.csv from records")
+    board.add_argument("--output", default=str(LEADERBOARD_DIR), help="folder holding records/ (default: leaderboard/)")
+    board.set_defaults(func=_leaderboard)
+
+    pretrain = commands.add_parser("pretrain", help="train the starter CLIP from scratch on generated data")
+    pretrain.add_argument("--steps", type=int, default=700)
+    pretrain.add_argument("--batch-size", type=int, default=256)
+    pretrain.add_argument("--lr", type=float, default=1e-3)
+    pretrain.add_argument("--seed", type=int, default=0)
+    pretrain.add_argument("--out", default=str(STARTER_WEIGHTS), help="output .safetensors path")
+    pretrain.set_defaults(func=_pretrain)
+
+    data = commands.add_parser("data", help="dataset tools")
+    data_commands = data.add_subparsers(dest="data_command", required=True)
+    prepare = data_commands.add_parser("prepare", help="download or lay out a dataset, or print the manual steps")
+    prepare.add_argument("name")
+    prepare.add_argument("--root", required=True, help="data root that will hold the dataset folder")
+    prepare.set_defaults(func=_prepare)
+
+    listing = commands.add_parser("list", help="list registered methods and datasets")
+    listing.set_defaults(func=_list)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except VlptError as exc:
+        print(f"vlpt: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""The harness: execute a suite's runs and write one record per run.
+
+Data flows one way: suite -> protocol data -> method -> Trainer -> metrics -> record.
+Runs whose record exists are skipped, so an interrupted suite resumes where it stopped;
+each record is written atomically when its run ends.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import resource
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import lightning as L
+import torch
+from tqdm import tqdm
+
+from vlpt.backbone import ClipBackbone
+from vlpt.data import DatasetSplits, build_protocol, load_dataset
+from vlpt.data.datamodule import PromptDataModule
+from vlpt.eval.metrics import evaluate_classifier
+from vlpt.eval.suite import Run, Suite
+from vlpt.paths import LEADERBOARD_DIR, PROJECT_ROOT, default_data_root
+from vlpt.results import RecordStore, RunRecord, write_leaderboard
+
+
+def _device(trainer_accelerator: str) -> torch.device:
+    wants_gpu = trainer_accelerator in ("auto", "gpu", "cuda")
+    return torch.device("cuda") if wants_gpu and torch.cuda.is_available() else torch.device("cpu")
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    """Peak resident memory of this process (and of the GPU when one is used), in MiB."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    if device.type == "cuda":
+        return round(rss + torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    return round(rss, 1)
+
+
+class Harness:
+    """Executes runs against one backbone, loading each dataset once."""
+
+    def __init__(self, suite: Suite, output: Path | None = None, data_root: Path | None = None,
+                 progress: bool | None = None):
+        self.suite = suite
+        self.output = Path(output or suite.output or LEADERBOARD_DIR)
+        self.data_root = Path(data_root or suite.data_root or default_data_root())
+        self.store = RecordStore(self.output / "records")
+        self.progress = sys.stderr.isatty() if progress is None else progress
+        self.device = _device(suite.trainer.accelerator)
+        self._backbone: ClipBackbone | None = None
+        self._datasets: dict[str, DatasetSplits] = {}
+
+    @property
+    def backbone(self) -> ClipBackbone:
+        if self._backbone is None:
+            spec = self.suite.backbone
+            self._backbone = ClipBackbone(spec.model, spec.pretrained, spec.precision)
+        return self._backbone
+
+    def dataset(self, name: str) -> DatasetSplits:
+        if name not in self._datasets:
+            self._datasets[name] = load_dataset(name, self.data_root)
+        return self._datasets[name]
+
+    def pending(self) -> list[Run]:
+        return [run for run in self.suite.runs if not self.store.has(run.identity)]
+
+    def run_all(self) -> list[Path]:
+        """Execute every run without a record, then rebuild the leaderboard; returns its files."""
+        todo = self.pending()
+        done = len(self.suite.runs) - len(todo)
+        bar = tqdm(todo, desc=f"suite {self.suite.name}", unit="run", initial=done, total=len(self.suite.runs),
+                   disable=None if self.progress else True)
+        for run in bar:
+            bar.set_postfix_str(f"{run.identity.method}/{run.identity.dataset}/seed{run.identity.seed}")
+            self.store.write(self.execute(run))
+        return write_leaderboard(self.store.directory, self.output)
+
+    def execute(self, run: Run) -> RunRecord:
+        """Train and evaluate one run and return its record."""
+        identity, experiment, resolved = run.identity, run.experiment, run.method
+        started = time.perf_counter()
+        L.seed_everything(identity.seed, workers=True, verbose=False)
+        data = build_protocol(identity.protocol, self.dataset(identity.dataset), max(identity.shots, 1), identity.seed,
+                              [self.dataset(t) for t in identity.targets])
+        config = resolved.config
+        method = resolved.cls(self.backbone, data.classnames, data.templates, config)
+        backbone = self.backbone
+        datamodule = PromptDataModule(
+            data, backbone.image_size, backbone.preprocess_cfg["mean"], backbone.preprocess_cfg["std"],
+            batch_size=config.batch_size, train_augment=experiment.train_augment,
+            num_workers=self.suite.trainer.num_workers, seed=identity.seed,
+        )
+        epochs = config.epochs_for(identity.shots) if resolved.cls.trains else 0
+        method.to(self.device)
+        if not method.fit_without_gradients(datamodule):
+            method.max_epochs = epochs
+            self._trainer(epochs).fit(method, train_dataloaders=datamodule.train_dataloader())
+        trained = time.perf_counter()
+        method.to(self.device).eval()
+        metrics = {}
+        for eval_set in data.eval_sets:
+            method.set_classnames(eval_set.classnames, eval_set.templates)
+            metrics[eval_set.name] = evaluate_classifier(method, datamodule.eval_dataloader(eval_set), self.device)
+        finished = time.perf_counter()
+        resolved_config = {
+            "suite": self.suite.name,
+            "method": {"name": resolved.cls.name, "variant": resolved.variant, "params": dataclasses.asdict(config)},
+            "epochs": epochs,
+            "backbone": dataclasses.asdict(self.suite.backbone),
+            "trainer": dataclasses.asdict(self.suite.trainer),
+            "data": {"train_augment": experiment.train_augment, "n_train": len(data.train), "n_val": len(data.val),
+                     "classes": len(data.classnames)},
+            "device": str(self.device),
+        }
+        timings = {"train_s": round(trained - started, 3), "eval_s": round(finished - trained, 3),
+                   "wall_s": round(finished - started, 3)}
+        return RunRecord.capture(identity, metrics, resolved_config, timings,
+                                 peak_memory_mb=_peak_memory_mb(self.device), repo=PROJECT_ROOT)
+
+    def _trainer(self, epochs: int) -> L.Trainer:
+        spec = self.suite.trainer
+        logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        return L.Trainer(
+            max_epochs=epochs, accelerator=spec.accelerator, devices=spec.devices, precision=spec.precision,
+            logger=False, enable_checkpointing=False, enable_model_summary=False,
+            enable_progress_bar=self.progress, num_sanity_val_steps=0, limit_val_batches=0,
+            deterministic="warn", default_root_dir=str(self.output / ".lightning"),
+        )

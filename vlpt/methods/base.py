@@ -1,0 +1,192 @@
+"""PromptMethod: the LightningModule every method subclasses.
+
+A method owns its prompt parameters and a frozen :class:`ClipBackbone`. Subclasses implement
+``build(classnames, templates)`` (create parameters) and ``logits(images)``; the base supplies the
+training step (cross-entropy, overridable through ``training_loss``), the optimizer and schedule from
+the method's config, ``set_classnames`` for novel / cross-dataset evaluation, and a state dict that
+holds the method's own tensors only (a checkpoint is kilobytes, never a copy of CLIP).
+Devices and precision belong to the Lightning Trainer, never to a method.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar, Literal, Sequence
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+
+from vlpt.backbone import ClipBackbone
+from vlpt.errors import CheckpointError
+
+BACKBONE_PREFIX = "backbone."
+
+
+@dataclass
+class MethodConfig:
+    """Optimization settings shared by every method (CoOp's defaults)."""
+
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    lr: float = 0.002
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    batch_size: int = 32
+    #: epochs, or a mapping shots -> epochs (CoOp trains longer with more shots)
+    epochs: int | dict[int, int] = 200
+    scheduler: Literal["cosine", "constant"] = "cosine"
+    warmup_epochs: int = 1
+    warmup_lr: float = 1e-5
+
+    def epochs_for(self, shots: int) -> int:
+        """Epoch count for ``shots`` training images per class."""
+        if isinstance(self.epochs, int):
+            return self.epochs
+        eligible = [k for k in sorted(self.epochs) if k <= shots] or [min(self.epochs)]
+        return self.epochs[eligible[-1]]
+
+
+class PromptMethod(L.LightningModule):
+    """Base class of all methods; see the module docstring for the contract."""
+
+    Config: ClassVar[type[MethodConfig]] = MethodConfig
+    #: registry name, set by ``register_method``'s caller through the class attribute
+    name: ClassVar[str] = ""
+    #: False for methods that learn nothing from training images (zero-shot)
+    trains: ClassVar[bool] = True
+
+    def __init__(self, backbone: ClipBackbone, classnames: Sequence[str], templates: Sequence[str],
+                 config: MethodConfig | None = None):
+        super().__init__()
+        self.backbone = backbone
+        self.config = config or self.Config()
+        self.max_epochs = 1
+        self.classnames = list(classnames)
+        self.templates = list(templates)
+        self.build(self.classnames, self.templates)
+
+    # ---- to implement ------------------------------------------------------------------
+    def build(self, classnames: list[str], templates: list[str]) -> None:
+        """Create the method's parameters for the training classes."""
+
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        """Class scores ``[B, C]`` for the current class names."""
+        raise NotImplementedError
+
+    def update_classnames(self, classnames: list[str], templates: list[str]) -> None:
+        """Rebuild what depends on the class names (prompts, classifier rows)."""
+
+    # ---- provided ----------------------------------------------------------------------
+    def set_classnames(self, classnames: Sequence[str], templates: Sequence[str] | None = None) -> None:
+        """Score against another list of classes (novel classes, another dataset)."""
+        self.classnames = list(classnames)
+        if templates is not None:
+            self.templates = list(templates)
+        self.update_classnames(self.classnames, self.templates)
+
+    def fit_without_gradients(self, datamodule) -> bool:
+        """Hook for methods fitted in closed form; return True when fitting is done."""
+        return not self.trains
+
+    def training_loss(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(self.logits(images), labels)
+
+    def training_step(self, batch, batch_idx):
+        images, labels = batch
+        loss = self.training_loss(images, labels)
+        self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=len(labels))
+        return loss
+
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor) -> torch.Tensor:
+        """Predicted labels for a batch of images."""
+        return self.logits(images).argmax(dim=-1)
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        return [p for n, p in self.named_parameters() if p.requires_grad and not n.startswith(BACKBONE_PREFIX)]
+
+    def configure_optimizers(self):
+        cfg = self.config
+        params = self.trainable_parameters()
+        if cfg.optimizer == "sgd":
+            optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        else:
+            optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        total, warmup = self.max_epochs, cfg.warmup_epochs
+
+        def factor(epoch: int) -> float:
+            # Dassl/CoOp: a constant warm-up lr, then a cosine over all epochs (stepped per epoch)
+            if epoch < warmup:
+                return cfg.warmup_lr / cfg.lr
+            if cfg.scheduler == "constant":
+                return 1.0
+            return 0.5 * (1.0 + math.cos(math.pi * epoch / max(1, total)))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+    # ---- checkpoints of the method's own tensors -----------------------------------------
+    def state_dict(self, *args, **kwargs):
+        state = super().state_dict(*args, **kwargs)
+        for key in [k for k in state if k.startswith(BACKBONE_PREFIX)]:
+            del state[key]
+        return state
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        own = self.state_dict()
+        if strict:
+            missing, unexpected = sorted(set(own) - set(state_dict)), sorted(set(state_dict) - set(own))
+            if missing or unexpected:
+                raise CheckpointError(
+                    f"{self.name} checkpoint does not fit: missing {missing[:5]}, unexpected {unexpected[:5]}"
+                )
+        for key, value in state_dict.items():
+            if key in own and tuple(own[key].shape) != tuple(value.shape):
+                raise CheckpointError(
+                    f"{self.name} checkpoint tensor {key} has shape {tuple(value.shape)}, "
+                    f"this model expects {tuple(own[key].shape)}"
+                )
+        full = {**{BACKBONE_PREFIX + k: v for k, v in self.backbone.state_dict().items()}, **state_dict}
+        return super().load_state_dict(full, strict=strict, assign=assign)
+
+    def save_checkpoint(self, path: str | Path) -> Path:
+        """Write the method's own tensors and its identity (method, backbone, classes, config)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        payload = {
+            "method": self.name,
+            "backbone": self.backbone.describe(),
+            "classnames": self.classnames,
+            "config": dataclasses.asdict(self.config),
+            "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()},
+        }
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save(payload, tmp)
+        tmp.replace(path)
+        return path
+
+    def load_checkpoint(self, path: str | Path) -> None:
+        """Load a checkpoint written by ``save_checkpoint``; a mismatch raises CheckpointError."""
+        path = Path(path)
+        if not path.is_file():
+            raise CheckpointError(f"method checkpoint {path} does not exist")
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        if payload.get("method") != self.name:
+            raise CheckpointError(f"checkpoint {path} holds method {payload.get('method')!r}, not {self.name!r}")
+        if payload.get("backbone") != self.backbone.describe():
+            raise CheckpointError(
+                f"checkpoint {path} was trained on backbone {payload.get('backbone')}, not {self.backbone.describe()}"
+            )
+        if payload["classnames"] != self.classnames:
+            self.set_classnames(payload["classnames"])
+        try:
+            self.load_state_dict(payload["state_dict"])
+        except CheckpointError as exc:
+            raise CheckpointError(f"checkpoint {path}: {exc}") from exc
+
+
+def cosine_logits(image_features: torch.Tensor, text_features: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """CLIP's scaled cosine similarity between images ``[B, D]`` and classes ``[C, D]``."""
+    return scale * F.normalize(image_features, dim=-1) @ F.normalize(text_features, dim=-1).T

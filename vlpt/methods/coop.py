@@ -1,0 +1,48 @@
+"""CoOp: Context Optimization (Zhou et al., "Learning to Prompt for Vision-Language Models",
+IJCV 2022).
+
+M learnable context vectors replace the hand-written words of the prompt; the class name's
+token embedding stays fixed. Options: context length, initialisation phrase, class-specific
+context (CSC), and the class token's position (end / middle / front).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from vlpt.methods.base import MethodConfig, PromptMethod, cosine_logits
+from vlpt.prompts.context import TextContext
+from vlpt.registry import register_method
+
+
+@dataclass
+class CoOpConfig(MethodConfig):
+    n_ctx: int = 16
+    ctx_init: str | None = None
+    csc: bool = False
+    class_token_position: Literal["end", "middle", "front"] = "end"
+    init_std: float = 0.02
+    epochs: int | dict[int, int] = field(default_factory=lambda: {1: 50, 2: 100, 4: 100, 8: 200, 16: 200})
+
+
+@register_method("coop")
+class CoOp(PromptMethod):
+    """Learned text context shared by all classes (or one per class with ``csc``)."""
+
+    Config = CoOpConfig
+
+    def build(self, classnames, templates):
+        cfg = self.config
+        self.context = TextContext(self.backbone, classnames, n_ctx=cfg.n_ctx, ctx_init=cfg.ctx_init, csc=cfg.csc,
+                                   class_token_position=cfg.class_token_position, init_std=cfg.init_std)
+
+    def update_classnames(self, classnames, templates):
+        self.context.set_classnames(classnames)
+
+    def text_features(self):
+        """Class embeddings ``[C, D]`` from the learned prompts."""
+        return self.backbone.encode_text_embeds(self.context(), self.context.eot_positions)
+
+    def logits(self, images):
+        image_features = self.backbone.encode_image(images)
+        return cosine_logits(image_features, self.text_features(), self.backbone.logit_scale)

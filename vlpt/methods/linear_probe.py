@@ -1,0 +1,100 @@
+"""Linear probe on frozen CLIP image features (Radford et al. 2021; CoOp's linear-probe baseline).
+
+scikit-learn's L2-regularized logistic regression on image features of the training images;
+the inverse regularization strength C is chosen on the validation set as in CLIP's protocol:
+a coarse sweep over powers of ten, then the interval around the best value is narrowed in log
+space (``refine_steps`` rounds); the classifier is kept as the method's own (kilobyte) tensors.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from sklearn.linear_model import LogisticRegression
+
+from vlpt.errors import ConfigError
+from vlpt.methods.base import MethodConfig, PromptMethod
+from vlpt.registry import register_method
+
+
+@dataclass
+class LinearProbeConfig(MethodConfig):
+    c_grid: list[float] = field(default_factory=lambda: [1e6, 1e4, 1e2, 1.0, 1e-2, 1e-4, 1e-6])
+    refine_steps: int = 8
+    max_iter: int = 1000
+
+
+@torch.no_grad()
+def extract_features(backbone, loader) -> tuple[np.ndarray, np.ndarray]:
+    """Image features and labels of every batch of ``loader``, as numpy arrays."""
+    features, labels = [], []
+    for images, y in loader:
+        features.append(backbone.encode_image(images.to(backbone.model.token_embedding.weight.device)).float().cpu())
+        labels.append(y)
+    return torch.cat(features).numpy(), torch.cat(labels).numpy()
+
+
+@register_method("linear_probe")
+class LinearProbe(PromptMethod):
+    """A logistic-regression head over frozen image features; it cannot name unseen classes."""
+
+    Config = LinearProbeConfig
+
+    def build(self, classnames, templates):
+        dim = self.backbone.embed_dim
+        self.register_buffer("weight", torch.zeros(len(classnames), dim))
+        self.register_buffer("bias", torch.zeros(len(classnames)))
+        self.trained_classnames = list(classnames)
+        self.register_buffer("rows", torch.arange(len(classnames)), persistent=False)
+
+    def update_classnames(self, classnames, templates):
+        unknown = [c for c in classnames if c not in self.trained_classnames]
+        if unknown:
+            raise ConfigError(
+                f"linear_probe has no classifier for classes it was not trained on: {unknown[:5]}"
+                f"{' ...' if len(unknown) > 5 else ''}; it cannot run base-to-novel or cross-dataset transfer"
+            )
+        self.rows = torch.tensor([self.trained_classnames.index(c) for c in classnames], device=self.weight.device)
+
+    def _fit(self, c: float, x: np.ndarray, y: np.ndarray) -> LogisticRegression:
+        return LogisticRegression(C=c, max_iter=self.config.max_iter, random_state=0).fit(x, y)
+
+    def fit_without_gradients(self, datamodule) -> bool:
+        x_train, y_train = extract_features(self.backbone, datamodule.train_eval_dataloader())
+        x_val, y_val = extract_features(self.backbone, datamodule.val_dataloader())
+        score = lambda c: self._fit(c, x_train, y_train).score(x_val, y_val)  # noqa: E731
+        grid = sorted(self.config.c_grid)
+        scores = [score(c) for c in grid]
+        best = int(np.argmax(scores))
+        low = math.log10(grid[max(best - 1, 0)])
+        high = math.log10(grid[min(best + 1, len(grid) - 1)])
+        best_c, best_score = grid[best], scores[best]
+        for _ in range(self.config.refine_steps):
+            left, right = (2 * low + high) / 3, (low + 2 * high) / 3
+            s_left, s_right = score(10**left), score(10**right)
+            if s_left >= s_right:
+                high = right
+                candidate, s = 10**left, s_left
+            else:
+                low = left
+                candidate, s = 10**right, s_right
+            if s > best_score:
+                best_c, best_score = candidate, s
+        model = self._fit(best_c, x_train, y_train)
+        weight = np.zeros((len(self.trained_classnames), x_train.shape[1]), dtype=np.float32)
+        bias = np.full(len(self.trained_classnames), -1e4, dtype=np.float32)
+        if len(model.classes_) == 2:  # scikit-learn keeps one row for binary problems
+            weight[model.classes_[1]], bias[model.classes_[1]] = model.coef_[0], model.intercept_[0]
+            bias[model.classes_[0]] = 0.0
+        else:
+            weight[model.classes_], bias[model.classes_] = model.coef_, model.intercept_
+        self.weight.copy_(torch.from_numpy(weight))
+        self.bias.copy_(torch.from_numpy(bias))
+        self.chosen_c = best_c
+        return True
+
+    def logits(self, images):
+        features = self.backbone.encode_image(images).float()
+        return features @ self.weight[self.rows].T + self.bias[self.rows]

@@ -1,0 +1,54 @@
+"""Zero-shot CLIP (Radford et al., "Learning Transferable Visual Models From Natural Language
+Supervision", ICML 2021): classify by cosine similarity to hand-written prompts.
+
+``templates: dataset`` uses the dataset's single template (CoOp's zero-shot baseline);
+``imagenet7`` the 7 templates CoOp selected and ``clip80`` CLIP's 80 ImageNet templates,
+averaged per class. The classifier is built with open_clip's own zero-shot helper.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from open_clip.zero_shot_classifier import build_zero_shot_classifier
+from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES, SIMPLE_IMAGENET_TEMPLATES
+
+from vlpt.methods.base import MethodConfig, PromptMethod
+from vlpt.prompts.context import readable
+from vlpt.registry import register_method
+
+ENSEMBLES = {"imagenet7": SIMPLE_IMAGENET_TEMPLATES, "clip80": OPENAI_IMAGENET_TEMPLATES}
+
+
+@dataclass
+class ZeroShotConfig(MethodConfig):
+    templates: Literal["dataset", "imagenet7", "clip80"] = "dataset"
+
+
+def zero_shot_weights(backbone, classnames: list[str], templates) -> torch.Tensor:
+    """Normalized class embeddings ``[C, D]``, each the mean over the templates."""
+    weights = build_zero_shot_classifier(
+        backbone.model, backbone.tokenizer, [readable(c) for c in classnames], templates,
+        device=backbone.model.token_embedding.weight.device,
+    )
+    return weights.T
+
+
+@register_method("zeroshot")
+class ZeroShotCLIP(PromptMethod):
+    """CLIP with hand-written prompts; nothing is trained."""
+
+    Config = ZeroShotConfig
+    trains = False
+
+    def build(self, classnames, templates):
+        self.update_classnames(classnames, templates)
+
+    def update_classnames(self, classnames, templates):
+        chosen = templates[:1] if self.config.templates == "dataset" else ENSEMBLES[self.config.templates]
+        self.register_buffer("class_embeddings", zero_shot_weights(self.backbone, classnames, chosen), persistent=False)
+
+    def logits(self, images):
+        features = self.backbone.encode_image(images, normalize=True)
+        return self.backbone.logit_scale * features @ self.class_embeddings.T
