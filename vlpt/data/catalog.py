@@ -1,0 +1,127 @@
+"""The dataset catalog (``configs/datasets/<name>.yaml``) and ``load_dataset``.
+
+A catalog file is data, not code: the dataset's folder names, split file, templates and
+class-name rules. The loaders in ``vlpt/data/datasets/`` register one dataset per catalog file
+whose ``loader`` they implement.
+"""
+from __future__ import annotations
+
+import inspect
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+from vlpt.config import build_dataclass, load_yaml
+from vlpt.data.samples import DatasetSplits
+from vlpt.errors import ConfigError
+from vlpt.paths import CONFIG_DIR, default_data_root
+
+CATALOG_DIR = CONFIG_DIR / "datasets"
+LOADERS = ("coop", "imagenet", "imagenet_variant", "image_folder", "domainbed")
+
+
+@dataclass
+class ClassNameRules:
+    """How folder names become class names (applied only when classes come from folders)."""
+
+    ignore: list[str] = field(default_factory=list)       # folders that are not classes
+    rename: dict[str, str] = field(default_factory=dict)  # folder -> class name
+    camel_to_words: bool = False  # "ApplyEyeMakeup" -> "Apply_Eye_Makeup" (UCF101)
+    nested: bool = False          # classes are leaf folders "a/abbey", "o/outhouse/outdoor" (SUN397)
+
+    def name(self, folder: str) -> str:
+        """The class name of a class folder (a relative posix path when ``nested``)."""
+        if folder in self.rename:
+            return self.rename[folder]
+        if self.nested:  # SUN397: drop the initial-letter folder, put "indoor"/"outdoor" first
+            return " ".join(folder.split("/")[1:][::-1])
+        if self.camel_to_words and "_" not in folder and " " not in folder:
+            return "_".join(re.findall(r"[A-Z][^A-Z]*|^[^A-Z]+", folder))
+        return folder
+
+    def sort_key(self, folder: str) -> str:
+        """Label order of class folders; UCF101's classInd.txt order ignores case and underscores."""
+        return folder.replace("_", "").lower() if self.camel_to_words else folder
+
+
+@dataclass
+class CatalogEntry:
+    """One dataset's catalog file."""
+
+    name: str
+    title: str
+    loader: str
+    folder: str
+    templates: list[str]
+    image_dir: str = ""
+    split_file: str | None = None
+    fallback: str = "folders"  # coop layout without a split file: folders, aircraft_lists, pets_annotations,
+    #                            flowers_labels or none
+    classnames: ClassNameRules = field(default_factory=ClassNameRules)
+    label_folders: str = "wnid"  # ImageNet variants: class folders named by wnid or by label index
+    class_subset: bool = False   # ImageNet-A/-R: only the classes with a folder (200 of 1000)
+    domains: list[str] = field(default_factory=list)
+    num_classes: int | None = None
+    test_size: int | None = None
+    split_source: str = ""   # where CoOp's split file can be downloaded
+    sources: list[str] = field(default_factory=list)  # where the images come from
+    manual: str = ""
+    description: str = ""
+
+
+def read_entry(path: Path) -> CatalogEntry:
+    values = load_yaml(path)
+    rules = values.pop("classnames", None) or {}
+    if not isinstance(rules, dict):
+        raise ConfigError(f"{path}: 'classnames' must be a mapping of class-name rules")
+    entry = build_dataclass(CatalogEntry, values, str(path))
+    entry.classnames = build_dataclass(ClassNameRules, rules, f"{path}: classnames")
+    if entry.loader not in LOADERS:
+        raise ConfigError(f"{path}: unknown loader {entry.loader!r}; valid: {', '.join(LOADERS)}")
+    if entry.name != path.stem:
+        raise ConfigError(f"{path}: name {entry.name!r} must equal the file name {path.stem!r}")
+    if not entry.templates or any("{}" not in t for t in entry.templates):
+        raise ConfigError(f"{path}: 'templates' must be a non-empty list of strings containing '{{}}'")
+    return entry
+
+
+@lru_cache(maxsize=None)
+def catalog() -> dict[str, CatalogEntry]:
+    """Every catalog entry by name."""
+    return {path.stem: read_entry(path) for path in sorted(CATALOG_DIR.glob("*.yaml"))}
+
+
+def entries(loader: str) -> list[CatalogEntry]:
+    return [entry for entry in catalog().values() if entry.loader == loader]
+
+
+def prepare_hint(name: str, root: Path) -> str:
+    return f"run `vlpt data prepare {name} --root {root}` (or see datasets/README.md)"
+
+
+def load_dataset(name: str, root: str | Path | None = None, **options) -> DatasetSplits:
+    """Load a registered dataset from ``root`` (default ``$VLPT_DATA`` or ``./data``).
+
+    ``name@domain`` selects a domain of a multi-domain dataset ("pacs@photo"). ``options`` are the
+    loader's keyword options (for example ``split_file=`` and ``check_images=False`` to read class
+    names from a CoOp split file alone, or ``path=`` for ``image_folder``).
+    """
+    from vlpt.registry import DATASETS
+
+    base, _, domain = name.partition("@")
+    loader = DATASETS.get(base)
+    params = inspect.signature(loader).parameters
+    if domain:
+        if "domain" not in params:
+            raise ConfigError(f"dataset {base!r} has no domains; drop '@{domain}' from {name!r}")
+        options["domain"] = domain
+    allowed = [p for p in params if p != "root"]
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ConfigError(f"dataset {base!r}: unknown option(s) {', '.join(unknown)}; "
+                          f"allowed: {', '.join(allowed) or 'none'}")
+    required = [p for p in allowed if params[p].default is inspect.Parameter.empty and p not in options]
+    if required:
+        raise ConfigError(f"dataset {base!r} needs option(s) {', '.join(required)}")
+    return loader(Path(root) if root is not None else default_data_root(), **options)

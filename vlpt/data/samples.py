@@ -1,0 +1,61 @@
+"""The data records every loader produces: one ``Sample`` per image, ``DatasetSplits`` per dataset."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One labelled image: an absolute path, its label in the dataset's class list, its class name."""
+
+    path: str
+    label: int
+    classname: str
+    domain: str | None = None
+
+
+@dataclass
+class DatasetSplits:
+    """A dataset's class list and its train/val/test samples.
+
+    ``templates[0]`` is the dataset's own zero-shot template (CoOp's), ``{}`` standing for the
+    class name. Class names keep their underscores; prompt code turns ``_`` into a space.
+    """
+
+    name: str
+    classnames: list[str]
+    train: list[Sample]
+    val: list[Sample]
+    test: list[Sample]
+    templates: list[str] = field(default_factory=lambda: ["a photo of a {}."])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classnames)
+
+    def __repr__(self) -> str:
+        return (f"DatasetSplits({self.name!r}, {self.num_classes} classes, train={len(self.train)}, "
+                f"val={len(self.val)}, test={len(self.test)})")
+
+
+def _image_name(name: str) -> bool:
+    return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+
+def is_image(path: Path) -> bool:
+    return _image_name(path.name) and path.is_file()
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Image files directly inside ``folder``, sorted by name (one directory scan, no stat per file)."""
+    with os.scandir(folder) as it:
+        return sorted(Path(e.path) for e in it if _image_name(e.name) and e.is_file())
+
+
+def class_folders(folder: Path) -> list[Path]:
+    """Non-hidden sub-folders of ``folder``, sorted by name."""
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
