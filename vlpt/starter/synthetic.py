@@ -3,8 +3,8 @@
 Three families of 32x32 RGB images, all deterministic given a seed:
 
 * ``digits8``: scikit-learn's 8x8 handwritten digits, upscaled (the pretraining domain);
-* ``rendered_digits``: digits rendered with Pillow's built-in font at random size, angle,
-  position and colours (never seen in pretraining: the shifted domain);
+* ``rendered_digits``: digits typed in Pillow's built-in font at random size, angle, position,
+  stroke and blur (never seen in pretraining: the shifted domain);
 * ``shapes``: coloured shapes, 6 colours x 4 shapes = 24 classes, of which
   ``HELD_OUT_SHAPES`` are never captioned in pretraining (unseen classes).
 """
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 IMAGE_SIZE = 32
 DIGIT_NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
@@ -63,32 +63,23 @@ def digits8(indices: np.ndarray | None = None) -> Iterator[SyntheticImage]:
         yield SyntheticImage(digit8_image(images[i]), DIGIT_NAMES[labels[i]])
 
 
-def _random_colour(rng: np.random.Generator) -> tuple[int, int, int]:
-    return tuple(int(v) for v in rng.integers(0, 256, size=3))
-
-
-def _contrast(a, b) -> float:
-    return abs(0.299 * (a[0] - b[0]) + 0.587 * (a[1] - b[1]) + 0.114 * (a[2] - b[2]))
-
-
 def rendered_digit(digit: int, rng: np.random.Generator) -> Image.Image:
-    """A digit drawn with Pillow's font at random size, angle, position and colours."""
+    """A digit typed in Pillow's font: light strokes on a dark ground, random size, angle,
+    position, stroke width and blur (a font glyph, not handwriting: the shifted domain)."""
     scale = 4
     canvas = IMAGE_SIZE * scale
-    background = _random_colour(rng)
-    foreground = _random_colour(rng)
-    while _contrast(background, foreground) < 90:
-        foreground = _random_colour(rng)
     glyph = Image.new("L", (canvas, canvas), 0)
-    font = ImageFont.load_default(size=int(rng.integers(16, 27)) * scale)
+    font = ImageFont.load_default(size=int(rng.integers(18, 28)) * scale)
     draw = ImageDraw.Draw(glyph)
     left, top, right, bottom = draw.textbbox((0, 0), str(digit), font=font)
-    x = (canvas - (right - left)) / 2 - left + rng.uniform(-3, 3) * scale
-    y = (canvas - (bottom - top)) / 2 - top + rng.uniform(-3, 3) * scale
-    draw.text((x, y), str(digit), fill=255, font=font, stroke_width=int(rng.integers(0, 2)) * scale)
-    glyph = glyph.rotate(float(rng.uniform(-20, 20)), resample=Image.BILINEAR)
-    image = Image.composite(Image.new("RGB", glyph.size, foreground), Image.new("RGB", glyph.size, background), glyph)
-    return image.resize((IMAGE_SIZE, IMAGE_SIZE), Image.LANCZOS)
+    x = (canvas - (right - left)) / 2 - left + rng.uniform(-2, 2) * scale
+    y = (canvas - (bottom - top)) / 2 - top + rng.uniform(-2, 2) * scale
+    draw.text((x, y), str(digit), fill=255, font=font, stroke_width=int(rng.integers(1, 3)) * scale)
+    glyph = glyph.rotate(float(rng.uniform(-15, 15)), resample=Image.BILINEAR)
+    glyph = glyph.resize((IMAGE_SIZE, IMAGE_SIZE), Image.LANCZOS).filter(ImageFilter.GaussianBlur(float(rng.uniform(0.6, 1.2))))
+    ground, ink = int(rng.integers(0, 60)), int(rng.integers(180, 256))
+    pixels = ground + (ink - ground) * (np.asarray(glyph, dtype=np.float32) / 255.0)
+    return Image.fromarray(pixels.astype(np.uint8), mode="L").convert("RGB")
 
 
 def rendered_digits(count_per_class: int, seed: int) -> Iterator[SyntheticImage]:
