@@ -126,6 +126,7 @@ class Harness:
         spec = self.suite.trainer
         logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")  # the frozen backbone, by design
         return L.Trainer(
             max_epochs=epochs, accelerator=spec.accelerator, devices=spec.devices, precision=spec.precision,
             logger=False, enable_checkpointing=False, enable_model_summary=False,

@@ -1,0 +1,118 @@
+"""Suites, the harness, records and resume; the CLI's error handling."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from vlpt.cli import main
+from vlpt.errors import ConfigError
+from vlpt.eval.harness import Harness
+from vlpt.eval.suite import DEFAULT_SUITE, load_suite
+
+
+def write_suite(tmp_path, **overrides) -> str:
+    suite = {
+        "name": "tiny",
+        "backbone": {"model": "vlpt-starter-vit", "pretrained": None},
+        "data_root": str(tmp_path / "data"),
+        "output": str(tmp_path / "out"),
+        "experiments": [{
+            "protocol": "few_shot", "dataset": "starter_shapes", "shots": [1], "seeds": [1, 2],
+            "params": {"epochs": 1}, "methods": ["zeroshot", "coop"],
+        }],
+    }
+    suite.update(overrides)
+    path = tmp_path / "suite.yaml"
+    path.write_text(yaml.safe_dump(suite))
+    return str(path)
+
+
+def test_default_suite_is_valid():
+    suite = load_suite(DEFAULT_SUITE)
+    methods = {run.identity.method for run in suite.runs}
+    assert {"zeroshot", "linear_probe", "coop", "kgcoop", "cocoop"} <= methods
+    assert {run.identity.seed for run in suite.runs} == {1, 2, 3}
+
+
+def test_zero_shot_runs_are_not_repeated_per_shot(tmp_path):
+    path = write_suite(tmp_path, experiments=[{"protocol": "few_shot", "dataset": "starter_shapes",
+                                                "shots": [1, 2], "seeds": [1], "methods": ["zeroshot", "coop"]}])
+    identities = [run.identity for run in load_suite(path).runs]
+    assert sorted((i.method, i.shots) for i in identities) == [("coop", 1), ("coop", 2), ("zeroshot", 0)]
+
+
+@pytest.mark.parametrize("experiment, message", [
+    ({"methods": ["cooop"]}, "unknown method config 'cooop'; available: .*coop"),
+    ({"dataset": "imagenett"}, "unknown dataset 'imagenett'; valid names: .*imagenet"),
+    ({"protocol": "few-shot"}, "unknown protocol 'few-shot'; valid: few_shot"),
+    ({"shot": [1]}, "unknown key\\(s\\) 'shot'; allowed keys: .*shots"),
+    ({"seeds": "1"}, "key 'seeds' has value '1' of type str, expected list"),
+    ({"methods": [{"config": "coop", "params": {"n_ctxx": 4}}]}, "unknown key\\(s\\) 'n_ctxx'; allowed keys: .*n_ctx"),
+    ({"methods": [{"config": "coop", "params": {"lr": "fast"}}]}, "key 'lr' has value 'fast'"),
+    ({"protocol": "cross_dataset"}, "protocol cross_dataset needs a list of targets"),
+])
+def test_bad_suites_fail_up_front_naming_the_problem(tmp_path, experiment, message):
+    base = {"protocol": "few_shot", "dataset": "starter_shapes", "methods": ["coop"]}
+    path = write_suite(tmp_path, experiments=[{**base, **experiment}])
+    with pytest.raises(ConfigError, match=message) as info:
+        load_suite(path)
+    assert "suite.yaml" in str(info.value)
+
+
+def test_bench_writes_one_record_per_run_resumes_and_builds_the_leaderboard(tmp_path, monkeypatch):
+    suite = load_suite(write_suite(tmp_path))
+    harness = Harness(suite, progress=False)
+    paths = harness.run_all()
+    records = sorted((tmp_path / "out" / "records").glob("*.json"))
+    assert len(records) == 4
+    record = json.loads(records[0].read_text())
+    assert record["identity"]["dataset"] == "starter_shapes"
+    assert 0.0 <= record["metrics"]["test"]["accuracy"] <= 100.0
+    assert record["metrics"]["test"]["n"] == 960
+    assert record["config"]["method"]["params"]["epochs"] == 1
+    assert set(record["timings"]) == {"train_s", "eval_s", "wall_s"} and record["peak_memory_mb"] > 0
+    assert {"torch", "open_clip", "lightning"} <= set(record["library_versions"])
+    board = paths[0].read_text()
+    assert "starter_shapes" in board and "coop" in board and "zeroshot" in board
+
+    # an interrupted suite: one record lost; the next bench runs exactly that run
+    lost = records[1]
+    lost.unlink()
+    executed = []
+    resumed = Harness(load_suite(write_suite(tmp_path)), progress=False)
+    original = resumed.execute
+    monkeypatch.setattr(resumed, "execute", lambda run: executed.append(run.identity.run_id) or original(run))
+    resumed.run_all()
+    assert executed == [lost.stem]
+    assert len(list((tmp_path / "out" / "records").glob("*.json"))) == 4
+
+
+def test_cli_reports_bad_input_without_a_traceback(tmp_path, capsys):
+    path = write_suite(tmp_path, experiments=[{"protocol": "few_shot", "dataset": "starter_shapes", "methods": ["nope"]}])
+    assert main(["bench", "--suite", path]) == 2
+    assert "vlpt: error:" in capsys.readouterr().err
+    assert main(["bench", "--suite", str(tmp_path / "missing.yaml")]) == 2
+    assert "missing.yaml does not exist" in capsys.readouterr().err
+
+
+def test_cli_dry_run_lists_pending_runs(tmp_path, capsys):
+    assert main(["bench", "--suite", write_suite(tmp_path), "--dry-run"]) == 0
+    assert "4 to do" in capsys.readouterr().out
+
+
+@pytest.mark.integration
+def test_caltech101_coop_run_produces_a_record_and_a_leaderboard_row(tmp_path, shared_data):
+    path = write_suite(tmp_path, data_root=str(shared_data), experiments=[{
+        "protocol": "few_shot", "dataset": "caltech101", "shots": [2], "seeds": [1],
+        "params": {"epochs": 1}, "methods": ["coop"],
+    }])
+    harness = Harness(load_suite(path), progress=False)
+    paths = harness.run_all()
+    (record_file,) = (tmp_path / "out" / "records").glob("*.json")
+    record = json.loads(record_file.read_text())
+    assert record["config"]["data"] == {"train_augment": "crop_flip", "n_train": 200, "n_val": 200, "classes": 100}
+    assert record["metrics"]["test"]["n"] == 2465
+    rows = [line for line in paths[1].read_text().splitlines() if line.startswith("few_shot")]
+    assert any("caltech101" in row and "coop" in row for row in rows)

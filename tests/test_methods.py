@@ -1,0 +1,130 @@
+"""Registry-driven matrix: every method trains, checkpoints only itself, and never touches the backbone."""
+from __future__ import annotations
+
+import lightning as L
+import pytest
+import torch
+from PIL import Image
+
+from vlpt.data import EvalSet, ProtocolData, Sample
+from vlpt.data.datamodule import PromptDataModule
+from vlpt.errors import CheckpointError, ConfigError
+from vlpt.registry import METHODS
+
+COLOURS = {"red_square": (220, 30, 30), "green_square": (30, 200, 30), "blue_square": (30, 30, 220)}
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> ProtocolData:
+    """Three colour classes, 6 real PNG files each: 4 for training, 2 for validation and test."""
+    root = tmp_path_factory.mktemp("colours")
+    samples = {"train": [], "val": []}
+    for label, (name, rgb) in enumerate(COLOURS.items()):
+        for i in range(6):
+            path = root / f"{name}_{i}.png"
+            shade = tuple(min(255, c + 8 * i) for c in rgb)
+            Image.new("RGB", (40, 40), shade).save(path)
+            samples["train" if i < 4 else "val"].append(Sample(str(path), label, name))
+    names = list(COLOURS)
+    templates = ["a photo of a {}."]
+    return ProtocolData(samples["train"], samples["val"], names, templates,
+                        [EvalSet("test", samples["val"], names, templates)])
+
+
+def _datamodule(data, backbone, batch_size=4):
+    cfg = backbone.preprocess_cfg
+    return PromptDataModule(data, backbone.image_size, cfg["mean"], cfg["std"], batch_size=batch_size,
+                            train_augment="none", seed=0)
+
+
+def _fit_two_steps(method, datamodule):
+    if method.fit_without_gradients(datamodule):
+        return
+    method.max_epochs = 1
+    trainer = L.Trainer(max_steps=2, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
+    trainer.fit(method, train_dataloaders=datamodule.train_dataloader())
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_every_method_trains_checkpoints_itself_and_leaves_the_backbone_alone(name, tiny_backbone, tiny_data, tmp_path):
+    cls = METHODS.get(name)
+    torch.manual_seed(0)
+    backbone_before = {k: v.clone() for k, v in tiny_backbone.state_dict().items()}
+    method = cls(tiny_backbone, tiny_data.classnames, tiny_data.templates, cls.Config(batch_size=4))
+    own_before = {k: v.clone() for k, v in method.state_dict().items()}
+    datamodule = _datamodule(tiny_data, tiny_backbone)
+    _fit_two_steps(method, datamodule)
+
+    after = tiny_backbone.state_dict()
+    assert all(torch.equal(backbone_before[k], after[k]) for k in backbone_before), "backbone weights changed"
+    own_after = method.state_dict()
+    assert not any(k.startswith("backbone.") for k in own_after)
+    if cls.trains:
+        assert any(not torch.equal(own_before[k], own_after[k]) for k in own_after), "nothing was learned"
+
+    path = method.save_checkpoint(tmp_path / f"{name}.pt")
+    assert path.stat().st_size < 64 * 1024, "a method checkpoint must be kilobytes, not a copy of CLIP"
+    images, _ = next(iter(datamodule.eval_dataloader(tiny_data.eval_sets[0])))
+    fresh = cls(tiny_backbone, tiny_data.classnames, tiny_data.templates, cls.Config(batch_size=4))
+    fresh.load_checkpoint(path)
+    method.eval(), fresh.eval()
+    with torch.no_grad():
+        assert torch.allclose(fresh.logits(images), method.logits(images), atol=1e-5)
+
+
+def test_checkpoint_of_another_method_is_rejected(tiny_backbone, tiny_data, tmp_path):
+    coop = METHODS.get("coop")(tiny_backbone, tiny_data.classnames, tiny_data.templates)
+    path = coop.save_checkpoint(tmp_path / "coop.pt")
+    kgcoop = METHODS.get("kgcoop")(tiny_backbone, tiny_data.classnames, tiny_data.templates)
+    with pytest.raises(CheckpointError, match="holds method 'coop', not 'kgcoop'"):
+        kgcoop.load_checkpoint(path)
+
+
+def test_checkpoint_with_other_prompt_shape_is_rejected(tiny_backbone, tiny_data, tmp_path):
+    cls = METHODS.get("coop")
+    path = cls(tiny_backbone, tiny_data.classnames, tiny_data.templates, cls.Config(n_ctx=8)).save_checkpoint(tmp_path / "c.pt")
+    other = cls(tiny_backbone, tiny_data.classnames, tiny_data.templates, cls.Config(n_ctx=16))
+    with pytest.raises(CheckpointError, match=r"context.ctx has shape \(8, 128\)"):
+        other.load_checkpoint(path)
+
+
+def test_coop_context_initialised_from_text_matches_the_phrase(tiny_backbone, tiny_data):
+    cls = METHODS.get("coop")
+    method = cls(tiny_backbone, tiny_data.classnames, tiny_data.templates, cls.Config(ctx_init="a photo of a"))
+    tokens = tiny_backbone.tokenize([f"a photo of a {c.replace('_', ' ')}." for c in tiny_data.classnames])
+    with torch.no_grad():
+        expected = tiny_backbone.encode_text(tokens)
+        assert torch.allclose(method.text_features(), expected, atol=1e-6)
+
+
+def test_kgcoop_penalty_is_zero_at_the_handcrafted_prompt(tiny_backbone, tiny_data):
+    cls = METHODS.get("kgcoop")
+    method = cls(tiny_backbone, tiny_data.classnames, ["a photo of a {}."])
+    with torch.no_grad():
+        assert method.knowledge_distance(method.text_features()).item() < 1e-10
+        method.context.ctx.add_(torch.randn_like(method.context.ctx))  # a constant shift would be removed by LayerNorm
+        assert method.knowledge_distance(method.text_features()).item() > 1e-3
+
+
+def test_cocoop_batched_logits_equal_the_per_image_loop(tiny_backbone, tiny_data):
+    cls = METHODS.get("cocoop")
+    torch.manual_seed(0)
+    method = cls(tiny_backbone, tiny_data.classnames, tiny_data.templates, cls.Config(images_per_chunk=32))
+    images = torch.randn(5, 3, 32, 32)
+    with torch.no_grad():
+        batched = method.logits(images)
+        single = torch.cat([method.logits(images[i:i + 1]) for i in range(5)])
+    assert torch.allclose(batched, single, atol=1e-5)
+
+
+def test_linear_probe_refuses_classes_it_never_saw(tiny_backbone, tiny_data):
+    method = METHODS.get("linear_probe")(tiny_backbone, tiny_data.classnames, tiny_data.templates)
+    method.set_classnames(tiny_data.classnames[:2])  # a subset is a mask, allowed
+    with pytest.raises(ConfigError, match="not trained on: \\['zebra'\\]"):
+        method.set_classnames(["zebra"])
+
+
+def test_unknown_method_lists_valid_names():
+    with pytest.raises(ConfigError, match="unknown method 'cooop'; valid names: .*coop"):
+        METHODS.get("cooop")
