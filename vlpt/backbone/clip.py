@@ -1,6 +1,7 @@
 """ClipBackbone: a frozen open_clip model, the only code in vlpt that touches open_clip internals."""
 from __future__ import annotations
 
+import logging
 import warnings
 from pathlib import Path
 from typing import Sequence
@@ -100,7 +101,13 @@ class ClipBackbone(nn.Module):
                     f"{', '.join(tags) or 'none'}, {', '.join(SHIPPED_WEIGHTS)}, or a checkpoint file path"
                 )
             return open_clip.create_model(model_name, pretrained=pretrained, precision=precision)
-        model = open_clip.create_model(model_name, pretrained=None, precision=precision)
+        open_clip_log = logging.getLogger()
+        level = open_clip_log.level
+        open_clip_log.setLevel(logging.ERROR)  # open_clip warns "no pretrained weights"; vlpt loads them below
+        try:
+            model = open_clip.create_model(model_name, pretrained=None, precision=precision)
+        finally:
+            open_clip_log.setLevel(level)
         if checkpoint is not None:
             state = load_state_dict_file(Path(checkpoint))
             problem = describe_mismatch(model, state)

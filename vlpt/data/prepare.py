@@ -4,7 +4,7 @@ Where torchvision has a downloader, the dataset is downloaded into ``<root>/.dow
 (torchvision's layout), then moved into CoOp's layout under ``<root>`` and the download folder is
 removed. The two steps are separate functions, so the rearranging runs (and is tested) on any
 folder in torchvision's layout. Datasets without a working downloader (ImageNet and its variants,
-UCF101, StanfordCars, PACS) get the exact manual steps instead.
+UCF101, StanfordCars, PACS) get the exact manual steps instead. The starter datasets are generated.
 """
 from __future__ import annotations
 
@@ -18,9 +18,10 @@ import numpy as np
 from PIL import Image
 
 from vlpt.data.catalog import CatalogEntry, catalog
+from vlpt.data.datasets.starter import STARTER, generate_starter_dataset
 from vlpt.errors import ConfigError, DatasetError
 
-PREPARABLE = tuple(sorted(catalog()))
+PREPARABLE = tuple(sorted([*catalog(), *STARTER]))
 DOWNLOADS = ".downloads"
 
 # name -> torchvision.datasets class whose download=True fetches the whole dataset
@@ -164,6 +165,8 @@ def prepare_dataset(name: str, root: str | Path, download_files: bool = True) ->
     if name not in PREPARABLE:
         raise ConfigError(f"unknown dataset {name!r} for `vlpt data prepare`; valid: {', '.join(PREPARABLE)}")
     root = Path(root)
+    if name in STARTER:
+        return f"{name} generated in {generate_starter_dataset(name, root)}"
     entry = catalog()[name]
     if name not in ARRANGERS:
         steps = entry.manual.replace("<root>", str(root)).rstrip()

@@ -127,6 +127,7 @@ class Harness:
         logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")  # the frozen backbone, by design
+        warnings.filterwarnings("ignore", message=".*LeafSpec.*is deprecated.*")  # inside Lightning itself
         return L.Trainer(
             max_epochs=epochs, accelerator=spec.accelerator, devices=spec.devices, precision=spec.precision,
             logger=False, enable_checkpointing=False, enable_model_summary=False,

@@ -8,10 +8,12 @@ space (``refine_steps`` rounds); the classifier is kept as the method's own (kil
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 
 from vlpt.errors import ConfigError
@@ -59,7 +61,9 @@ class LinearProbe(PromptMethod):
         self.rows = torch.tensor([self.trained_classnames.index(c) for c in classnames], device=self.weight.device)
 
     def _fit(self, c: float, x: np.ndarray, y: np.ndarray) -> LogisticRegression:
-        return LogisticRegression(C=c, max_iter=self.config.max_iter, random_state=0).fit(x, y)
+        with warnings.catch_warnings():  # the sweep's weakest regularization (C = 1e6) rarely converges
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            return LogisticRegression(C=c, max_iter=self.config.max_iter, random_state=0).fit(x, y)
 
     def fit_without_gradients(self, datamodule) -> bool:
         x_train, y_train = extract_features(self.backbone, datamodule.train_eval_dataloader())
