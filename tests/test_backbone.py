@@ -116,3 +116,12 @@ def test_shipped_starter_weights_load_and_are_small():
     backbone = ClipBackbone("vlpt-starter-vit", pretrained="vlpt-starter")
     assert STARTER_WEIGHTS.stat().st_size < 20 * 2**20
     assert backbone.describe() == "vlpt-starter-vit@vlpt-starter"
+
+
+def test_local_torch_checkpoint_that_fits_is_loaded(tmp_path, tiny_backbone):
+    path = tmp_path / "mine.pt"
+    torch.save({"state_dict": tiny_backbone.model.state_dict()}, path)
+    loaded = ClipBackbone("vlpt-starter-vit", pretrained=str(path))
+    tokens = loaded.tokenize(["a photo of a dog."])
+    assert torch.equal(loaded.encode_text(tokens), tiny_backbone.encode_text(tokens))
+    assert loaded.describe() == f"vlpt-starter-vit@{path}"
