@@ -128,3 +128,24 @@ def test_linear_probe_refuses_classes_it_never_saw(tiny_backbone, tiny_data):
 def test_unknown_method_lists_valid_names():
     with pytest.raises(ConfigError, match="unknown method 'cooop'; valid names: .*coop"):
         METHODS.get("cooop")
+
+
+def test_init_from_copies_exactly_the_trained_prompt(tiny_backbone, tiny_data, tmp_path):
+    cls = METHODS.get("coop")
+    source = cls(tiny_backbone, ["cat", "dog"], tiny_data.templates, cls.Config(n_ctx=4))
+    with torch.no_grad():
+        source.context.ctx.normal_()
+    path = source.save_checkpoint(tmp_path / "source.pt")
+    target = cls(tiny_backbone, tiny_data.classnames, tiny_data.templates, cls.Config(n_ctx=4, init_from=str(path)))
+    assert torch.equal(target.context.ctx, source.context.ctx)
+    assert target.classnames == tiny_data.classnames  # the target keeps its own classes
+
+
+def test_init_from_rejects_a_prompt_of_another_shape_or_an_unrelated_checkpoint(tiny_backbone, tiny_data, tmp_path):
+    coop = METHODS.get("coop")
+    path = coop(tiny_backbone, tiny_data.classnames, tiny_data.templates, coop.Config(n_ctx=4)).save_checkpoint(tmp_path / "a.pt")
+    with pytest.raises(CheckpointError, match=r"context.ctx has shape \(4, 128\), coop expects \(16, 128\)"):
+        coop(tiny_backbone, tiny_data.classnames, tiny_data.templates, coop.Config(n_ctx=16, init_from=str(path)))
+    probe = METHODS.get("linear_probe")
+    with pytest.raises(CheckpointError, match="shares no prompt tensor with linear_probe"):
+        probe(tiny_backbone, tiny_data.classnames, tiny_data.templates, probe.Config(init_from=str(path)))

@@ -39,6 +39,9 @@ class MethodConfig:
     scheduler: Literal["cosine", "constant"] = "cosine"
     warmup_epochs: int = 1
     warmup_lr: float = 1e-5
+    #: a checkpoint whose prompt tensors (same name and shape) initialise this method:
+    #: a prompt learned on source tasks (MVLPT) or a meta-learned initialisation (GRAM)
+    init_from: str | None = None
 
     def epochs_for(self, shots: int) -> int:
         """Epoch count for ``shots`` training images per class."""
@@ -66,6 +69,8 @@ class PromptMethod(L.LightningModule):
         self.classnames = list(classnames)
         self.templates = list(templates)
         self.build(self.classnames, self.templates)
+        if self.config.init_from:
+            self.initialize_from(self.config.init_from)
 
     # ---- to implement ------------------------------------------------------------------
     def build(self, classnames: list[str], templates: list[str]) -> None:
@@ -166,6 +171,41 @@ class PromptMethod(L.LightningModule):
         torch.save(payload, tmp)
         tmp.replace(path)
         return path
+
+    def initialize_from(self, path: str | Path) -> list[str]:
+        """Copy the tensors of a prompt checkpoint that this method also has (same name and shape).
+
+        Returns the names copied. A checkpoint from another backbone, a tensor of another shape, or
+        one sharing no tensor with this method raises CheckpointError.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise CheckpointError(f"init_from checkpoint {path} does not exist")
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        if payload.get("backbone") != self.backbone.describe():
+            raise CheckpointError(
+                f"init_from checkpoint {path} was trained on backbone {payload.get('backbone')}, "
+                f"not {self.backbone.describe()}"
+            )
+        own = {**dict(self.named_parameters()), **dict(self.named_buffers())}
+        copied = []
+        with torch.no_grad():
+            for key, value in payload["state_dict"].items():
+                if key.startswith(BACKBONE_PREFIX) or key not in own:
+                    continue
+                if tuple(own[key].shape) != tuple(value.shape):
+                    raise CheckpointError(
+                        f"init_from checkpoint {path}: {key} has shape {tuple(value.shape)}, "
+                        f"{self.name} expects {tuple(own[key].shape)}"
+                    )
+                own[key].copy_(value)
+                copied.append(key)
+        if not copied:
+            raise CheckpointError(
+                f"init_from checkpoint {path} (method {payload.get('method')}) shares no prompt tensor with "
+                f"{self.name}; it holds {sorted(payload['state_dict'])[:5]}"
+            )
+        return copied
 
     def load_checkpoint(self, path: str | Path) -> None:
         """Load a checkpoint written by ``save_checkpoint``; a mismatch raises CheckpointError."""
