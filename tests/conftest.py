@@ -19,6 +19,15 @@ def tiny_backbone():
 
 
 @pytest.fixture(scope="session")
+def deep_backbone():
+    """A 12-layer, width-32 random backbone: deep enough for every method's paper defaults."""
+    from vlpt.backbone import ClipBackbone
+
+    torch.manual_seed(0)
+    return ClipBackbone("vlpt-tiny12-vit", pretrained=None)
+
+
+@pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real data folder {SHARED_DATA} is absent")

@@ -47,16 +47,18 @@ def _fit_two_steps(method, datamodule):
 
 
 @pytest.mark.parametrize("name", METHODS.names())
-def test_every_method_trains_checkpoints_itself_and_leaves_the_backbone_alone(name, tiny_backbone, tiny_data, tmp_path):
+def test_every_method_trains_checkpoints_itself_and_leaves_the_backbone_alone(name, deep_backbone, tiny_data, tmp_path):
+    """Each registered method with its paper defaults, on a 12-layer backbone."""
+    backbone = deep_backbone
     cls = METHODS.get(name)
     torch.manual_seed(0)
-    backbone_before = {k: v.clone() for k, v in tiny_backbone.state_dict().items()}
-    method = cls(tiny_backbone, tiny_data.classnames, tiny_data.templates, cls.Config(batch_size=4))
+    backbone_before = {k: v.clone() for k, v in backbone.state_dict().items()}
+    method = cls(backbone, tiny_data.classnames, tiny_data.templates, cls.Config(batch_size=4))
     own_before = {k: v.clone() for k, v in method.state_dict().items()}
-    datamodule = _datamodule(tiny_data, tiny_backbone)
+    datamodule = _datamodule(tiny_data, backbone)
     _fit_two_steps(method, datamodule)
 
-    after = tiny_backbone.state_dict()
+    after = backbone.state_dict()
     assert all(torch.equal(backbone_before[k], after[k]) for k in backbone_before), "backbone weights changed"
     own_after = method.state_dict()
     assert not any(k.startswith("backbone.") for k in own_after)
@@ -66,7 +68,7 @@ def test_every_method_trains_checkpoints_itself_and_leaves_the_backbone_alone(na
     path = method.save_checkpoint(tmp_path / f"{name}.pt")
     assert path.stat().st_size < 64 * 1024, "a method checkpoint must be kilobytes, not a copy of CLIP"
     images, _ = next(iter(datamodule.eval_dataloader(tiny_data.eval_sets[0])))
-    fresh = cls(tiny_backbone, tiny_data.classnames, tiny_data.templates, cls.Config(batch_size=4))
+    fresh = cls(backbone, tiny_data.classnames, tiny_data.templates, cls.Config(batch_size=4))
     fresh.load_checkpoint(path)
     method.eval(), fresh.eval()
     with torch.no_grad():

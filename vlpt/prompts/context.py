@@ -5,6 +5,8 @@ A prompt for class ``c`` is the token-embedding sequence
 (Zhou et al., "Learning to Prompt for Vision-Language Models", IJCV 2022). The context is
 shared by all classes or class-specific (CSC), initialised from a phrase such as
 "a photo of a" or from N(0, init_std); the class token sits at the end, middle or front.
+With a phrase, the first ``min(n_ctx, phrase length)`` tokens are learned and the rest of the
+phrase stays fixed text (MaPLe learns "a photo" of "a photo of a"); CoOp uses the whole phrase.
 """
 from __future__ import annotations
 
@@ -46,7 +48,11 @@ class TextContext(nn.Module):
         width = backbone.text_width
         if ctx_init:
             init_tokens = backbone.tokenize([ctx_init])
-            n_ctx = int(backbone.eot_positions(init_tokens)[0]) - 1
+            n_ctx = min(n_ctx, int(backbone.eot_positions(init_tokens)[0]) - 1)
+            if n_ctx < 1:
+                raise ConfigError(f"n_ctx must be at least 1, got {n_ctx}")
+            if class_token_position != "end" and n_ctx < int(backbone.eot_positions(init_tokens)[0]) - 1:
+                raise ConfigError("a partly learned init phrase needs class_token_position 'end'")
             with torch.no_grad():
                 init = backbone.embed_tokens(init_tokens)[0, 1:1 + n_ctx].clone()
             ctx = init.unsqueeze(0).repeat(len(classnames), 1, 1) if csc else init

@@ -1,0 +1,60 @@
+"""VPT: Visual Prompt Tuning (Jia et al., "Visual Prompt Tuning", ECCV 2022) on CLIP's image tower.
+
+Learnable tokens are inserted after the class token: at the input only (``shallow``) or, in
+``deep`` mode, fresh tokens at every layer of ``layers`` (default: all). The text tower is not
+prompted, so the class embeddings of the dataset's hand-written template are computed once per
+class list. Defaults for CLIP follow MaPLe's deep-VPT baseline (Khattak et al. 2023): 8 tokens,
+SGD lr 0.0025, batch 4, 5 epochs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from vlpt.methods.base import MethodConfig, PromptMethod, cosine_logits
+from vlpt.methods.zeroshot import zero_shot_weights
+from vlpt.prompts.deep import PromptInit, PromptStack, check_prompt_layers
+from vlpt.registry import register_method
+
+
+@dataclass
+class VPTConfig(MethodConfig):
+    mode: Literal["shallow", "deep"] = "deep"
+    n_tokens: int = 8
+    #: deep mode: the prompted layers (default: every layer of the image tower)
+    layers: list[int] | None = None
+    init: PromptInit = "uniform"
+    lr: float = 0.0025
+    batch_size: int = 4
+    epochs: int | dict[int, int] = 5
+
+
+@register_method("vpt")
+class VPT(PromptMethod):
+    """Visual prompts in the image tower; frozen hand-written text classifier."""
+
+    Config = VPTConfig
+
+    def build(self, classnames, templates):
+        cfg = self.config
+        n_layers = self.backbone.vision_layers
+        if cfg.mode == "shallow":
+            layers = [0]
+        else:
+            layers = check_prompt_layers(cfg.layers if cfg.layers is not None else range(n_layers), n_layers,
+                                         "vpt layers")
+        patch = self.backbone.model.visual.conv1.kernel_size[0]
+        self.visual_prompts = PromptStack(layers, cfg.n_tokens, self.backbone.vision_width, init=cfg.init,
+                                          patch_size=patch, dtype=self.backbone.dtype)
+        self.update_classnames(classnames, templates)
+
+    def update_classnames(self, classnames, templates):
+        with torch.no_grad():
+            weights = zero_shot_weights(self.backbone, classnames, templates[:1])
+        self.register_buffer("class_embeddings", weights, persistent=False)
+
+    def logits(self, images):
+        features = self.backbone.encode_image(images, deep_prompts=self.visual_prompts())
+        return cosine_logits(features, self.class_embeddings, self.backbone.logit_scale)
