@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Hashable, Sequence
 
 import open_clip
 import torch
@@ -85,6 +85,7 @@ class ClipBackbone(nn.Module):
         self.model.eval()
         self.tokenizer = open_clip.get_tokenizer(model_name)
         self.preprocess_cfg = dict(self.model.visual.preprocess_cfg)
+        self._memo: dict[tuple, torch.Tensor] = {}
 
     @staticmethod
     def _create(model_name: str, pretrained: str | None, precision: str) -> nn.Module:
@@ -116,6 +117,17 @@ class ClipBackbone(nn.Module):
             dtype = next(model.parameters()).dtype
             model.load_state_dict({k: v.to(dtype) for k, v in state.items()})
         return model
+
+    def remember(self, key: Hashable, compute: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """Memoize a tensor that depends only on the frozen weights and ``key`` (per device).
+
+        Class-text embeddings of fixed prompts are the typical case: methods that switch class
+        lists often (multitask training, novel-class evaluation) then encode each list once.
+        """
+        full_key = (key, str(self.model.token_embedding.weight.device))
+        if full_key not in self._memo:
+            self._memo[full_key] = compute()
+        return self._memo[full_key]
 
     def train(self, mode: bool = True) -> "ClipBackbone":
         """The backbone stays in eval mode: it is frozen whatever its owner does."""

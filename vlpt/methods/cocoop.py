@@ -8,7 +8,7 @@ per-image loop of the paper.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 

@@ -27,12 +27,16 @@ class ZeroShotConfig(MethodConfig):
 
 
 def zero_shot_weights(backbone, classnames: list[str], templates) -> torch.Tensor:
-    """Normalized class embeddings ``[C, D]``, each the mean over the templates."""
-    weights = build_zero_shot_classifier(
-        backbone.model, backbone.tokenizer, [readable(c) for c in classnames], templates,
-        device=backbone.model.token_embedding.weight.device,
-    )
-    return weights.T
+    """Normalized class embeddings ``[C, D]``, each the mean over the templates (memoized on the backbone)."""
+    names = [readable(c) for c in classnames]
+    texts = tuple(t if isinstance(t, str) else t("{}") for t in templates)
+
+    def compute() -> torch.Tensor:
+        with torch.no_grad():
+            return build_zero_shot_classifier(backbone.model, backbone.tokenizer, names, templates,
+                                              device=backbone.model.token_embedding.weight.device).T
+
+    return backbone.remember(("zero_shot", tuple(names), texts), compute)
 
 
 @register_method("zeroshot")

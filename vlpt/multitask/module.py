@@ -1,0 +1,144 @@
+"""MultitaskPromptModule: one prompt method trained on several tasks at once (MVLPT).
+
+Shen et al., "Multitask Vision-Language Prompt Tuning", 2022: a prompt (CoOp's text context for
+MCoOp, VPT's visual prompts for MVPT, UPT's unified prompt for MUPT) is learned on several source tasks
+together, then initialises the prompt of a target task; target tasks can also be grouped and learned
+jointly. Each sample is scored against its own task's classes only, and the loss is the cross-entropy
+averaged over all samples of the batch. (The reference code scores every sample against the union of
+all tasks' classes and multiplies the other tasks' logits by 0, which leaves them in the softmax at
+logit 0; here they are not computed at all.)
+
+The wrapped method stays an ordinary ``PromptMethod``: the module switches its classes with
+``set_classnames`` per task and delegates the loss, the optimizer and the schedule to it. After
+``trainer.fit`` the method holds the shared prompt; ``method.save_checkpoint(path)`` writes it and a
+target-task method built with ``init_from=path`` starts from it.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import lightning as L
+import torch
+
+from vlpt.data.protocols import EvalSet
+from vlpt.errors import ConfigError
+from vlpt.eval.metrics import evaluate_classifier
+from vlpt.methods.base import BACKBONE_PREFIX, PromptMethod
+from vlpt.multitask.data import MultitaskDataModule, Task
+
+METHOD_PREFIX = "method."
+
+
+class MultitaskPromptModule(L.LightningModule):
+    """Trains one ``PromptMethod`` on several tasks, each sample scored against its own task's classes.
+
+    Batches are ``(images, labels, task_ids)`` (``MultitaskDataModule``). ``max_epochs`` sets the
+    length of the method's cosine schedule (default: the Trainer's ``max_epochs``).
+    """
+
+    def __init__(self, method: PromptMethod, tasks: Sequence[Task], max_epochs: int | None = None):
+        super().__init__()
+        if not method.trains:
+            raise ConfigError(f"method {method.name} learns nothing from images and cannot be trained on tasks")
+        self.method = method
+        self.tasks = list(tasks)
+        if not self.tasks:
+            raise ConfigError("a multitask run needs at least one task")
+        self.max_epochs = max_epochs
+        self.active_task: int | None = None
+        for task in self.tasks:  # fail early on a method that cannot serve a task's classes (e.g. CSC context)
+            method.set_classnames(task.classnames, task.templates)
+        self.use_task(0)
+
+    # ---- tasks ----------------------------------------------------------------------------
+    def use_task(self, task_index: int) -> None:
+        """Make the wrapped method score against task ``task_index``'s classes (with its templates).
+
+        Switching is cheap: frozen class-text embeddings are memoized on the backbone.
+        """
+        if self.active_task == task_index:
+            return
+        task = self.tasks[task_index]
+        self.method.set_classnames(task.classnames, task.templates)
+        self.active_task = task_index
+
+    def task_logits(self, images: torch.Tensor, task_index: int) -> torch.Tensor:
+        """Scores ``[B, C_task]`` of images against one task's classes."""
+        self.use_task(task_index)
+        return self.method.logits(images)
+
+    def multitask_loss(self, images: torch.Tensor, labels: torch.Tensor, task_ids: torch.Tensor) -> torch.Tensor:
+        """Mean over the batch of each sample's loss against its own task's classes.
+
+        Each task's samples go through the method's ``training_loss`` (cross-entropy, plus the method's
+        own terms such as KgCoOp's), weighted by its share of the batch.
+        """
+        present = torch.unique(task_ids).tolist()
+        if self.active_task in present:  # the current classes first: one switch fewer
+            present.remove(self.active_task)
+            present.insert(0, self.active_task)
+        total = images.new_zeros(())
+        for task_index in present:
+            index = (task_ids == task_index).nonzero(as_tuple=True)[0]
+            self.use_task(int(task_index))
+            loss = self.method.training_loss(images[index], labels[index])
+            total = total + loss * (len(index) / len(labels))
+        return total
+
+    # ---- Lightning ------------------------------------------------------------------------
+    def training_step(self, batch, batch_idx):
+        images, labels, task_ids = batch
+        loss = self.multitask_loss(images, labels, task_ids)
+        self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=len(labels))
+        return loss
+
+    def configure_optimizers(self):
+        epochs = self.max_epochs
+        if epochs is None:
+            trainer = self._trainer
+            epochs = trainer.max_epochs if trainer is not None and (trainer.max_epochs or 0) > 0 else 1
+        self.method.max_epochs = epochs
+        return self.method.configure_optimizers()
+
+    def on_train_end(self) -> None:
+        """Leave the method scoring against the first task's classes."""
+        self.use_task(0)
+
+    def state_dict(self, *args, **kwargs):
+        """The wrapped method's own tensors only (never the backbone)."""
+        state = super().state_dict(*args, **kwargs)
+        for key in [k for k in state if k.startswith(METHOD_PREFIX + BACKBONE_PREFIX)]:
+            del state[key]
+        return state
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        own = {k.removeprefix(METHOD_PREFIX): v for k, v in state_dict.items() if k.startswith(METHOD_PREFIX)}
+        return self.method.load_state_dict(own, strict=strict, assign=assign)
+
+    # ---- evaluation -----------------------------------------------------------------------
+    def _eval_device(self, device: torch.device | str | None) -> torch.device:
+        return torch.device(device) if device is not None else next(self.method.backbone.parameters()).device
+
+    @torch.no_grad()
+    def evaluate(self, task_index: int, eval_set: EvalSet, loader, device: torch.device | str | None = None
+                 ) -> dict[str, float]:
+        """Accuracy (percent) and sample count of task ``task_index``'s evaluation set ``eval_set``.
+
+        The method scores against the evaluation set's own classes and templates (the task's classes for
+        its test set; the novel classes or a target dataset's classes otherwise).
+        """
+        task = self.tasks[task_index]
+        if list(eval_set.classnames) == task.classnames and list(eval_set.templates) == task.templates:
+            self.use_task(task_index)
+        else:
+            self.method.set_classnames(eval_set.classnames, eval_set.templates)
+            self.active_task = None
+        self.method.eval()
+        return evaluate_classifier(self.method, loader, self._eval_device(device))
+
+    def evaluate_task(self, task_index: int, datamodule: MultitaskDataModule,
+                      device: torch.device | str | None = None) -> dict[str, dict[str, float]]:
+        """Metrics of every evaluation set of one task, keyed by the set's name."""
+        return {eval_set.name: self.evaluate(task_index, eval_set, datamodule.eval_dataloader(task_index, eval_set),
+                                             device)
+                for eval_set in self.tasks[task_index].data.eval_sets}
