@@ -103,16 +103,55 @@ def test_cli_dry_run_lists_pending_runs(tmp_path, capsys):
 
 
 @pytest.mark.integration
-def test_caltech101_coop_run_produces_a_record_and_a_leaderboard_row(tmp_path, shared_data):
+def test_caltech101_runs_produce_records_and_leaderboard_rows(tmp_path, shared_data):
     path = write_suite(tmp_path, data_root=str(shared_data), experiments=[{
         "protocol": "few_shot", "dataset": "caltech101", "shots": [2], "seeds": [1],
-        "params": {"epochs": 1}, "methods": ["coop"],
+        "params": {"epochs": 1}, "methods": ["coop", "vpt", {"config": "maple", "params": {"prompt_depth": 3}}],
     }])
     harness = Harness(load_suite(path), progress=False)
     paths = harness.run_all()
-    (record_file,) = (tmp_path / "out" / "records").glob("*.json")
-    record = json.loads(record_file.read_text())
-    assert record["config"]["data"] == {"train_augment": "crop_flip", "n_train": 200, "n_val": 200, "classes": 100}
-    assert record["metrics"]["test"]["n"] == 2465
+    records = [json.loads(f.read_text()) for f in (tmp_path / "out" / "records").glob("*.json")]
+    assert sorted(r["identity"]["method"] for r in records) == ["coop", "maple", "vpt"]
+    for record in records:
+        assert record["config"]["data"] == {"train_augment": "crop_flip", "n_train": 200, "n_val": 200, "classes": 100}
+        assert record["metrics"]["test"]["n"] == 2465
     rows = [line for line in paths[1].read_text().splitlines() if line.startswith("few_shot")]
-    assert any("caltech101" in row and "coop" in row for row in rows)
+    for method in ("coop", "vpt", "maple"):
+        assert any("caltech101" in row and f",{method}," in row for row in rows)
+
+
+def test_multitask_source_prompt_initialises_the_target_run(tmp_path):
+    path = write_suite(tmp_path, experiments=[
+        {"name": "src", "protocol": "multitask", "datasets": ["starter_digits", "starter_shapes"],
+         "shots": [1], "seeds": [1], "params": {"epochs": 1}, "methods": ["coop_m4"]},
+        {"protocol": "few_shot", "dataset": "starter_rendered_digits", "shots": [1], "seeds": [1],
+         "params": {"epochs": 1}, "methods": [{"config": "coop_m4", "variant": "scratch"},
+                                              {"config": "coop_m4", "variant": "mvlpt", "init_from": "experiment:src"}]},
+    ])
+    suite = load_suite(path)
+    source, scratch, transferred = suite.runs
+    assert transferred.init_source == source.identity and scratch.init_source is None
+    harness = Harness(suite, progress=False)
+    harness.run_all()
+    records = {r.identity.variant if r.identity.protocol == "few_shot" else "source": r for r in harness.store.records()}
+    assert set(records["source"].metrics) == {"starter_digits", "starter_shapes"}
+    assert records["source"].identity.dataset == "starter_digits+starter_shapes"
+    assert records["mvlpt"].config["init_from_run"] == source.identity.run_id
+    assert records["mvlpt"].config["method"]["params"]["init_from"] == str(harness.checkpoint_path(source.identity))
+    assert records["scratch"].config["method"]["params"]["init_from"] is None
+    assert harness.checkpoint_path(source.identity).stat().st_size < 64 * 1024
+
+
+@pytest.mark.parametrize("experiments, message", [
+    ([{"protocol": "multitask", "dataset": "starter_shapes", "methods": ["coop"]}], "multitask needs `datasets`"),
+    ([{"protocol": "few_shot", "dataset": "starter_shapes",
+       "methods": [{"config": "coop", "init_from": "experiment:nope"}]}], "names no earlier experiment"),
+    ([{"name": "a", "protocol": "few_shot", "dataset": "starter_shapes", "methods": ["coop"]},
+      {"protocol": "few_shot", "dataset": "starter_digits", "methods": [{"config": "kgcoop", "init_from": "experiment:a"}]}],
+     "experiment 'a' has no run of method config 'kgcoop'"),
+    ([{"protocol": "few_shot", "dataset": "starter_shapes", "methods": [{"config": "coop", "init_from": "/no/such.pt"}]}],
+     "init_from checkpoint /no/such.pt does not exist"),
+])
+def test_bad_transfer_settings_fail_up_front(tmp_path, experiments, message):
+    with pytest.raises(ConfigError, match=message):
+        load_suite(write_suite(tmp_path, experiments=experiments))

@@ -2,7 +2,8 @@
 
 Data flows one way: suite -> protocol data -> method -> Trainer -> metrics -> record.
 Runs whose record exists are skipped, so an interrupted suite resumes where it stopped;
-each record is written atomically when its run ends.
+each record is written atomically when its run ends, and each trained run's prompt is kept in
+``checkpoints/<run_id>.pt`` (kilobytes) for runs that start from it (``init_from``).
 """
 from __future__ import annotations
 
@@ -21,10 +22,13 @@ from tqdm import tqdm
 from vlpt.backbone import ClipBackbone
 from vlpt.data import DatasetSplits, build_protocol, load_dataset
 from vlpt.data.datamodule import PromptDataModule
+from vlpt.errors import CheckpointError
 from vlpt.eval.metrics import evaluate_classifier
-from vlpt.eval.suite import Run, Suite
+from vlpt.eval.suite import MULTITASK, Run, Suite
+from vlpt.methods.base import PromptMethod
+from vlpt.multitask import MultitaskDataModule, MultitaskPromptModule, Task
 from vlpt.paths import LEADERBOARD_DIR, PROJECT_ROOT, default_data_root
-from vlpt.results import RecordStore, RunRecord, write_leaderboard
+from vlpt.results import RecordStore, RunIdentity, RunRecord, write_leaderboard
 
 
 def _device(trainer_accelerator: str) -> torch.device:
@@ -49,6 +53,7 @@ class Harness:
         self.output = Path(output or suite.output or LEADERBOARD_DIR)
         self.data_root = Path(data_root or suite.data_root or default_data_root())
         self.store = RecordStore(self.output / "records")
+        self.checkpoints = self.output / "checkpoints"
         self.progress = sys.stderr.isatty() if progress is None else progress
         self.device = _device(suite.trainer.accelerator)
         self._backbone: ClipBackbone | None = None
@@ -80,47 +85,87 @@ class Harness:
             self.store.write(self.execute(run))
         return write_leaderboard(self.store.directory, self.output)
 
+    def checkpoint_path(self, identity: RunIdentity) -> Path:
+        return self.checkpoints / f"{identity.run_id}.pt"
+
+    def _config(self, run: Run):
+        """The run's method config, with ``init_from`` pointing at its source run's checkpoint."""
+        if run.init_source is None:
+            return run.method.config
+        path = self.checkpoint_path(run.init_source)
+        if not path.is_file():
+            raise CheckpointError(
+                f"run {run.identity.run_id} starts from the prompt of run {run.init_source.run_id} "
+                f"({run.init_source.method} on {run.init_source.dataset}, seed {run.init_source.seed}), but {path} "
+                f"is missing; delete {self.store.path_for(run.init_source)} to run the source again"
+            )
+        return dataclasses.replace(run.method.config, init_from=str(path))
+
     def execute(self, run: Run) -> RunRecord:
-        """Train and evaluate one run and return its record."""
+        """Train and evaluate one run, keep its prompt checkpoint, and return its record."""
         identity, experiment, resolved = run.identity, run.experiment, run.method
         started = time.perf_counter()
         L.seed_everything(identity.seed, workers=True, verbose=False)
-        data = build_protocol(identity.protocol, self.dataset(identity.dataset), max(identity.shots, 1), identity.seed,
-                              [self.dataset(t) for t in identity.targets])
-        config = resolved.config
-        method = resolved.cls(self.backbone, data.classnames, data.templates, config)
+        config = self._config(run)
+        shots = max(identity.shots, 1)
         backbone = self.backbone
-        datamodule = PromptDataModule(
-            data, backbone.image_size, backbone.preprocess_cfg["mean"], backbone.preprocess_cfg["std"],
-            batch_size=config.batch_size, train_augment=experiment.train_augment,
-            num_workers=self.suite.trainer.num_workers, seed=identity.seed,
-        )
+        image_args = (backbone.image_size, backbone.preprocess_cfg["mean"], backbone.preprocess_cfg["std"])
+        common = dict(batch_size=config.batch_size, train_augment=experiment.train_augment,
+                      num_workers=self.suite.trainer.num_workers, seed=identity.seed)
+        if identity.protocol == MULTITASK:
+            tasks = [Task(name, build_protocol("few_shot", self.dataset(name), shots, identity.seed))
+                     for name in experiment.task_datasets]
+            method = resolved.cls(backbone, tasks[0].classnames, tasks[0].templates, config)
+            datamodule = MultitaskDataModule(tasks, *image_args, sampling=experiment.sampling, **common)
+            evaluations = [(task.name, task.data.eval_sets[0], datamodule.eval_dataloader(i, task.data.eval_sets[0]))
+                           for i, task in enumerate(tasks)]
+            n_train, n_val = sum(len(t.data.train) for t in tasks), sum(len(t.data.val) for t in tasks)
+            classes = sum(len(t.classnames) for t in tasks)
+        else:
+            data = build_protocol(identity.protocol, self.dataset(identity.dataset), shots, identity.seed,
+                                  [self.dataset(t) for t in identity.targets])
+            method = resolved.cls(backbone, data.classnames, data.templates, config)
+            datamodule = PromptDataModule(data, *image_args, **common)
+            evaluations = [(es.name, es, datamodule.eval_dataloader(es)) for es in data.eval_sets]
+            n_train, n_val, classes = len(data.train), len(data.val), len(data.classnames)
         epochs = config.epochs_for(identity.shots) if resolved.cls.trains else 0
         method.to(self.device)
-        if not method.fit_without_gradients(datamodule):
-            method.max_epochs = epochs
-            self._trainer(epochs).fit(method, train_dataloaders=datamodule.train_dataloader())
+        self._fit(method, datamodule, epochs, tasks if identity.protocol == MULTITASK else None)
+        if resolved.cls.trains:
+            method.save_checkpoint(self.checkpoint_path(identity))
         trained = time.perf_counter()
         method.to(self.device).eval()
         metrics = {}
-        for eval_set in data.eval_sets:
+        for name, eval_set, loader in evaluations:
             method.set_classnames(eval_set.classnames, eval_set.templates)
-            metrics[eval_set.name] = evaluate_classifier(method, datamodule.eval_dataloader(eval_set), self.device)
+            metrics[name] = evaluate_classifier(method, loader, self.device)
         finished = time.perf_counter()
         resolved_config = {
             "suite": self.suite.name,
             "method": {"name": resolved.cls.name, "variant": resolved.variant, "params": dataclasses.asdict(config)},
+            "init_from_run": run.init_source.run_id if run.init_source else None,
             "epochs": epochs,
             "backbone": dataclasses.asdict(self.suite.backbone),
             "trainer": dataclasses.asdict(self.suite.trainer),
-            "data": {"train_augment": experiment.train_augment, "n_train": len(data.train), "n_val": len(data.val),
-                     "classes": len(data.classnames)},
+            "data": {"train_augment": experiment.train_augment, "n_train": n_train, "n_val": n_val, "classes": classes,
+                     **({"sampling": experiment.sampling} if identity.protocol == MULTITASK else {})},
             "device": str(self.device),
         }
         timings = {"train_s": round(trained - started, 3), "eval_s": round(finished - trained, 3),
                    "wall_s": round(finished - started, 3)}
         return RunRecord.capture(identity, metrics, resolved_config, timings,
                                  peak_memory_mb=_peak_memory_mb(self.device), repo=PROJECT_ROOT)
+
+    def _fit(self, method: PromptMethod, datamodule, epochs: int, tasks: list[Task] | None) -> None:
+        """Gradient training through Lightning, unless the method fits in closed form or not at all."""
+        if tasks is None:
+            if method.fit_without_gradients(datamodule):
+                return
+            method.max_epochs = epochs
+            self._trainer(epochs).fit(method, train_dataloaders=datamodule.train_dataloader())
+        elif method.trains:
+            module = MultitaskPromptModule(method, tasks, max_epochs=epochs)
+            self._trainer(epochs).fit(module, train_dataloaders=datamodule.train_dataloader())
 
     def _trainer(self, epochs: int) -> L.Trainer:
         spec = self.suite.trainer

@@ -2,16 +2,21 @@
 
 A suite is validated whole before any run starts: unknown keys, wrong types, unknown
 methods, datasets or protocols, and invalid method parameters all fail up front with the
-file and key named. ``expand`` turns it into the list of runs, each with its identity.
+file and key named. Loading expands it into the list of runs, each with its identity.
+
+Besides the classification protocols, ``multitask`` learns one prompt on several ``datasets``
+at once (MVLPT). A method entry's ``init_from`` is a checkpoint path, or ``experiment:NAME``:
+the prompt learned by the run of the earlier experiment NAME with the same method config,
+shots and seed (MVLPT's source-to-target transfer).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from vlpt.config import build_dataclass, load_yaml
-from vlpt.data.protocols import PROTOCOLS
+from vlpt.data.protocols import PROTOCOLS as CLASSIFICATION_PROTOCOLS
 from vlpt.data.transforms import TrainAugment
 from vlpt.errors import ConfigError
 from vlpt.methods.base import MethodConfig, PromptMethod
@@ -19,6 +24,9 @@ from vlpt.paths import CONFIG_DIR
 from vlpt.registry import DATASETS, METHODS
 from vlpt.results import RunIdentity
 
+MULTITASK = "multitask"
+PROTOCOLS = (*CLASSIFICATION_PROTOCOLS, MULTITASK)
+EXPERIMENT_REFERENCE = "experiment:"
 METHOD_CONFIG_DIR = CONFIG_DIR / "methods"
 DEFAULT_SUITE = CONFIG_DIR / "suites" / "starter.yaml"
 
@@ -46,18 +54,27 @@ class MethodSpec:
     config: str
     variant: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
+    init_from: str | None = None
 
 
 @dataclass
 class ExperimentSpec:
     protocol: str
-    dataset: str
     methods: list[Any]
+    dataset: str | None = None
+    datasets: list[str] = field(default_factory=list)
+    name: str | None = None
     shots: list[int] = field(default_factory=lambda: [16])
     seeds: list[int] = field(default_factory=lambda: [1, 2, 3])
     targets: list[str] = field(default_factory=list)
     train_augment: TrainAugment = "crop_flip"
+    sampling: Literal["mixed", "per_task"] = "mixed"
     params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def task_datasets(self) -> list[str]:
+        """The datasets a run trains on: several for multitask, else one."""
+        return self.datasets if self.protocol == MULTITASK else [self.dataset]
 
 
 @dataclass
@@ -81,11 +98,15 @@ class ResolvedMethod:
 
 @dataclass
 class Run:
-    """One run of the suite: identity plus everything needed to execute it."""
+    """One run of the suite: identity plus everything needed to execute it.
+
+    ``init_source`` is the run whose learned prompt initialises this one (``experiment:NAME``).
+    """
 
     identity: RunIdentity
     method: ResolvedMethod
     experiment: ExperimentSpec
+    init_source: RunIdentity | None = None
 
 
 @dataclass
@@ -122,6 +143,40 @@ def _check_dataset_name(name: str, where: str) -> None:
         raise ConfigError(f"{where}: {exc}") from exc
 
 
+def _check_experiment(experiment: ExperimentSpec, where: str) -> None:
+    if experiment.protocol not in PROTOCOLS:
+        raise ConfigError(f"{where}: unknown protocol {experiment.protocol!r}; valid: {', '.join(PROTOCOLS)}")
+    if experiment.protocol == MULTITASK:
+        if experiment.dataset or len(experiment.datasets) < 2:
+            raise ConfigError(f"{where}: protocol multitask needs `datasets`, a list of at least two, and no `dataset`")
+    elif not experiment.dataset or experiment.datasets:
+        raise ConfigError(f"{where}: protocol {experiment.protocol} needs one `dataset` (`datasets` is for multitask)")
+    for name in [*experiment.task_datasets, *experiment.targets]:
+        _check_dataset_name(name, where)
+    if experiment.protocol in ("cross_dataset", "domain_generalization") and not experiment.targets:
+        raise ConfigError(f"{where}: protocol {experiment.protocol} needs a list of targets")
+    for shots in experiment.shots:
+        if shots < 1:
+            raise ConfigError(f"{where}: shots must be at least 1, got {shots}")
+
+
+def _init_source(method_spec: MethodSpec, named: dict[str, dict[tuple, RunIdentity]], shots: int, seed: int,
+                 where: str) -> RunIdentity | None:
+    """The run named by ``init_from: experiment:NAME`` for this method config, shots and seed."""
+    reference = method_spec.init_from
+    if not reference or not reference.startswith(EXPERIMENT_REFERENCE):
+        return None
+    name = reference[len(EXPERIMENT_REFERENCE):]
+    if name not in named:
+        raise ConfigError(f"{where}: init_from {reference!r} names no earlier experiment; "
+                          f"earlier named experiments: {', '.join(named) or 'none'}")
+    source = named[name].get((method_spec.config, shots, seed))
+    if source is None:
+        raise ConfigError(f"{where}: experiment {name!r} has no run of method config {method_spec.config!r} "
+                          f"with shots {shots} and seed {seed} to initialise from")
+    return source
+
+
 def load_suite(path: str | Path) -> Suite:
     """Read and validate a suite file, expanding it into runs (duplicates removed)."""
     path = Path(path)
@@ -129,32 +184,38 @@ def load_suite(path: str | Path) -> Suite:
     backbone = build_dataclass(BackboneSpec, spec.backbone, f"{path}: backbone")
     trainer = build_dataclass(TrainerSpec, spec.trainer, f"{path}: trainer")
     runs: dict[str, Run] = {}
+    named: dict[str, dict[tuple, RunIdentity]] = {}
     for index, raw in enumerate(spec.experiments):
         where = f"{path}: experiments[{index}]"
         if not isinstance(raw, dict):
             raise ConfigError(f"{where} must be a mapping, found {raw!r}")
         experiment = build_dataclass(ExperimentSpec, raw, where)
-        if experiment.protocol not in PROTOCOLS:
-            raise ConfigError(f"{where}: unknown protocol {experiment.protocol!r}; valid: {', '.join(PROTOCOLS)}")
-        for name in [experiment.dataset, *experiment.targets]:
-            _check_dataset_name(name, where)
-        if experiment.protocol in ("cross_dataset", "domain_generalization") and not experiment.targets:
-            raise ConfigError(f"{where}: protocol {experiment.protocol} needs a list of targets")
-        for shots in experiment.shots:
-            if shots < 1:
-                raise ConfigError(f"{where}: shots must be at least 1, got {shots}")
+        _check_experiment(experiment, where)
+        produced: dict[tuple, RunIdentity] = {}
         for entry in experiment.methods:
             method_spec = build_dataclass(MethodSpec, {"config": entry} if isinstance(entry, str) else entry,
                                           f"{where}: methods entry {entry!r}")
-            resolved = load_method_config(method_spec.config, {**experiment.params, **method_spec.params}, where)
+            init_path = method_spec.init_from
+            if init_path and not init_path.startswith(EXPERIMENT_REFERENCE) and not Path(init_path).is_file():
+                raise ConfigError(f"{where}: init_from checkpoint {init_path} does not exist")
+            overrides = {**experiment.params, **method_spec.params}
+            if init_path and not init_path.startswith(EXPERIMENT_REFERENCE):
+                overrides["init_from"] = init_path
+            resolved = load_method_config(method_spec.config, overrides, where)
             if method_spec.variant:
                 resolved.variant = method_spec.variant
             for shots in experiment.shots:
                 for seed in experiment.seeds:
                     identity = RunIdentity(
                         method=resolved.cls.name, variant=resolved.variant, backbone=backbone.describe(),
-                        dataset=experiment.dataset, protocol=experiment.protocol,
+                        dataset="+".join(experiment.task_datasets), protocol=experiment.protocol,
                         shots=shots if resolved.cls.trains else 0, seed=seed, targets=tuple(experiment.targets),
                     )
-                    runs.setdefault(identity.run_id, Run(identity, resolved, experiment))
+                    source = _init_source(method_spec, named, shots, seed, where)
+                    runs.setdefault(identity.run_id, Run(identity, resolved, experiment, source))
+                    produced[(method_spec.config, shots, seed)] = identity
+        if experiment.name:
+            if experiment.name in named:
+                raise ConfigError(f"{where}: experiment name {experiment.name!r} is used twice")
+            named[experiment.name] = produced
     return Suite(path, spec.name, backbone, trainer, spec.data_root, spec.output, list(runs.values()))
