@@ -1,0 +1,46 @@
+"""Meta-learning of prompt initializations (GRAM, Li et al., ICCV 2023) and its image-caption data."""
+from vlpt.meta.captions import (
+    CaptionDataset,
+    CaptionPair,
+    caption_folder,
+    caption_loader,
+    caption_shards,
+    load_caption_domains,
+    parse_domain_specs,
+    starter_caption_pairs,
+)
+from vlpt.meta.gram import (
+    BilevelMetaLearner,
+    GradientRegulator,
+    GramResult,
+    MetaTask,
+    adapt,
+    attach_regulator,
+    load_regulator,
+    meta_learn_initialization,
+    regulated_update,
+    regulator_path_for,
+    run_gram,
+)
+
+__all__ = [
+    "BilevelMetaLearner",
+    "CaptionDataset",
+    "CaptionPair",
+    "GradientRegulator",
+    "GramResult",
+    "MetaTask",
+    "adapt",
+    "attach_regulator",
+    "caption_folder",
+    "caption_loader",
+    "caption_shards",
+    "load_caption_domains",
+    "load_regulator",
+    "meta_learn_initialization",
+    "parse_domain_specs",
+    "regulated_update",
+    "regulator_path_for",
+    "run_gram",
+    "starter_caption_pairs",
+]
