@@ -155,3 +155,36 @@ def test_multitask_source_prompt_initialises_the_target_run(tmp_path):
 def test_bad_transfer_settings_fail_up_front(tmp_path, experiments, message):
     with pytest.raises(ConfigError, match=message):
         load_suite(write_suite(tmp_path, experiments=experiments))
+
+
+def test_gram_initialisation_is_made_once_and_used_by_init_references(tmp_path, monkeypatch):
+    path = write_suite(tmp_path, initializations=[
+        {"name": "g", "method": "coop_m4", "domains": "starter", "steps": 2, "options": {"batch_size": 8}}],
+        experiments=[{"protocol": "few_shot", "dataset": "starter_shapes", "shots": [1], "seeds": [1],
+                      "params": {"epochs": 1}, "methods": [{"config": "coop_m4", "variant": "gram",
+                                                             "init_from": "init:g"}]}])
+    harness = Harness(load_suite(path), progress=False)
+    harness.run_all()
+    (record,) = harness.store.records()
+    assert record.config["method"]["params"]["init_from"] == str(harness.init_path("g"))
+    made = harness.init_path("g").stat().st_mtime_ns
+    monkeypatch.setattr("vlpt.meta.gram.run_gram", lambda *a, **k: pytest.fail("re-ran GRAM"))
+    harness.prepare_initializations()
+    assert harness.init_path("g").stat().st_mtime_ns == made
+
+
+def test_unknown_initialisation_reference_fails_up_front(tmp_path):
+    path = write_suite(tmp_path, experiments=[{"protocol": "few_shot", "dataset": "starter_shapes",
+                                               "methods": [{"config": "coop", "init_from": "init:nope"}]}])
+    with pytest.raises(ConfigError, match="init_from 'init:nope' names no entry of `initializations`"):
+        load_suite(path)
+
+
+def test_cli_gram_writes_an_initialisation_a_method_can_start_from(tmp_path, capsys):
+    out = tmp_path / "gram.pt"
+    assert main(["gram", "coop_m4", "--out", str(out), "--steps", "2", "--batch-size", "8",
+                 "--data-root", str(tmp_path / "data")]) == 0
+    assert str(out) in capsys.readouterr().out
+    suite = write_suite(tmp_path, experiments=[{"protocol": "few_shot", "dataset": "starter_shapes",
+                                                "methods": [{"config": "coop_m4", "init_from": str(out)}]}])
+    assert load_suite(suite).runs[0].method.config.init_from == str(out)

@@ -1,4 +1,4 @@
-"""The `vlpt` command: bench, leaderboard, pretrain, data prepare, list."""
+"""The `vlpt` command: bench, leaderboard, pretrain, gram, data prepare, list."""
 from __future__ import annotations
 
 import argparse
@@ -41,6 +41,23 @@ def _pretrain(args) -> None:
     print(json.dumps(card, indent=2))
 
 
+def _gram(args) -> None:
+    from vlpt.meta.gram import run_gram
+
+    domains = args.domain or "starter"
+    params = dict(item.split("=", 1) for item in args.param)
+    result = run_gram(args.method, args.backbone, args.out, domains, args.steps,
+                      params={k: _yaml_value(v) for k, v in params.items()}, data_root=args.data_root,
+                      batch_size=args.batch_size, inner_lr=args.inner_lr, outer_lr=args.outer_lr, seed=args.seed)
+    print(f"initialisation: {result.checkpoint}\nregulator: {result.regulator_path}")
+
+
+def _yaml_value(text: str):
+    import yaml
+
+    return yaml.safe_load(text)
+
+
 def _prepare(args) -> None:
     from vlpt.data.prepare import prepare_dataset
 
@@ -76,6 +93,21 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain.add_argument("--seed", type=int, default=0)
     pretrain.add_argument("--out", default=str(STARTER_WEIGHTS), help="output .safetensors path")
     pretrain.set_defaults(func=_pretrain)
+
+    gram = commands.add_parser("gram", help="meta-learn a prompt initialisation with GRAM (use it with init_from)")
+    gram.add_argument("method", help="method config, e.g. coop_m4")
+    gram.add_argument("--out", required=True, help="output checkpoint (.pt)")
+    gram.add_argument("--backbone", default="vlpt-starter-vit@vlpt-starter", help="MODEL@PRETRAINED")
+    gram.add_argument("--domain", action="append", help="NAME=PATH[,PATH...]: caption folder or tar shards "
+                      "(repeat per domain; default: captioned starter images)")
+    gram.add_argument("--param", action="append", default=[], help="KEY=VALUE method config override")
+    gram.add_argument("--data-root", help="where the starter caption images are generated")
+    gram.add_argument("--steps", type=int, default=300)
+    gram.add_argument("--batch-size", type=int, default=32)
+    gram.add_argument("--inner-lr", type=float, default=0.01)
+    gram.add_argument("--outer-lr", type=float, default=0.005)
+    gram.add_argument("--seed", type=int, default=0)
+    gram.set_defaults(func=_gram)
 
     data = commands.add_parser("data", help="dataset tools")
     data_commands = data.add_subparsers(dest="data_command", required=True)

@@ -3,7 +3,8 @@
 Data flows one way: suite -> protocol data -> method -> Trainer -> metrics -> record.
 Runs whose record exists are skipped, so an interrupted suite resumes where it stopped;
 each record is written atomically when its run ends, and each trained run's prompt is kept in
-``checkpoints/<run_id>.pt`` (kilobytes) for runs that start from it (``init_from``).
+``checkpoints/<run_id>.pt`` (kilobytes) for runs that start from it (``init_from``). The suite's
+meta-learned initialisations (GRAM) are made first, once, into ``inits/<name>.pt``.
 """
 from __future__ import annotations
 
@@ -54,6 +55,7 @@ class Harness:
         self.data_root = Path(data_root or suite.data_root or default_data_root())
         self.store = RecordStore(self.output / "records")
         self.checkpoints = self.output / "checkpoints"
+        self.inits = self.output / "inits"
         self.progress = sys.stderr.isatty() if progress is None else progress
         self.device = _device(suite.trainer.accelerator)
         self._backbone: ClipBackbone | None = None
@@ -74,9 +76,25 @@ class Harness:
     def pending(self) -> list[Run]:
         return [run for run in self.suite.runs if not self.store.has(run.identity)]
 
+    def init_path(self, name: str) -> Path:
+        return self.inits / f"{name}.pt"
+
+    def prepare_initializations(self) -> None:
+        """Meta-learn each initialisation of the suite that is not on disk yet (GRAM)."""
+        from vlpt.meta.gram import run_gram
+
+        for init in self.suite.initializations:
+            if self.init_path(init.name).is_file():
+                continue
+            print(f"meta-learning initialisation {init.name!r} ({init.algorithm}, {init.method}, {init.steps} steps)")
+            run_gram(init.method, self.backbone, self.init_path(init.name), init.domains, init.steps,
+                     params=init.params, data_root=self.data_root, device=str(self.device), **init.options)
+
     def run_all(self) -> list[Path]:
         """Execute every run without a record, then rebuild the leaderboard; returns its files."""
         todo = self.pending()
+        if any(run.init_name for run in todo):
+            self.prepare_initializations()
         done = len(self.suite.runs) - len(todo)
         bar = tqdm(todo, desc=f"suite {self.suite.name}", unit="run", initial=done, total=len(self.suite.runs),
                    disable=None if self.progress else True)
@@ -90,6 +108,8 @@ class Harness:
 
     def _config(self, run: Run):
         """The run's method config, with ``init_from`` pointing at its source run's checkpoint."""
+        if run.init_name is not None:
+            return dataclasses.replace(run.method.config, init_from=str(self.init_path(run.init_name)))
         if run.init_source is None:
             return run.method.config
         path = self.checkpoint_path(run.init_source)

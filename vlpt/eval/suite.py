@@ -5,9 +5,10 @@ methods, datasets or protocols, and invalid method parameters all fail up front 
 file and key named. Loading expands it into the list of runs, each with its identity.
 
 Besides the classification protocols, ``multitask`` learns one prompt on several ``datasets``
-at once (MVLPT). A method entry's ``init_from`` is a checkpoint path, or ``experiment:NAME``:
-the prompt learned by the run of the earlier experiment NAME with the same method config,
-shots and seed (MVLPT's source-to-target transfer).
+at once (MVLPT). A method entry's ``init_from`` is a checkpoint path (relative paths are read from
+the suite file's folder), ``experiment:NAME``: the prompt learned by the run of the earlier
+experiment NAME with the same method config, shots and seed (MVLPT's source-to-target transfer),
+or ``init:NAME``: an initialisation the suite's ``initializations`` section meta-learns (GRAM).
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from vlpt.results import RunIdentity
 MULTITASK = "multitask"
 PROTOCOLS = (*CLASSIFICATION_PROTOCOLS, MULTITASK)
 EXPERIMENT_REFERENCE = "experiment:"
+INIT_REFERENCE = "init:"
 METHOD_CONFIG_DIR = CONFIG_DIR / "methods"
 DEFAULT_SUITE = CONFIG_DIR / "suites" / "starter.yaml"
 
@@ -78,6 +80,21 @@ class ExperimentSpec:
 
 
 @dataclass
+class InitializationSpec:
+    """A prompt initialisation meta-learned before the experiments run (GRAM, ``vlpt.meta.gram``)."""
+
+    name: str
+    method: str
+    algorithm: Literal["gram"] = "gram"
+    #: "starter" (captioned starter images) or {domain: caption folder | tar shard(s)}
+    domains: str | dict[str, Any] = "starter"
+    steps: int = 300
+    params: dict[str, Any] = field(default_factory=dict)
+    #: keyword arguments of ``meta_learn_initialization`` (inner_lr, outer_lr, batch_size, seed, ...)
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class SuiteSpec:
     name: str
     backbone: dict[str, Any]
@@ -85,6 +102,7 @@ class SuiteSpec:
     data_root: str | None = None
     output: str | None = None
     trainer: dict[str, Any] = field(default_factory=dict)
+    initializations: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -107,6 +125,7 @@ class Run:
     method: ResolvedMethod
     experiment: ExperimentSpec
     init_source: RunIdentity | None = None
+    init_name: str | None = None
 
 
 @dataclass
@@ -118,6 +137,7 @@ class Suite:
     data_root: str | None
     output: str | None
     runs: list[Run]
+    initializations: list[InitializationSpec] = field(default_factory=list)
 
 
 def load_method_config(name: str, overrides: dict[str, Any], where: str) -> ResolvedMethod:
@@ -183,6 +203,13 @@ def load_suite(path: str | Path) -> Suite:
     spec = build_dataclass(SuiteSpec, load_yaml(path), str(path))
     backbone = build_dataclass(BackboneSpec, spec.backbone, f"{path}: backbone")
     trainer = build_dataclass(TrainerSpec, spec.trainer, f"{path}: trainer")
+    initializations = []
+    for index, raw in enumerate(spec.initializations):
+        init = build_dataclass(InitializationSpec, raw, f"{path}: initializations[{index}]")
+        load_method_config(init.method, init.params, f"{path}: initializations[{index}]")
+        if init.name in {i.name for i in initializations}:
+            raise ConfigError(f"{path}: initializations[{index}]: name {init.name!r} is used twice")
+        initializations.append(init)
     runs: dict[str, Run] = {}
     named: dict[str, dict[tuple, RunIdentity]] = {}
     for index, raw in enumerate(spec.experiments):
@@ -195,12 +222,17 @@ def load_suite(path: str | Path) -> Suite:
         for entry in experiment.methods:
             method_spec = build_dataclass(MethodSpec, {"config": entry} if isinstance(entry, str) else entry,
                                           f"{where}: methods entry {entry!r}")
-            init_path = method_spec.init_from
-            if init_path and not init_path.startswith(EXPERIMENT_REFERENCE) and not Path(init_path).is_file():
-                raise ConfigError(f"{where}: init_from checkpoint {init_path} does not exist")
+            reference = method_spec.init_from or ""
+            init_name = reference[len(INIT_REFERENCE):] if reference.startswith(INIT_REFERENCE) else None
+            if init_name is not None and init_name not in {i.name for i in initializations}:
+                raise ConfigError(f"{where}: init_from {reference!r} names no entry of `initializations`; "
+                                  f"defined: {', '.join(i.name for i in initializations) or 'none'}")
             overrides = {**experiment.params, **method_spec.params}
-            if init_path and not init_path.startswith(EXPERIMENT_REFERENCE):
-                overrides["init_from"] = init_path
+            if reference and init_name is None and not reference.startswith(EXPERIMENT_REFERENCE):
+                checkpoint = (path.parent / reference).resolve()
+                if not checkpoint.is_file():
+                    raise ConfigError(f"{where}: init_from checkpoint {reference} does not exist ({checkpoint})")
+                overrides["init_from"] = str(checkpoint)
             resolved = load_method_config(method_spec.config, overrides, where)
             if method_spec.variant:
                 resolved.variant = method_spec.variant
@@ -212,10 +244,11 @@ def load_suite(path: str | Path) -> Suite:
                         shots=shots if resolved.cls.trains else 0, seed=seed, targets=tuple(experiment.targets),
                     )
                     source = _init_source(method_spec, named, shots, seed, where)
-                    runs.setdefault(identity.run_id, Run(identity, resolved, experiment, source))
+                    runs.setdefault(identity.run_id, Run(identity, resolved, experiment, source, init_name))
                     produced[(method_spec.config, shots, seed)] = identity
         if experiment.name:
             if experiment.name in named:
                 raise ConfigError(f"{where}: experiment name {experiment.name!r} is used twice")
             named[experiment.name] = produced
-    return Suite(path, spec.name, backbone, trainer, spec.data_root, spec.output, list(runs.values()))
+    return Suite(path, spec.name, backbone, trainer, spec.data_root, spec.output, list(runs.values()),
+                 initializations)

@@ -142,6 +142,9 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return lines
 
 
+SAMPLE_COUNT = "n"
+
+
 def _protocol_section(protocol: str, groups: list[Group]) -> list[str]:
     title = PROTOCOL_TITLES.get(protocol, protocol.replace("_", " ").capitalize())
     lines = [f"## {title} (`{protocol}`)", ""]
@@ -168,8 +171,8 @@ def _protocol_section(protocol: str, groups: list[Group]) -> list[str]:
             "Source: accuracy on the source dataset's test set. Avg: mean of the row's target "
             "accuracies (means over seeds); shown only when every target was evaluated."
         )
-    else:
-        keys = list(dict.fromkeys(k for g in groups for k in g.ordered_keys()))
+    else:  # every evaluation set and metric; sample counts ("n") stay in the CSV only
+        keys = list(dict.fromkeys(k for g in groups for k in g.ordered_keys() if k[1] != SAMPLE_COUNT))
         header += [_text(s if m == ACCURACY else f"{s} {m}") for s, m in keys]
         columns = [lambda g, k=k: _cell(g.stats.get(k)) for k in keys]
     header += ["Seeds"]
