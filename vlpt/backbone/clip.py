@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections import OrderedDict
 from pathlib import Path
 from typing import Callable, Hashable, Sequence
 
@@ -21,6 +22,7 @@ open_clip.add_model_config(MODEL_CONFIG_DIR)
 #: pretrained tags that name a checkpoint shipped with vlpt instead of an open_clip download
 SHIPPED_WEIGHTS = {"vlpt-starter": STARTER_WEIGHTS}
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
+MEMO_ENTRIES = 256
 
 
 def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
@@ -85,7 +87,7 @@ class ClipBackbone(nn.Module):
         self.model.eval()
         self.tokenizer = open_clip.get_tokenizer(model_name)
         self.preprocess_cfg = dict(self.model.visual.preprocess_cfg)
-        self._memo: dict[tuple, torch.Tensor] = {}
+        self._memo: OrderedDict[tuple, torch.Tensor] = OrderedDict()
 
     @staticmethod
     def _create(model_name: str, pretrained: str | None, precision: str) -> nn.Module:
@@ -123,10 +125,15 @@ class ClipBackbone(nn.Module):
 
         Class-text embeddings of fixed prompts are the typical case: methods that switch class
         lists often (multitask training, novel-class evaluation) then encode each list once.
+        The least recently used of more than ``MEMO_ENTRIES`` entries are dropped.
         """
         full_key = (key, str(self.model.token_embedding.weight.device))
-        if full_key not in self._memo:
+        if full_key in self._memo:
+            self._memo.move_to_end(full_key)
+        else:
             self._memo[full_key] = compute()
+            if len(self._memo) > MEMO_ENTRIES:
+                self._memo.popitem(last=False)
         return self._memo[full_key]
 
     def train(self, mode: bool = True) -> "ClipBackbone":
