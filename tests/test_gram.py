@@ -352,6 +352,11 @@ def test_gram_end_to_end_initializes_a_fresh_coop(tiny_backbone, starter_domains
     F.cross_entropy(fresh.logits(images), labels).backward()
     assert torch.allclose(hooked, regulator.regulate("context.ctx", fresh.context.ctx.grad), atol=1e-6)
 
+    configured = CoOp(tiny_backbone, ["zero", "one", "two"], ["{}"],
+                      CoOpConfig(n_ctx=4, init_from=str(out), regulator_from=str(result.regulator_path)))
+    F.cross_entropy(configured.logits(images), labels).backward()
+    assert torch.allclose(configured.context.ctx.grad, hooked, atol=1e-6)
+
 
 def test_gram_is_deterministic_given_seed(tiny_backbone, starter_domains):
     from vlpt.methods.coop import CoOp, CoOpConfig

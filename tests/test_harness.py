@@ -167,6 +167,7 @@ def test_gram_initialisation_is_made_once_and_used_by_init_references(tmp_path, 
     harness.run_all()
     (record,) = harness.store.records()
     assert record.config["method"]["params"]["init_from"] == str(harness.init_path("g"))
+    assert record.config["method"]["params"]["regulator_from"] == str(harness.inits / "g.regulator.pt")
     made = harness.init_path("g").stat().st_mtime_ns
     monkeypatch.setattr("vlpt.meta.gram.run_gram", lambda *a, **k: pytest.fail("re-ran GRAM"))
     harness.prepare_initializations()

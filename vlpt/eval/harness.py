@@ -26,6 +26,7 @@ from vlpt.data.datamodule import PromptDataModule
 from vlpt.errors import CheckpointError
 from vlpt.eval.metrics import evaluate_classifier
 from vlpt.eval.suite import MULTITASK, Run, Suite
+from vlpt.meta.gram import regulator_path_for
 from vlpt.methods.base import PromptMethod
 from vlpt.multitask import MultitaskDataModule, MultitaskPromptModule, Task
 from vlpt.paths import LEADERBOARD_DIR, PROJECT_ROOT, default_data_root
@@ -108,8 +109,10 @@ class Harness:
 
     def _config(self, run: Run):
         """The run's method config, with ``init_from`` pointing at its source run's checkpoint."""
-        if run.init_name is not None:
-            return dataclasses.replace(run.method.config, init_from=str(self.init_path(run.init_name)))
+        if run.init_name is not None:  # GRAM: the initialisation and its gradient regulator
+            path = self.init_path(run.init_name)
+            return dataclasses.replace(run.method.config, init_from=str(path),
+                                       regulator_from=str(regulator_path_for(path)))
         if run.init_source is None:
             return run.method.config
         path = self.checkpoint_path(run.init_source)

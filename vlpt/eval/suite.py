@@ -8,7 +8,8 @@ Besides the classification protocols, ``multitask`` learns one prompt on several
 at once (MVLPT). A method entry's ``init_from`` is a checkpoint path (relative paths are read from
 the suite file's folder), ``experiment:NAME``: the prompt learned by the run of the earlier
 experiment NAME with the same method config, shots and seed (MVLPT's source-to-target transfer),
-or ``init:NAME``: an initialisation the suite's ``initializations`` section meta-learns (GRAM).
+or ``init:NAME``: an initialisation the suite's ``initializations`` section meta-learns (GRAM),
+whose gradient regulator then also shapes the run's training gradients.
 """
 from __future__ import annotations
 

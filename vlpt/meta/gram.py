@@ -46,8 +46,8 @@ What this implementation chose where the paper (as far as could be read) leaves 
    ``tasks_per_step`` (support, query) pairs; support and query domains drawn uniformly without
    replacement per task; batches drawn without replacement within a domain.
 5. **Downstream use of the regulator.** GRAM regulates the gradients of the downstream few-shot
-   tuning as well; ``attach_regulator(method, regulator)`` installs the regulator as gradient hooks
-   on a method's prompt tensors, but wiring it into the harness is left to the caller.
+   tuning as well: a method whose config sets ``regulator_from`` installs the regulator as gradient
+   hooks on its prompt tensors (``attach_regulator``); a suite's ``init_from: init:NAME`` sets both.
 
 The core is written for plain tensors (``regulated_update``, ``adapt``, ``BilevelMetaLearner``), so
 it can be checked on toy problems; ``meta_learn_initialization`` runs it on any ``PromptMethod``
@@ -547,12 +547,10 @@ def attach_regulator(method, regulator: GradientRegulator) -> list:
         raise CheckpointError(
             f"gradient regulator has no entry for {unknown}; it was learned for {sorted(regulator.shapes)}"
         )
-    regulator.to(next(iter(params.values())).device)
-
     def hook(name: str):
         def regulate(grad: torch.Tensor) -> torch.Tensor:
             with torch.no_grad():
-                return regulator.regulate(name, grad)
+                return regulator.to(grad.device).regulate(name, grad)  # follows the method across devices
         return regulate
 
     return [p.register_hook(hook(name)) for name, p in params.items()]

@@ -9,6 +9,7 @@ Devices and precision belong to the Lightning Trainer, never to a method.
 """
 from __future__ import annotations
 
+import abc
 import dataclasses
 import math
 from dataclasses import dataclass
@@ -42,6 +43,8 @@ class MethodConfig:
     #: a checkpoint whose prompt tensors (same name and shape) initialise this method:
     #: a prompt learned on source tasks (MVLPT) or a meta-learned initialisation (GRAM)
     init_from: str | None = None
+    #: a GRAM gradient regulator (``*.regulator.pt``) applied to this method's prompt gradients in training
+    regulator_from: str | None = None
 
     def epochs_for(self, shots: int) -> int:
         """Epoch count for ``shots`` training images per class."""
@@ -51,7 +54,7 @@ class MethodConfig:
         return self.epochs[eligible[-1]]
 
 
-class PromptMethod(L.LightningModule):
+class PromptMethod(L.LightningModule, abc.ABC):
     """Base class of all methods; see the module docstring for the contract."""
 
     Config: ClassVar[type[MethodConfig]] = MethodConfig
@@ -71,14 +74,18 @@ class PromptMethod(L.LightningModule):
         self.build(self.classnames, self.templates)
         if self.config.init_from:
             self.initialize_from(self.config.init_from)
+        if self.config.regulator_from:
+            from vlpt.meta.gram import attach_regulator, load_regulator
+
+            attach_regulator(self, load_regulator(self.config.regulator_from))
 
     # ---- to implement ------------------------------------------------------------------
     def build(self, classnames: list[str], templates: list[str]) -> None:
         """Create the method's parameters for the training classes."""
 
+    @abc.abstractmethod
     def logits(self, images: torch.Tensor) -> torch.Tensor:
         """Class scores ``[B, C]`` for the current class names."""
-        raise NotImplementedError
 
     def update_classnames(self, classnames: list[str], templates: list[str]) -> None:
         """Rebuild what depends on the class names (prompts, classifier rows)."""
