@@ -405,3 +405,14 @@ def test_run_gram_with_a_method_config(tiny_backbone, starter_domains, tmp_path)
     assert torch.load(regulator_path_for(out), weights_only=True)["config"]["method_config"]["params"]["n_ctx"] == 4
     fresh = CoOp(tiny_backbone, ["a"], ["{}"], CoOpConfig(n_ctx=4, ctx_init="a photo of a", init_from=str(out)))
     assert torch.equal(fresh.context.ctx.detach(), payload["state_dict"]["context.ctx"])
+
+
+def test_run_gram_is_reproducible_whatever_the_callers_random_state(tmp_path, tiny_backbone):
+    outputs = []
+    for caller_seed in (1, 2):
+        torch.manual_seed(caller_seed)  # a process that drew other random numbers before
+        out = tmp_path / f"vpt{caller_seed}.pt"
+        run_gram("vpt", tiny_backbone, out, "starter", 1, data_root=tmp_path / "data", batch_size=4)
+        outputs.append(torch.load(out, weights_only=True)["state_dict"])
+    assert outputs[0].keys() == outputs[1].keys()
+    assert all(torch.equal(outputs[0][k], outputs[1][k]) for k in outputs[0])

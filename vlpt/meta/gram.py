@@ -606,7 +606,9 @@ def run_gram(
     else:
         specs = [caption_source] if isinstance(caption_source, str) else list(caption_source)
         domains = load_caption_domains(parse_domain_specs(specs), cache_dir)
-    method = resolved.cls(clip, ["object"], ["{}"], resolved.config).to(device)
+    with torch.random.fork_rng(devices=[]):  # the starting prompt is drawn from the run's seed, not the caller's RNG
+        torch.manual_seed(gram_kwargs.get("seed", 0))
+        method = resolved.cls(clip, ["object"], ["{}"], resolved.config).to(device)
     transform = train_transform(clip.image_size, clip.preprocess_cfg["mean"], clip.preprocess_cfg["std"], augment)
     notes = {"method_config": {"name": method_name, "params": dataclasses.asdict(resolved.config)},
              "caption_source": caption_source if isinstance(caption_source, str) else "custom", "augment": augment}
