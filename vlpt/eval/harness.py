@@ -130,7 +130,7 @@ class Harness:
         started = time.perf_counter()
         L.seed_everything(identity.seed, workers=True, verbose=False)
         config = self._config(run)
-        shots = max(identity.shots, 1)
+        shots = identity.shots  # 0 for methods that train on nothing: no images are sampled
         backbone = self.backbone
         image_args = (backbone.image_size, backbone.preprocess_cfg["mean"], backbone.preprocess_cfg["std"])
         common = dict(batch_size=config.batch_size, train_augment=experiment.train_augment,
@@ -151,9 +151,10 @@ class Harness:
             datamodule = PromptDataModule(data, *image_args, **common)
             evaluations = [(es.name, es, datamodule.eval_dataloader(es)) for es in data.eval_sets]
             n_train, n_val, classes = len(data.train), len(data.val), len(data.classnames)
+            tasks = None
         epochs = config.epochs_for(identity.shots) if resolved.cls.trains else 0
         method.to(self.device)
-        self._fit(method, datamodule, epochs, tasks if identity.protocol == MULTITASK else None)
+        self._fit(method, datamodule, epochs, tasks)
         if resolved.cls.trains:
             method.save_checkpoint(self.checkpoint_path(identity))
         trained = time.perf_counter()
