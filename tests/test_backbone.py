@@ -54,6 +54,21 @@ def test_image_deep_prompts_enter_the_chosen_layers_only(tiny_backbone):
     assert prompted.shape == plain.shape and not torch.allclose(prompted, plain)
 
 
+def test_patch_embeddings_are_open_clips_embedding_step_before_ln_pre(tiny_backbone):
+    images = torch.randn(2, 3, 32, 32)
+    visual = tiny_backbone.model.visual
+    assert torch.equal(visual.ln_pre(tiny_backbone.patch_embeddings(images)), visual._embeds(images))
+
+
+def test_input_prompts_are_normalized_with_the_patches(tiny_backbone):
+    prompt = torch.randn(3, 128)
+    seen, handles = _record_block_inputs(tiny_backbone.model.visual.transformer.resblocks)
+    tiny_backbone.encode_image(torch.randn(2, 3, 32, 32), deep_prompts={0: prompt})
+    for h in handles:
+        h.remove()
+    assert torch.allclose(seen[0][:, 1:4], tiny_backbone.model.visual.ln_pre(prompt).expand(2, -1, -1), atol=1e-6)
+
+
 def test_image_without_prompts_matches_open_clip(tiny_backbone):
     images = torch.randn(2, 3, 32, 32)
     assert torch.equal(tiny_backbone.encode_image(images), tiny_backbone.model.encode_image(images))

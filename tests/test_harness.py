@@ -175,6 +175,12 @@ def test_gram_initialisation_is_made_once_and_used_by_init_references(tmp_path, 
     harness.prepare_initializations()
     assert harness.init_path("g").stat().st_mtime_ns == made
 
+    changed = write_suite(tmp_path, initializations=[
+        {"name": "g", "method": "coop_m4", "domains": "starter", "steps": 3, "options": {"batch_size": 8}}],
+        experiments=[{"protocol": "few_shot", "dataset": "starter_shapes", "methods": ["zeroshot"]}])
+    with pytest.raises(ConfigError, match="initialisation 'g' in .* was made with other settings"):
+        Harness(load_suite(changed), progress=False).prepare_initializations()
+
 
 def test_unknown_initialisation_reference_fails_up_front(tmp_path):
     path = write_suite(tmp_path, experiments=[{"protocol": "few_shot", "dataset": "starter_shapes",
@@ -191,3 +197,39 @@ def test_cli_gram_writes_an_initialisation_a_method_can_start_from(tmp_path, cap
     suite = write_suite(tmp_path, experiments=[{"protocol": "few_shot", "dataset": "starter_shapes",
                                                 "methods": [{"config": "coop_m4", "init_from": str(out)}]}])
     assert load_suite(suite).runs[0].method.config.init_from == str(out)
+
+
+def test_entries_that_would_be_the_same_run_with_other_settings_are_rejected(tmp_path):
+    path = write_suite(tmp_path, experiments=[{"protocol": "few_shot", "dataset": "starter_shapes", "methods": [
+        "coop", {"config": "coop", "params": {"n_ctx": 4}}]}])
+    with pytest.raises(ConfigError, match="same run as an earlier entry .* give it its own `variant:`"):
+        load_suite(path)
+
+
+def test_a_record_made_with_other_settings_is_reported_not_reused(tmp_path):
+    experiment = {"protocol": "few_shot", "dataset": "starter_shapes", "shots": [1], "seeds": [1],
+                  "params": {"epochs": 1}, "methods": ["coop_m4"]}
+    Harness(load_suite(write_suite(tmp_path, experiments=[experiment])), progress=False).run_all()
+    changed = Harness(load_suite(write_suite(tmp_path, experiments=[{**experiment, "params": {"epochs": 2}}])),
+                      progress=False)
+    with pytest.raises(ConfigError, match=r"records/.*\.json .* other settings than the suite's \(epochs\)"):
+        changed.pending()
+    assert Harness(load_suite(write_suite(tmp_path, experiments=[experiment])), progress=False).pending() == []
+
+
+@pytest.mark.parametrize("experiment, message", [
+    ({"protocol": "base_to_novel", "methods": ["linear_probe"]}, "only subsets of its training classes"),
+    ({"protocol": "base_to_novel", "methods": [{"config": "coop", "params": {"csc": True}}]},
+     "only its training classes"),
+    ({"protocol": "few_shot", "methods": [{"config": "coop", "params": {"lr": 0}}]}, "lr must be positive"),
+    ({"protocol": "few_shot", "methods": [{"config": "coop", "params": {"epochs": {}}}]}, "epochs must be at least 1"),
+    ({"protocol": "few_shot", "methods": [5]}, "methods entry 5 must be a method config name"),
+])
+def test_methods_that_cannot_run_the_protocol_or_bad_values_fail_up_front(tmp_path, experiment, message):
+    with pytest.raises(ConfigError, match=message):
+        load_suite(write_suite(tmp_path, experiments=[{"dataset": "starter_shapes", **experiment}]))
+
+
+def test_true_half_precision_is_refused_because_it_would_convert_the_shared_backbone(tmp_path):
+    with pytest.raises(ConfigError, match="key 'precision' has value 'bf16-true'"):
+        load_suite(write_suite(tmp_path, trainer={"precision": "bf16-true"}))

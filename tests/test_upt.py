@@ -72,8 +72,10 @@ def test_visual_prompts_enter_the_image_tower_at_its_input(upt, tiny_backbone, i
     x = _batch_first(visual_model.transformer, store["x"])
     n_patches = (32 // 4) ** 2
     assert x.shape[1] == 1 + 4 + n_patches  # class token, 4 prompt tokens, patches
+    with torch.no_grad():
+        normalized = visual_model.ln_pre(visual)  # input prompts join the patches before ln_pre
     for b in range(len(images)):
-        assert torch.allclose(x[b, 1:5], visual, atol=1e-6)
+        assert torch.allclose(x[b, 1:5], normalized, atol=1e-6)
     with torch.no_grad():
         plain = tiny_backbone.encode_image(images)
         assert not torch.allclose(prompted, plain, atol=1e-4)

@@ -36,8 +36,10 @@ def test_vpt_tokens_enter_exactly_the_chosen_layers(tiny_backbone, params, lengt
     seen = _block_inputs(tiny_backbone.model.visual.transformer.resblocks, lambda: method.logits(images))
     assert [seen[i].shape[1] for i in range(4)] == lengths
     prompts = method.visual_prompts()
+    ln_pre = tiny_backbone.model.visual.ln_pre
     for layer, tokens in prompts.items():
-        assert torch.equal(seen[layer][:, 1:1 + tokens.shape[0]], tokens.expand(2, -1, -1))
+        expected = ln_pre(tokens) if layer == 0 else tokens  # input prompts join the patches before ln_pre
+        assert torch.allclose(seen[layer][:, 1:1 + tokens.shape[0]], expected.expand(2, -1, -1), atol=1e-6)
     unprompted = [i for i in range(4) if i not in prompts and lengths[i] > SEQ]
     for layer in unprompted:  # carried over from the layer before, not replaced
         assert not any(torch.equal(seen[layer][0, 1:1 + t.shape[0]], t) for t in prompts.values())
@@ -63,7 +65,7 @@ def test_maple_vision_prompts_are_the_coupled_language_prompts(tiny_backbone):
     images = torch.randn(2, 3, 32, 32)
     seen = _block_inputs(tiny_backbone.model.visual.transformer.resblocks, lambda: method.logits(images))
     with torch.no_grad():
-        expected = {0: method.couplings[0](method.context.ctx),
+        expected = {0: tiny_backbone.model.visual.ln_pre(method.couplings[0](method.context.ctx)),
                     1: method.couplings[1](method.text_prompts.tokens[0]),
                     2: method.couplings[2](method.text_prompts.tokens[1])}
     for layer, tokens in expected.items():

@@ -59,6 +59,8 @@ def _matches(value: Any, annotation: Any) -> bool:
 
 def build_dataclass(cls: type, values: dict, where: str):
     """Build ``cls`` from ``values``; unknown keys and wrong types raise ConfigError naming ``where``."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where}: expected a mapping of keys to values, found {values!r}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
     unknown = sorted(set(values) - set(fields))
@@ -72,7 +74,10 @@ def build_dataclass(cls: type, values: dict, where: str):
                 f"{where}: key {key!r} has value {value!r} of type {type(value).__name__}, expected {_type_name(hints[key])}"
             )
     converted = {k: float(v) if hints[k] is float else v for k, v in values.items()}
-    return cls(**converted)
+    try:
+        return cls(**converted)
+    except ValueError as exc:  # a dataclass's own value checks (__post_init__)
+        raise ConfigError(f"{where}: {exc}") from exc
 
 
 def _type_name(annotation: Any) -> str:

@@ -12,7 +12,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vlpt.backbone.deep_prompts import DeepPromptTokens, check_layers, run_text_blocks, run_vision_blocks
+from vlpt.backbone.deep_prompts import (
+    DeepPromptTokens,
+    check_layers,
+    insert_after_class_token,
+    run_text_blocks,
+    run_vision_blocks,
+)
 from vlpt.errors import CheckpointError, ConfigError
 from vlpt.paths import STARTER_WEIGHTS
 
@@ -240,15 +246,28 @@ class ClipBackbone(nn.Module):
         if not hasattr(visual, "class_embedding"):
             raise ConfigError(f"{self.model_name}: deep prompts need a ViT image tower")
         check_layers(deep_prompts, self.vision_layers, self.vision_width, "image")
-        x = visual._embeds(images.to(self.dtype))
-        x = self._batch_first(visual.transformer, x)
-        x, n_prompts = run_vision_blocks(visual.transformer.resblocks, x, deep_prompts)
+        x = self.patch_embeddings(images)
+        n_prompts = 0
+        if 0 in deep_prompts:  # input prompts join the patch tokens before ln_pre (MaPLe's CLIP code)
+            x = insert_after_class_token(x, deep_prompts[0])
+            n_prompts = deep_prompts[0].shape[-2]
+        x = self._batch_first(visual.transformer, visual.ln_pre(x))
+        deeper = {layer: tokens for layer, tokens in deep_prompts.items() if layer > 0}
+        x, n_prompts = run_vision_blocks(visual.transformer.resblocks, x, deeper, n_prompts)
         x = self._batch_first(visual.transformer, x)
         x = torch.cat([x[:, :1], x[:, 1 + n_prompts:]], dim=1)
         pooled, _ = visual._pool(x)
         if visual.proj is not None:
             pooled = pooled @ visual.proj
         return F.normalize(pooled, dim=-1) if normalize else pooled
+
+    def patch_embeddings(self, images: torch.Tensor) -> torch.Tensor:
+        """Class token and patch tokens with positional embeddings ``[B, 1+P, W]``, before ``ln_pre``."""
+        visual = self.model.visual
+        x = visual.conv1(images.to(self.dtype))
+        x = x.reshape(x.shape[0], x.shape[1], -1).permute(0, 2, 1)
+        x = torch.cat([visual.class_embedding.view(1, 1, -1).expand(x.shape[0], -1, -1).to(x.dtype), x], dim=1)
+        return visual.patch_dropout(x + visual.positional_embedding.to(x.dtype))
 
     @staticmethod
     def _batch_first(transformer: nn.Module, x: torch.Tensor) -> torch.Tensor:

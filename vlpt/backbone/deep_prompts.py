@@ -5,7 +5,8 @@ MaPLe, multitask UPT, segmentation prompts):
 
 * image tower (ViT): at the first prompted layer the tokens are inserted right after
   the class token; at each later prompted layer they *replace* the tokens inserted
-  before (VPT-deep, Jia et al. 2022). They are removed again before pooling.
+  before (VPT-deep, Jia et al. 2022). They are removed again before pooling. Layer-0
+  tokens join the patch embeddings before CLIP's ``ln_pre``, as in MaPLe's code.
 * text tower: at each prompted layer the tokens replace the sequence positions
   ``1 .. n`` (the learned-context slots after the start token), as MaPLe does
   (Khattak et al. 2023).
@@ -36,24 +37,28 @@ def check_layers(prompts: DeepPromptTokens, n_layers: int, width: int, tower: st
             raise ValueError(f"{tower} deep prompt at layer {layer} has width {tokens.shape[-1]}, expected {width}")
 
 
-def run_vision_blocks(blocks, x: torch.Tensor, prompts: DeepPromptTokens) -> tuple[torch.Tensor, int]:
+def insert_after_class_token(x: torch.Tensor, tokens: torch.Tensor, n_replaced: int = 0) -> torch.Tensor:
+    """``x`` ([B, L, W]) with ``tokens`` placed after the class token, replacing ``n_replaced`` old ones."""
+    return torch.cat([x[:, :1], _batched(tokens, x.shape[0], x.dtype), x[:, 1 + n_replaced:]], dim=1)
+
+
+def run_vision_blocks(blocks, x: torch.Tensor, prompts: DeepPromptTokens,
+                      n_inserted: int = 0) -> tuple[torch.Tensor, int]:
     """Run ViT blocks on ``x`` ([B, 1+P, W], batch first) inserting/replacing prompt tokens.
 
-    Returns the output sequence and the number of prompt tokens it still holds after
-    the class token (so the caller can drop them before pooling).
+    ``n_inserted`` prompt tokens may already follow the class token. Returns the output sequence
+    and the number of prompt tokens it still holds (so the caller can drop them before pooling).
     """
-    n_inserted = 0
     for index, block in enumerate(blocks):
         if index in prompts:
-            tokens = _batched(prompts[index], x.shape[0], x.dtype)
-            if n_inserted and tokens.shape[1] != n_inserted:
+            n_tokens = prompts[index].shape[-2]
+            if n_inserted and n_tokens != n_inserted:
                 raise ValueError(
-                    f"image deep prompt at layer {index} has {tokens.shape[1]} tokens, "
+                    f"image deep prompt at layer {index} has {n_tokens} tokens, "
                     f"but {n_inserted} were inserted at an earlier layer"
                 )
-            rest = x[:, 1 + n_inserted:]
-            x = torch.cat([x[:, :1], tokens, rest], dim=1)
-            n_inserted = tokens.shape[1]
+            x = insert_after_class_token(x, prompts[index], n_inserted)
+            n_inserted = n_tokens
         x = block(x)
     return x, n_inserted
 

@@ -9,6 +9,7 @@ meta-learned initialisations (GRAM) are made first, once, into ``inits/<name>.pt
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import resource
 import sys
@@ -23,14 +24,14 @@ from tqdm import tqdm
 from vlpt.backbone import ClipBackbone
 from vlpt.data import DatasetSplits, build_protocol, load_dataset
 from vlpt.data.datamodule import PromptDataModule
-from vlpt.errors import CheckpointError
+from vlpt.errors import CheckpointError, ConfigError
 from vlpt.eval.metrics import evaluate_classifier
-from vlpt.eval.suite import MULTITASK, Run, Suite
+from vlpt.eval.suite import MULTITASK, Run, Suite, run_settings, settings_of
 from vlpt.meta.gram import regulator_path_for
 from vlpt.methods.base import PromptMethod
 from vlpt.multitask import MultitaskDataModule, MultitaskPromptModule, Task
 from vlpt.paths import LEADERBOARD_DIR, PROJECT_ROOT, default_data_root
-from vlpt.results import RecordStore, RunIdentity, RunRecord, write_leaderboard
+from vlpt.results import RecordStore, RunIdentity, RunRecord, atomic_write_text, write_leaderboard
 
 
 def _device(trainer_accelerator: str) -> torch.device:
@@ -75,7 +76,27 @@ class Harness:
         return self._datasets[name]
 
     def pending(self) -> list[Run]:
-        return [run for run in self.suite.runs if not self.store.has(run.identity)]
+        """Runs without a record; a record made with other settings than the suite's is an error."""
+        todo = []
+        for run in self.suite.runs:
+            record = self.store.get(run.identity)
+            if record is None:
+                todo.append(run)
+                continue
+            data = record.config.get("data", {})
+            stored = run_settings(record.config["method"]["params"], data.get("train_augment"), data.get("sampling"),
+                                  None)
+            current = settings_of(run)
+            if {**stored, "init": None} != {**current, "init": None}:
+                changed = sorted(k for k in set(stored["params"]) | set(current["params"])
+                                 if stored["params"].get(k) != current["params"].get(k))
+                raise ConfigError(
+                    f"record {self.store.path_for(run.identity)} ({run.identity.method}, variant "
+                    f"{run.identity.variant!r}, {run.identity.dataset}, seed {run.identity.seed}) was made with other "
+                    f"settings than the suite's ({', '.join(changed) or 'train_augment/sampling'}); delete it to "
+                    f"run again, or give the changed entry its own `variant:`"
+                )
+        return todo
 
     def init_path(self, name: str) -> Path:
         return self.inits / f"{name}.pt"
@@ -85,11 +106,17 @@ class Harness:
         from vlpt.meta.gram import run_gram
 
         for init in self.suite.initializations:
-            if self.init_path(init.name).is_file():
+            path, spec_path = self.init_path(init.name), self.init_path(init.name).with_suffix(".spec.json")
+            spec = json.dumps({**dataclasses.asdict(init), "backbone": self.suite.backbone.describe()}, sort_keys=True)
+            if path.is_file() and spec_path.is_file():
+                if spec_path.read_text() != spec:
+                    raise ConfigError(f"initialisation {init.name!r} in {path} was made with other settings than the "
+                                      f"suite's ({spec_path}); delete both files to make it again")
                 continue
             print(f"meta-learning initialisation {init.name!r} ({init.algorithm}, {init.method}, {init.steps} steps)")
-            run_gram(init.method, self.backbone, self.init_path(init.name), init.domains, init.steps,
+            run_gram(init.method, self.backbone, path, init.domains, init.steps,
                      params=init.params, data_root=self.data_root, device=str(self.device), **init.options)
+            atomic_write_text(spec_path, spec)
 
     def run_all(self) -> list[Path]:
         """Execute every run without a record, then rebuild the leaderboard; returns its files."""
@@ -128,10 +155,10 @@ class Harness:
         """Train and evaluate one run, keep its prompt checkpoint, and return its record."""
         identity, experiment, resolved = run.identity, run.experiment, run.method
         started = time.perf_counter()
+        backbone = self.backbone  # built (consuming random draws) before the run's seed is set
         L.seed_everything(identity.seed, workers=True, verbose=False)
         config = self._config(run)
         shots = identity.shots  # 0 for methods that train on nothing: no images are sampled
-        backbone = self.backbone
         image_args = (backbone.image_size, backbone.preprocess_cfg["mean"], backbone.preprocess_cfg["std"])
         common = dict(batch_size=config.batch_size, train_augment=experiment.train_augment,
                       num_workers=self.suite.trainer.num_workers, seed=identity.seed)

@@ -13,6 +13,8 @@ whose gradient regulator then also shapes the run's training gradients.
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -48,7 +50,8 @@ class BackboneSpec:
 class TrainerSpec:
     accelerator: str = "auto"
     devices: int | str = 1
-    precision: str = "32-true"
+    #: mixed precision only: a "16-true" trainer would convert the frozen backbone shared by all runs
+    precision: Literal["32-true", "32", "16-mixed", "bf16-mixed"] = "32-true"
     num_workers: int = 0
 
 
@@ -181,6 +184,21 @@ def _check_experiment(experiment: ExperimentSpec, where: str) -> None:
             raise ConfigError(f"{where}: shots must be at least 1, got {shots}")
 
 
+#: what each protocol asks of a method's ability to score classes it was not trained on
+UNSEEN_CLASSES_NEEDED = {"base_to_novel": "any", "cross_dataset": "any", "domain_generalization": "subset",
+                         MULTITASK: "any"}
+
+
+def _check_unseen_classes(resolved: ResolvedMethod, experiment: ExperimentSpec, where: str) -> None:
+    needed = UNSEEN_CLASSES_NEEDED.get(experiment.protocol)
+    can = resolved.cls.unseen_classes(resolved.config)
+    order = ["none", "subset", "any"]
+    if needed and order.index(can) < order.index(needed):
+        raise ConfigError(f"{where}: method {resolved.cls.name} ({resolved.variant}) can score "
+                          f"{'only its training classes' if can == 'none' else 'only subsets of its training classes'}"
+                          f"; protocol {experiment.protocol} evaluates other classes")
+
+
 def _init_source(method_spec: MethodSpec, named: dict[str, dict[tuple, RunIdentity]], shots: int, seed: int,
                  where: str) -> RunIdentity | None:
     """The run named by ``init_from: experiment:NAME`` for this method config, shots and seed."""
@@ -196,6 +214,25 @@ def _init_source(method_spec: MethodSpec, named: dict[str, dict[tuple, RunIdenti
         raise ConfigError(f"{where}: experiment {name!r} has no run of method config {method_spec.config!r} "
                           f"with shots {shots} and seed {seed} to initialise from")
     return source
+
+
+#: config fields that name files resolved at run time, not settings of the run
+_LOCATION_FIELDS = ("init_from", "regulator_from")
+
+
+def run_settings(params: dict, train_augment: str, sampling: str | None, init: str | None) -> dict:
+    """What a run's identity does not show but its result depends on, in JSON form (for comparisons)."""
+    settings = {"params": {k: v for k, v in params.items() if k not in _LOCATION_FIELDS},
+                "train_augment": train_augment, "sampling": sampling, "init": init}
+    return json.loads(json.dumps(settings, sort_keys=True))
+
+
+def settings_of(run: Run) -> dict:
+    experiment = run.experiment
+    init = run.init_name and f"init:{run.init_name}"
+    init = init or (run.init_source and f"run:{run.init_source.run_id}") or run.method.config.init_from
+    return run_settings(dataclasses.asdict(run.method.config), experiment.train_augment,
+                        experiment.sampling if experiment.protocol == MULTITASK else None, init)
 
 
 def load_suite(path: str | Path) -> Suite:
@@ -221,6 +258,9 @@ def load_suite(path: str | Path) -> Suite:
         _check_experiment(experiment, where)
         produced: dict[tuple, RunIdentity] = {}
         for entry in experiment.methods:
+            if not isinstance(entry, (str, dict)):
+                raise ConfigError(f"{where}: methods entry {entry!r} must be a method config name or a mapping "
+                                  f"with `config`")
             method_spec = build_dataclass(MethodSpec, {"config": entry} if isinstance(entry, str) else entry,
                                           f"{where}: methods entry {entry!r}")
             reference = method_spec.init_from or ""
@@ -235,6 +275,7 @@ def load_suite(path: str | Path) -> Suite:
                     raise ConfigError(f"{where}: init_from checkpoint {reference} does not exist ({checkpoint})")
                 overrides["init_from"] = str(checkpoint)
             resolved = load_method_config(method_spec.config, overrides, where)
+            _check_unseen_classes(resolved, experiment, where)
             if experiment.protocol == MULTITASK and \
                     resolved.cls.fit_without_gradients is not PromptMethod.fit_without_gradients:
                 raise ConfigError(f"{where}: method {resolved.cls.name} is fitted in closed form and cannot "
@@ -249,7 +290,14 @@ def load_suite(path: str | Path) -> Suite:
                         shots=shots if resolved.cls.trains else 0, seed=seed, targets=tuple(experiment.targets),
                     )
                     source = _init_source(method_spec, named, shots, seed, where)
-                    runs.setdefault(identity.run_id, Run(identity, resolved, experiment, source, init_name))
+                    run = Run(identity, resolved, experiment, source, init_name)
+                    earlier = runs.setdefault(identity.run_id, run)
+                    if earlier is not run and settings_of(earlier) != settings_of(run):
+                        raise ConfigError(
+                            f"{where}: methods entry {entry!r} is the same run as an earlier entry ({identity.method}, "
+                            f"variant {identity.variant!r}, shots {shots}, seed {seed}) but with other settings; "
+                            f"give it its own `variant:`"
+                        )
                     produced[(method_spec.config, shots, seed)] = identity
         if experiment.name:
             if experiment.name in named:

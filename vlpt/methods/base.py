@@ -46,6 +46,15 @@ class MethodConfig:
     #: a GRAM gradient regulator (``*.regulator.pt``) applied to this method's prompt gradients in training
     regulator_from: str | None = None
 
+    def __post_init__(self):
+        if self.lr <= 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
+        epochs = self.epochs.values() if isinstance(self.epochs, dict) else [self.epochs]
+        if not epochs or min(epochs) < 1:
+            raise ValueError(f"epochs must be at least 1 (or a non-empty mapping shots -> epochs), got {self.epochs}")
+
     def epochs_for(self, shots: int) -> int:
         """Epoch count for ``shots`` training images per class."""
         if isinstance(self.epochs, int):
@@ -97,6 +106,12 @@ class PromptMethod(L.LightningModule, abc.ABC):
         if templates is not None:
             self.templates = list(templates)
         self.update_classnames(self.classnames, self.templates)
+
+    @classmethod
+    def unseen_classes(cls, config: MethodConfig) -> Literal["any", "subset", "none"]:
+        """Which class lists the method can score after training: any (novel classes too), only a
+        subset of its training classes, or only those. The suite checks this against the protocol."""
+        return "any"
 
     def fit_without_gradients(self, datamodule) -> bool:
         """Hook for methods fitted in closed form; return True when fitting is done."""

@@ -31,6 +31,10 @@ class CoOp(PromptMethod):
 
     Config = CoOpConfig
 
+    @classmethod
+    def unseen_classes(cls, config):
+        return "none" if config.csc else "any"  # class-specific context exists for its classes only
+
     def build(self, classnames, templates):
         cfg = self.config
         self.context = TextContext(self.backbone, classnames, n_ctx=cfg.n_ctx, ctx_init=cfg.ctx_init, csc=cfg.csc,

@@ -3,7 +3,8 @@ with Knowledge-guided Context Optimization", CVPR 2023).
 
 CoOp plus a penalty keeping the learned class embeddings near the hand-written ones:
 ``L = CE + lambda * mean_c ||w_c - w_c^clip||^2`` on L2-normalized text features,
-with lambda = 8.0 and 4 context tokens from "a photo of a".
+with lambda = 8.0 and 4 context tokens from "a photo of a". This is the paper's equation; on unit
+vectors it equals 2 * (1 - cos), so it is twice a ``1 - cos`` penalty at the same lambda.
 """
 from __future__ import annotations
 

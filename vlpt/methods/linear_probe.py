@@ -44,6 +44,10 @@ class LinearProbe(PromptMethod):
 
     Config = LinearProbeConfig
 
+    @classmethod
+    def unseen_classes(cls, config):
+        return "subset"  # a classifier row per training class: masks, never novel classes
+
     def build(self, classnames, templates):
         dim = self.backbone.embed_dim
         self.register_buffer("weight", torch.zeros(len(classnames), dim))
