@@ -275,11 +275,11 @@ def load_suite(path: str | Path) -> Suite:
                     raise ConfigError(f"{where}: init_from checkpoint {reference} does not exist ({checkpoint})")
                 overrides["init_from"] = str(checkpoint)
             resolved = load_method_config(method_spec.config, overrides, where)
-            _check_unseen_classes(resolved, experiment, where)
             if experiment.protocol == MULTITASK and \
                     resolved.cls.fit_without_gradients is not PromptMethod.fit_without_gradients:
                 raise ConfigError(f"{where}: method {resolved.cls.name} is fitted in closed form and cannot "
                                   f"be trained on several tasks (protocol multitask)")
+            _check_unseen_classes(resolved, experiment, where)
             if method_spec.variant:
                 resolved.variant = method_spec.variant
             for shots in experiment.shots:
