@@ -135,6 +135,8 @@ def test_multitask_source_prompt_initialises_the_target_run(tmp_path):
     harness.run_all()
     records = {r.identity.variant if r.identity.protocol == "few_shot" else "source": r for r in harness.store.records()}
     assert set(records["source"].metrics) == {"starter_digits", "starter_shapes"}
+    assert records["source"].metrics["starter_digits"]["n"] == 360  # each task scored on its own test set
+    assert records["source"].metrics["starter_shapes"]["n"] == 960
     assert records["source"].identity.dataset == "starter_digits+starter_shapes"
     assert records["mvlpt"].config["init_from_run"] == source.identity.run_id
     assert records["mvlpt"].config["method"]["params"]["init_from"] == str(harness.checkpoint_path(source.identity))

@@ -269,7 +269,7 @@ def test_multitask_upt_fit_then_init_a_target_upt(tasks, tiny_backbone, tmp_path
     assert all(torch.equal(after[k], target.state_dict()[k]) for k in after)
 
 
-def test_target_group_trains_jointly_from_the_source_prompt_and_evaluates_per_task(tasks, tiny_backbone, tmp_path):
+def test_target_group_trains_jointly_from_the_source_prompt(tasks, tiny_backbone, tmp_path):
     source = _coop(tiny_backbone, tasks)
     with torch.no_grad():
         source.context.ctx.normal_()
@@ -282,18 +282,4 @@ def test_target_group_trains_jointly_from_the_source_prompt_and_evaluates_per_ta
     _trainer(max_steps=2).fit(module, train_dataloaders=dm.train_dataloader())
     assert target.max_epochs == 5  # the schedule follows the module's max_epochs
 
-    results = [module.evaluate_task(i, dm) for i in range(len(tasks))]
-    for task, metrics in zip(tasks, results):
-        assert set(metrics) == {"test"}
-        assert metrics["test"]["n"] == len(task.data.eval_sets[0].samples)
-        assert 0.0 <= metrics["test"]["accuracy"] <= 100.0
-    # evaluation scores against the task's classes; the result matches a direct evaluation
-    eval_set = tasks[1].data.eval_sets[0]
-    images, labels = next(iter(dm.eval_dataloader(1, eval_set)))
-    target.set_classnames(eval_set.classnames, eval_set.templates)
-    expected = 100.0 * (target.predict(images) == labels).float().mean().item()
-    assert module.evaluate(1, eval_set, dm.eval_dataloader(1, eval_set))["accuracy"] == pytest.approx(expected)
-    # an evaluation set with other classes (e.g. novel classes) is scored against those classes
-    other = EvalSet("novel", eval_set.samples[:2], ["cat", "dog", "bird", "fish"], TEMPLATES)
-    module.evaluate(1, other, dm.eval_dataloader(1, other))
-    assert target.classnames == other.classnames and module.active_task is None
+    assert not torch.equal(target.context.ctx, source.context.ctx)  # the group was learned jointly from the source

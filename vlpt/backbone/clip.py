@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import warnings
 from collections import OrderedDict
 from pathlib import Path
 from typing import Callable, Hashable, Sequence
@@ -278,8 +277,3 @@ class ClipBackbone(nn.Module):
         """Identity string used in run records: ``architecture@weights``."""
         return f"{self.model_name}@{self.pretrained or 'random'}"
 
-
-def warn_if_random(backbone: ClipBackbone) -> None:
-    """Warn that results from random weights are not meaningful outside tests."""
-    if backbone.pretrained is None:
-        warnings.warn(f"backbone {backbone.model_name} has random weights", stacklevel=2)

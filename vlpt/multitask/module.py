@@ -20,11 +20,9 @@ from typing import Sequence
 import lightning as L
 import torch
 
-from vlpt.data.protocols import EvalSet
 from vlpt.errors import ConfigError
-from vlpt.eval.metrics import evaluate_classifier
 from vlpt.methods.base import BACKBONE_PREFIX, PromptMethod
-from vlpt.multitask.data import MultitaskDataModule, Task
+from vlpt.multitask.data import Task
 
 METHOD_PREFIX = "method."
 
@@ -114,31 +112,3 @@ class MultitaskPromptModule(L.LightningModule):
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         own = {k.removeprefix(METHOD_PREFIX): v for k, v in state_dict.items() if k.startswith(METHOD_PREFIX)}
         return self.method.load_state_dict(own, strict=strict, assign=assign)
-
-    # ---- evaluation -----------------------------------------------------------------------
-    def _eval_device(self, device: torch.device | str | None) -> torch.device:
-        return torch.device(device) if device is not None else next(self.method.backbone.parameters()).device
-
-    @torch.no_grad()
-    def evaluate(self, task_index: int, eval_set: EvalSet, loader, device: torch.device | str | None = None
-                 ) -> dict[str, float]:
-        """Accuracy (percent) and sample count of task ``task_index``'s evaluation set ``eval_set``.
-
-        The method scores against the evaluation set's own classes and templates (the task's classes for
-        its test set; the novel classes or a target dataset's classes otherwise).
-        """
-        task = self.tasks[task_index]
-        if list(eval_set.classnames) == task.classnames and list(eval_set.templates) == task.templates:
-            self.use_task(task_index)
-        else:
-            self.method.set_classnames(eval_set.classnames, eval_set.templates)
-            self.active_task = None
-        self.method.eval()
-        return evaluate_classifier(self.method, loader, self._eval_device(device))
-
-    def evaluate_task(self, task_index: int, datamodule: MultitaskDataModule,
-                      device: torch.device | str | None = None) -> dict[str, dict[str, float]]:
-        """Metrics of every evaluation set of one task, keyed by the set's name."""
-        return {eval_set.name: self.evaluate(task_index, eval_set, datamodule.eval_dataloader(task_index, eval_set),
-                                             device)
-                for eval_set in self.tasks[task_index].data.eval_sets}
