@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import inspect
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 
 from vlpt.config import build_dataclass, load_yaml
-from vlpt.data.samples import DatasetSplits
+from vlpt.data.corruptions import split_corrupted_name
+from vlpt.data.samples import DatasetSplits, Sample
 from vlpt.errors import ConfigError
 from vlpt.paths import CONFIG_DIR, default_data_root
 
@@ -103,12 +104,17 @@ def prepare_hint(name: str, root: Path) -> str:
 def load_dataset(name: str, root: str | Path | None = None, **options) -> DatasetSplits:
     """Load a registered dataset from ``root`` (default ``$VLPT_DATA`` or ``./data``).
 
-    ``name@domain`` selects a domain of a multi-domain dataset ("pacs@photo"). ``options`` are the
-    loader's keyword options (for example ``split_file=`` and ``check_images=False`` to read class
-    names from a CoOp split file alone, or ``path=`` for ``image_folder``).
+    ``name@domain`` selects a domain of a multi-domain dataset ("pacs@photo"). A suffix
+    ``~corruption:severity`` shifts every image by a common corruption when it is loaded
+    ("cifar10~gaussian_noise:3", "pacs@sketch~contrast:5"; names and severities 1..5 in
+    ``vlpt.data.corruptions``): the splits are the clean dataset's, named in full, each sample's
+    ``corruption`` set. ``options`` are the loader's keyword options (for example ``split_file=`` and
+    ``check_images=False`` to read class names from a CoOp split file alone, or ``path=`` for
+    ``image_folder``).
     """
     from vlpt.registry import DATASETS
 
+    name, corruption = split_corrupted_name(name)
     base, _, domain = name.partition("@")
     loader = DATASETS.get(base)
     params = inspect.signature(loader).parameters
@@ -124,4 +130,14 @@ def load_dataset(name: str, root: str | Path | None = None, **options) -> Datase
     required = [p for p in allowed if params[p].default is inspect.Parameter.empty and p not in options]
     if required:
         raise ConfigError(f"dataset {base!r} needs option(s) {', '.join(required)}")
-    return loader(Path(root) if root is not None else default_data_root(), **options)
+    splits = loader(Path(root) if root is not None else default_data_root(), **options)
+    return splits if corruption is None else _with_corruption(splits, corruption)
+
+
+def _with_corruption(splits: DatasetSplits, corruption: str) -> DatasetSplits:
+    """``splits`` named ``<name>~<corruption>``, every sample's ``corruption`` set; classes and templates kept."""
+    def shifted(samples: list[Sample]) -> list[Sample]:
+        return [replace(sample, corruption=corruption) for sample in samples]
+
+    return replace(splits, name=f"{splits.name}~{corruption}", train=shifted(splits.train),
+                   val=shifted(splits.val), test=shifted(splits.test))

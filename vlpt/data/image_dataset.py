@@ -1,4 +1,4 @@
-"""A torch Dataset over samples: (transform(RGB image), label)."""
+"""A torch Dataset over samples: (transform(RGB image), label), corrupted images where samples say so."""
 from __future__ import annotations
 
 from typing import Callable, Sequence
@@ -6,6 +6,7 @@ from typing import Callable, Sequence
 from PIL import Image
 from torch.utils.data import Dataset
 
+from vlpt.data.corruptions import corrupt, parse_corruption
 from vlpt.data.samples import Sample
 from vlpt.errors import DatasetError
 
@@ -21,8 +22,18 @@ def load_rgb(path: str) -> Image.Image:
         raise DatasetError(f"image file {path} cannot be decoded: {exc}") from exc
 
 
+def load_sample(sample: Sample) -> Image.Image:
+    """A sample's RGB image, with its corruption applied (seeded by the file path) when it has one."""
+    image = load_rgb(sample.path)
+    if sample.corruption is None:
+        return image
+    name, severity = parse_corruption(sample.corruption)
+    return corrupt(image, name, severity, key=sample.path)
+
+
 class ImageDataset(Dataset):
-    """Samples as (transform(image), label) pairs (the PIL image itself when ``transform`` is None)."""
+    """Samples as (transform(image), label) pairs (the PIL image itself when ``transform`` is None);
+    a sample's corruption is applied before the transform."""
 
     def __init__(self, samples: Sequence[Sample], transform: Callable | None = None):
         self.samples = list(samples)
@@ -33,5 +44,5 @@ class ImageDataset(Dataset):
 
     def __getitem__(self, index: int):
         sample = self.samples[index]
-        image = load_rgb(sample.path)
+        image = load_sample(sample)
         return (self.transform(image) if self.transform is not None else image), sample.label

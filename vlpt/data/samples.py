@@ -10,12 +10,17 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", 
 
 @dataclass(frozen=True)
 class Sample:
-    """One labelled image: an absolute path, its label in the dataset's class list, its class name."""
+    """One labelled image: an absolute path, its label in the dataset's class list, its class name.
+
+    ``domain`` is the domain of a multi-domain dataset; ``corruption`` ("gaussian_noise:3") is the
+    common corruption applied when the image is loaded (``vlpt.data.corruptions``), None for none.
+    """
 
     path: str
     label: int
     classname: str
     domain: str | None = None
+    corruption: str | None = None
 
 
 @dataclass
