@@ -1,4 +1,4 @@
-"""The `vlpt` command: bench, leaderboard, pretrain, gram, data prepare, list."""
+"""The `vlpt` command: bench, leaderboard, pretrain, gram, data prepare, tta generate, list."""
 from __future__ import annotations
 
 import argparse
@@ -6,8 +6,8 @@ import json
 import sys
 from pathlib import Path
 
-from vlpt.errors import VlptError
-from vlpt.paths import LEADERBOARD_DIR, STARTER_WEIGHTS
+from vlpt.errors import ConfigError, VlptError
+from vlpt.paths import LEADERBOARD_DIR, STARTER_WEIGHTS, default_data_root
 
 
 def _bench(args) -> None:
@@ -64,6 +64,35 @@ def _prepare(args) -> None:
     print(prepare_dataset(args.name, Path(args.root)))
 
 
+def _tta_generate(args) -> None:
+    import torch
+
+    from vlpt.data import load_dataset
+    from vlpt.tta.diffusion import DiffusionSettings, DiffusionViewGenerator
+    from vlpt.tta.generate import generate_views, parse_shard
+    from vlpt.tta.store import DEFAULT_FOLDER, ViewStore
+
+    options = {"pipeline": args.pipeline, "revision": args.revision, "guidance_scale": args.guidance,
+               "inference_steps": args.steps, "views": args.views, "seed": args.seed, "dtype": args.dtype}
+    try:
+        settings = DiffusionSettings(**{k: v for k, v in options.items() if v is not None})
+    except ValueError as exc:
+        raise ConfigError(f"vlpt tta generate: {exc}") from exc
+    if args.limit is not None and args.limit < 1:
+        raise ConfigError(f"--limit must be at least 1, got {args.limit}")
+    shard = parse_shard(args.shard)
+    data_root = Path(args.data_root) if args.data_root else default_data_root()
+    store = ViewStore(args.store or data_root / DEFAULT_FOLDER)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    generator = DiffusionViewGenerator(settings, device)  # shared: the pipeline loads once, if at all
+    for name in args.datasets:
+        samples = getattr(load_dataset(name, data_root), args.split)[:args.limit]
+        report = generate_views(samples, store, settings, device, shard, progress=True, generator=generator)
+        print(f"{name} {args.split} (shard {shard[0]}/{shard[1]}): generated {report.generated}, reused "
+              f"{report.reused}, regenerated {report.regenerated}, other shards {report.skipped_other_shards}; "
+              f"views in {store.settings_folder(settings)}")
+
+
 def _list(args) -> None:
     from vlpt.registry import DATASETS, METHODS
 
@@ -115,6 +144,27 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("name")
     prepare.add_argument("--root", required=True, help="data root that will hold the dataset folder")
     prepare.set_defaults(func=_prepare)
+
+    tta = commands.add_parser("tta", help="test-time adaptation tools")
+    tta_commands = tta.add_subparsers(dest="tta_command", required=True)
+    generate = tta_commands.add_parser("generate", help="generate and store DiffTPT's diffusion views of datasets "
+                                       "(resumable: stored views are reused)")
+    generate.add_argument("datasets", nargs="+", metavar="DATASET", help="dataset name, e.g. pacs@sketch")
+    generate.add_argument("--split", choices=("train", "val", "test"), default="test")
+    generate.add_argument("--store", help="view store folder (default: <data-root>/generated_views)")
+    generate.add_argument("--pipeline", help="hub id, local pipeline folder or tiny-random "
+                          "(default: lambdalabs/sd-image-variations-diffusers)")
+    generate.add_argument("--revision", help="hub revision (default: v2.0)")
+    generate.add_argument("--guidance", type=float, help="guidance scale (default: 3)")
+    generate.add_argument("--steps", type=int, help="denoising steps (default: 50)")
+    generate.add_argument("--views", type=int, help="views generated per image (default: 64)")
+    generate.add_argument("--seed", type=int, help="generation seed (default: 0)")
+    generate.add_argument("--dtype", choices=("fp32", "fp16"), help="fp16 needs CUDA (default: fp32)")
+    generate.add_argument("--shard", default="0/1", help="I/N: only samples whose index i has i %% N == I")
+    generate.add_argument("--limit", type=int, help="only the first N samples of the split")
+    generate.add_argument("--data-root", help="folder holding the datasets (default: $VLPT_DATA or ./data)")
+    generate.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    generate.set_defaults(func=_tta_generate)
 
     listing = commands.add_parser("list", help="list registered methods and datasets")
     listing.set_defaults(func=_list)

@@ -1,0 +1,1 @@
+"""Test-time adaptation: augmented and diffusion-generated views of a test image, view selection, episodic state."""
