@@ -122,11 +122,22 @@ def test_domain_generalization_requires_subset_of_source_classes():
 def test_protocol_errors():
     with pytest.raises(ConfigError, match="few_shot"):
         build_protocol("many_shot", toy(), 1, 1)
-    assert set(PROTOCOLS) == {"few_shot", "base_to_novel", "cross_dataset", "domain_generalization"}
+    assert set(PROTOCOLS) == {"few_shot", "base_to_novel", "cross_dataset", "domain_generalization", "test_time"}
     with pytest.raises(ConfigError, match="target"):
         build_protocol("cross_dataset", toy(), 1, 1)
     with pytest.raises(ConfigError, match="no target"):
         build_protocol("few_shot", toy(), 1, 1, [toy(name="t")])
+
+
+def test_test_time_protocol_trains_nothing_and_evaluates_source_and_targets():
+    target = toy(3, name="shifted")
+    data = build_protocol("test_time", toy(4), 0, 1, [target])
+    assert data.train == [] and data.val == []
+    assert [es.name for es in data.eval_sets] == ["test", "shifted"]
+    assert data.eval_sets[1].classnames == target.classnames
+    assert build_protocol("test_time", toy(4), None, 1).eval_sets[0].name == "test"  # targets are optional
+    with pytest.raises(ConfigError, match="trains nothing"):
+        build_protocol("test_time", toy(4), 16, 1)
 
 
 def test_class_without_training_images_is_named():

@@ -235,3 +235,79 @@ def test_methods_that_cannot_run_the_protocol_or_bad_values_fail_up_front(tmp_pa
 def test_true_half_precision_is_refused_because_it_would_convert_the_shared_backbone(tmp_path):
     with pytest.raises(ConfigError, match="key 'precision' has value 'bf16-true'"):
         load_suite(write_suite(tmp_path, trainer={"precision": "bf16-true"}))
+
+
+def _test_time_experiments(dataset: str, targets: list[str], eval_limit: int) -> list[dict]:
+    """A CoOp source run, then zero-shot, TPT, TPT+CoOp and DiffTPT (tiny random diffusion) at test time."""
+    difftpt = {"pipeline": "tiny-random", "inference_steps": 2, "generated_views": 3, "views": 6}
+    return [
+        {"name": "source", "protocol": "few_shot", "dataset": dataset, "shots": [1], "seeds": [1],
+         "train_augment": "none", "params": {"epochs": 1}, "methods": ["coop_m4"]},
+        {"protocol": "test_time", "dataset": dataset, "targets": targets, "shots": [1], "seeds": [1],
+         "eval_limit": eval_limit, "methods": [
+             "zeroshot",
+             {"config": "tpt", "params": {"views": 6}},
+             {"config": "tpt", "variant": "coop-init", "init_from": "experiment:source/coop_m4", "params": {"views": 6}},
+             {"config": "difftpt", "params": difftpt},
+         ]},
+    ]
+
+
+def _check_test_time_records(tmp_path, paths, targets, eval_limit):
+    records = {(r["identity"]["method"], r["identity"]["variant"]): r for r in
+               (json.loads(f.read_text()) for f in (tmp_path / "out" / "records").glob("*.json"))
+               if r["identity"]["protocol"] == "test_time"}
+    assert set(records) == {("zeroshot", "default"), ("tpt", "default"), ("tpt", "coop-init"), ("difftpt", "default")}
+    assert records[("tpt", "default")]["identity"]["shots"] == 0
+    assert records[("tpt", "coop-init")]["identity"]["shots"] == 1  # the labelled images behind its start
+    assert records[("tpt", "coop-init")]["config"]["init_from_run"] is not None
+    for (method, _), record in records.items():
+        assert set(record["metrics"]) == {"test", *targets}
+        for metrics in record["metrics"].values():
+            assert metrics["n"] == eval_limit
+            assert (metrics.get("adapt_ms_per_image", 0) > 0) == (method != "zeroshot")
+    board = paths[0].read_text()
+    section = board[board.index("## Test-time adaptation"):]
+    for row in ("| zeroshot | default |", "| tpt | default |", "| tpt | coop-init |", "| difftpt | default |"):
+        assert row in section
+    assert "ms / image" in section
+
+
+def test_test_time_protocol_runs_tpt_tpt_coop_and_difftpt_and_reuses_generated_views(tmp_path, monkeypatch):
+    targets = ["starter_shapes~pixelate:3"]
+    path = write_suite(tmp_path, view_store=str(tmp_path / "views"),
+                       experiments=_test_time_experiments("starter_shapes", targets, eval_limit=5))
+    paths = Harness(load_suite(path), progress=False).run_all()
+    _check_test_time_records(tmp_path, paths, targets, eval_limit=5)
+    stored = sorted(p for p in (tmp_path / "views").rglob("*.png"))
+    assert len(stored) == 2 * 5 * 3  # two evaluation sets of 5 images, 3 generated views each
+
+    # a DiffTPT record lost: the rerun adapts again but generates nothing
+    difftpt = [f for f in (tmp_path / "out" / "records").glob("*.json") if '"difftpt"' in f.read_text()]
+    difftpt[0].unlink()
+    monkeypatch.setattr("vlpt.tta.diffusion.DiffusionViewGenerator.generate",
+                        lambda *args: pytest.fail("stored views were generated again"))
+    Harness(load_suite(path), progress=False).run_all()
+    assert sorted(p for p in (tmp_path / "views").rglob("*.png")) == stored
+
+
+@pytest.mark.parametrize("experiment, message", [
+    ({"protocol": "test_time", "methods": ["coop"]}, "protocol test_time trains nothing"),
+    ({"protocol": "test_time", "methods": [{"config": "tpt", "init_from": "experiment:nope/coop_m4"}]},
+     "names no earlier experiment"),
+    ({"protocol": "test_time", "methods": ["tpt"], "eval_limit": 0}, "eval_limit must be at least 1"),
+    ({"protocol": "test_time", "targets": ["starter_shapes~pixelate:9"], "methods": ["tpt"]}, "severity"),
+])
+def test_bad_test_time_experiments_fail_up_front(tmp_path, experiment, message):
+    path = write_suite(tmp_path, experiments=[{"dataset": "starter_shapes", **experiment}])
+    with pytest.raises(ConfigError, match=message):
+        load_suite(path)
+
+
+@pytest.mark.integration
+def test_pacs_test_time_rows_for_tpt_and_difftpt(tmp_path, shared_data):
+    targets = ["pacs@sketch", "pacs@cartoon"]
+    path = write_suite(tmp_path, data_root=str(shared_data), view_store=str(tmp_path / "views"),
+                       experiments=_test_time_experiments("pacs@photo", targets, eval_limit=4))
+    paths = Harness(load_suite(path), progress=False).run_all()
+    _check_test_time_records(tmp_path, paths, targets, eval_limit=4)

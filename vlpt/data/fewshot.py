@@ -55,6 +55,16 @@ def sample_few_shot(samples: Sequence[Sample], shots: int | None, rng: np.random
     return _ordered(chosen)
 
 
+def subsample(samples: Sequence[Sample], limit: int | None, rng: np.random.Generator) -> list[Sample]:
+    """At most ``limit`` samples drawn without replacement, in their original order (all when None)."""
+    if limit is None or limit >= len(samples):
+        return list(samples)
+    if limit < 1:
+        raise ConfigError(f"an evaluation subset needs at least 1 image, got {limit}")
+    keep = set(rng.choice(len(samples), size=limit, replace=False).tolist())
+    return [s for i, s in enumerate(samples) if i in keep]
+
+
 def split_per_class(samples: Sequence[Sample], fractions: Sequence[float],
                     rng: np.random.Generator) -> list[list[Sample]]:
     """Shuffle each class and cut it into ``len(fractions) + 1`` disjoint parts.

@@ -8,6 +8,10 @@
   target's test split with the target's own classes and templates (named by the target's name).
 * ``domain_generalization``: as cross_dataset, but every target's classes must be among the
   source's (ImageNet -> ImageNet-A/-R/-V2/-Sketch, pacs@photo -> pacs@sketch).
+* ``test_time``: nothing is trained (no train or val samples); evaluated on the source's test
+  split ("test") and on every target's test split with its own classes, for methods that adapt
+  per test image (TPT) or not at all (zero-shot). A prompt trained elsewhere enters through
+  ``init_from`` (TPT+CoOp).
 """
 from __future__ import annotations
 
@@ -18,7 +22,8 @@ from vlpt.data.fewshot import base_novel_split, sample_few_shot, split_rng
 from vlpt.data.samples import DatasetSplits, Sample
 from vlpt.errors import ConfigError, DatasetError
 
-PROTOCOLS = ("few_shot", "base_to_novel", "cross_dataset", "domain_generalization")
+PROTOCOLS = ("few_shot", "base_to_novel", "cross_dataset", "domain_generalization", "test_time")
+TEST_TIME = "test_time"
 MAX_VAL_SHOTS = 4
 
 
@@ -75,10 +80,9 @@ def build_protocol(protocol: str, source: DatasetSplits, shots: int | None, seed
     """
     if protocol not in PROTOCOLS:
         raise ConfigError(f"unknown protocol {protocol!r}; valid protocols: {', '.join(PROTOCOLS)}")
-    cross = protocol in ("cross_dataset", "domain_generalization")
-    if cross and not targets:
+    if protocol in ("cross_dataset", "domain_generalization") and not targets:
         raise ConfigError(f"protocol {protocol} needs at least one target dataset")
-    if targets and not cross:
+    if targets and protocol not in ("cross_dataset", "domain_generalization", TEST_TIME):
         raise ConfigError(f"protocol {protocol} takes no target datasets (got {', '.join(t.name for t in targets)})")
     names = [source.name] + [t.name for t in targets]
     if len(set(names)) != len(names):
@@ -88,6 +92,12 @@ def build_protocol(protocol: str, source: DatasetSplits, shots: int | None, seed
         base, novel = base_novel_split(source)
         train, val = _few_shot(base, shots, seed)
         trained_on, eval_sets = base, [_eval_set("base", base), _eval_set("novel", novel)]
+    elif protocol == TEST_TIME:
+        if shots:
+            raise ConfigError(f"protocol {TEST_TIME} trains nothing; got shots={shots} (train a prompt in another "
+                              f"experiment and start from it with init_from)")
+        train, val = [], []
+        trained_on, eval_sets = source, [_eval_set("test", source)]
     else:
         train, val = _few_shot(source, shots, seed)
         trained_on, eval_sets = source, [_eval_set("test", source)]

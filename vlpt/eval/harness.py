@@ -22,10 +22,13 @@ import torch
 from tqdm import tqdm
 
 from vlpt.backbone import ClipBackbone
-from vlpt.data import DatasetSplits, build_protocol, load_dataset
+from vlpt.data import DatasetSplits, EvalSet, build_protocol, load_dataset, split_rng
+from vlpt.data.fewshot import subsample
 from vlpt.data.datamodule import PromptDataModule
 from vlpt.errors import CheckpointError, ConfigError
 from vlpt.eval.metrics import evaluate_classifier
+from vlpt.eval.test_time import evaluate_test_time
+from vlpt.tta.store import DEFAULT_FOLDER as DEFAULT_VIEW_FOLDER
 from vlpt.eval.suite import MULTITASK, Run, Suite, run_settings, settings_of
 from vlpt.meta.gram import regulator_path_for
 from vlpt.methods.base import PromptMethod
@@ -37,6 +40,14 @@ from vlpt.results import RecordStore, RunIdentity, RunRecord, atomic_write_text,
 def _device(trainer_accelerator: str) -> torch.device:
     wants_gpu = trainer_accelerator in ("auto", "gpu", "cuda")
     return torch.device("cuda") if wants_gpu and torch.cuda.is_available() else torch.device("cpu")
+
+
+def limit_eval_set(eval_set: EvalSet, limit: int | None) -> EvalSet:
+    """The evaluation set cut to a fixed subset of ``limit`` images (the same for every method and seed)."""
+    if limit is None or limit >= len(eval_set.samples):
+        return eval_set
+    chosen = subsample(eval_set.samples, limit, split_rng(0, f"eval_limit:{eval_set.name}"))
+    return dataclasses.replace(eval_set, samples=chosen)
 
 
 def _peak_memory_mb(device: torch.device) -> float:
@@ -55,6 +66,7 @@ class Harness:
         self.suite = suite
         self.output = Path(output or suite.output or LEADERBOARD_DIR)
         self.data_root = Path(data_root or suite.data_root or default_data_root())
+        self.view_store = Path(suite.view_store) if suite.view_store else self.data_root / DEFAULT_VIEW_FOLDER
         self.store = RecordStore(self.output / "records")
         self.checkpoints = self.output / "checkpoints"
         self.inits = self.output / "inits"
@@ -85,7 +97,7 @@ class Harness:
                 continue
             data = record.config.get("data", {})
             stored = run_settings(record.config["method"]["params"], data.get("train_augment"), data.get("sampling"),
-                                  None)
+                                  None, data.get("eval_limit"))
             current = settings_of(run)
             if {**stored, "init": None} != {**current, "init": None}:
                 changed = sorted(k for k in set(stored["params"]) | set(current["params"])
@@ -172,8 +184,10 @@ class Harness:
             n_train, n_val = sum(len(t.data.train) for t in tasks), sum(len(t.data.val) for t in tasks)
             classes = sum(len(t.classnames) for t in tasks)
         else:
-            data = build_protocol(identity.protocol, self.dataset(identity.dataset), shots, identity.seed,
+            data = build_protocol(identity.protocol, self.dataset(identity.dataset),
+                                  shots if resolved.cls.trains else 0, identity.seed,
                                   [self.dataset(t) for t in identity.targets])
+            data.eval_sets = [limit_eval_set(es, experiment.eval_limit) for es in data.eval_sets]
             method = resolved.cls(backbone, data.classnames, data.templates, config)
             datamodule = PromptDataModule(data, *image_args, **common)
             evaluations = [(es.name, es, datamodule.eval_dataloader(es)) for es in data.eval_sets]
@@ -189,7 +203,13 @@ class Harness:
         metrics = {}
         for name, eval_set, loader in evaluations:
             method.set_classnames(eval_set.classnames, eval_set.templates)
-            metrics[name] = evaluate_classifier(method, loader, self.device)
+            if resolved.cls.adapts_at_test_time:
+                views = method.test_time_dataset(eval_set.samples, *image_args, seed=identity.seed,
+                                                 view_store=self.view_store, device=self.device,
+                                                 progress=self.progress)
+                metrics[name] = evaluate_test_time(method, views, self.device, self.suite.trainer.num_workers)
+            else:
+                metrics[name] = evaluate_classifier(method, loader, self.device)
         finished = time.perf_counter()
         resolved_config = {
             "suite": self.suite.name,
@@ -199,7 +219,8 @@ class Harness:
             "backbone": dataclasses.asdict(self.suite.backbone),
             "trainer": dataclasses.asdict(self.suite.trainer),
             "data": {"train_augment": experiment.train_augment, "n_train": n_train, "n_val": n_val, "classes": classes,
-                     **({"sampling": experiment.sampling} if identity.protocol == MULTITASK else {})},
+                     **({"sampling": experiment.sampling} if identity.protocol == MULTITASK else {}),
+                     **({"eval_limit": experiment.eval_limit} if experiment.eval_limit else {})},
             "device": str(self.device),
         }
         timings = {"train_s": round(trained - started, 3), "eval_s": round(finished - trained, 3),

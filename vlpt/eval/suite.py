@@ -9,7 +9,15 @@ at once (MVLPT). A method entry's ``init_from`` is a checkpoint path (relative p
 the suite file's folder), ``experiment:NAME``: the prompt learned by the run of the earlier
 experiment NAME with the same method config, shots and seed (MVLPT's source-to-target transfer),
 or ``init:NAME``: an initialisation the suite's ``initializations`` section meta-learns (GRAM),
-whose gradient regulator then also shapes the run's training gradients.
+whose gradient regulator then also shapes the run's training gradients. ``experiment:NAME/CONFIG``
+names the run of another method config in that experiment (its first entry of that config): a test-time run of ``tpt`` starts from
+the prompt of ``coop_m4`` with ``init_from: experiment:source/coop_m4`` (TPT+CoOp).
+
+``test_time`` experiments train nothing: their methods adapt per test image (TPT, DiffTPT) or not
+at all (zero-shot), and ``shots`` only selects the source runs named by ``init_from``. A run's
+identity has the shots of the labelled data it used: 0 unless it trains or starts from a trained run.
+``eval_limit`` evaluates on a fixed subset of at most that many images of every evaluation set
+(the same subset for every method and seed), for costly test-time methods.
 """
 from __future__ import annotations
 
@@ -21,6 +29,8 @@ from typing import Any, Literal
 
 from vlpt.config import build_dataclass, load_yaml
 from vlpt.data.protocols import PROTOCOLS as CLASSIFICATION_PROTOCOLS
+from vlpt.data.corruptions import split_corrupted_name
+from vlpt.data.protocols import TEST_TIME
 from vlpt.data.transforms import TrainAugment
 from vlpt.errors import ConfigError
 from vlpt.methods.base import MethodConfig, PromptMethod
@@ -75,6 +85,7 @@ class ExperimentSpec:
     targets: list[str] = field(default_factory=list)
     train_augment: TrainAugment = "crop_flip"
     sampling: Literal["mixed", "per_task"] = "mixed"
+    eval_limit: int | None = None
     params: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -105,6 +116,8 @@ class SuiteSpec:
     experiments: list[dict[str, Any]]
     data_root: str | None = None
     output: str | None = None
+    #: folder of generated test-time views (DiffTPT); default ``<data_root>/generated_views``
+    view_store: str | None = None
     trainer: dict[str, Any] = field(default_factory=dict)
     initializations: list[dict[str, Any]] = field(default_factory=list)
 
@@ -142,6 +155,7 @@ class Suite:
     output: str | None
     runs: list[Run]
     initializations: list[InitializationSpec] = field(default_factory=list)
+    view_store: str | None = None
 
 
 def load_method_config(name: str, overrides: dict[str, Any], where: str) -> ResolvedMethod:
@@ -162,7 +176,7 @@ def load_method_config(name: str, overrides: dict[str, Any], where: str) -> Reso
 
 def _check_dataset_name(name: str, where: str) -> None:
     try:
-        DATASETS.get(name.split("@")[0])
+        DATASETS.get(split_corrupted_name(name)[0].split("@")[0])
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}") from exc
 
@@ -182,11 +196,13 @@ def _check_experiment(experiment: ExperimentSpec, where: str) -> None:
     for shots in experiment.shots:
         if shots < 1:
             raise ConfigError(f"{where}: shots must be at least 1, got {shots}")
+    if experiment.eval_limit is not None and experiment.eval_limit < 1:
+        raise ConfigError(f"{where}: eval_limit must be at least 1, got {experiment.eval_limit}")
 
 
 #: what each protocol asks of a method's ability to score classes it was not trained on
 UNSEEN_CLASSES_NEEDED = {"base_to_novel": "any", "cross_dataset": "any", "domain_generalization": "subset",
-                         MULTITASK: "any"}
+                         MULTITASK: "any", TEST_TIME: "any"}
 
 
 def _check_unseen_classes(resolved: ResolvedMethod, experiment: ExperimentSpec, where: str) -> None:
@@ -201,17 +217,19 @@ def _check_unseen_classes(resolved: ResolvedMethod, experiment: ExperimentSpec, 
 
 def _init_source(method_spec: MethodSpec, named: dict[str, dict[tuple, RunIdentity]], shots: int, seed: int,
                  where: str) -> RunIdentity | None:
-    """The run named by ``init_from: experiment:NAME`` for this method config, shots and seed."""
+    """The run named by ``init_from: experiment:NAME[/CONFIG]`` for this shots and seed (CONFIG
+    defaults to the entry's own method config)."""
     reference = method_spec.init_from
     if not reference or not reference.startswith(EXPERIMENT_REFERENCE):
         return None
-    name = reference[len(EXPERIMENT_REFERENCE):]
+    name, _, config = reference[len(EXPERIMENT_REFERENCE):].partition("/")
+    config = config or method_spec.config
     if name not in named:
         raise ConfigError(f"{where}: init_from {reference!r} names no earlier experiment; "
                           f"earlier named experiments: {', '.join(named) or 'none'}")
-    source = named[name].get((method_spec.config, shots, seed))
+    source = named[name].get((config, shots, seed))
     if source is None:
-        raise ConfigError(f"{where}: experiment {name!r} has no run of method config {method_spec.config!r} "
+        raise ConfigError(f"{where}: experiment {name!r} has no run of method config {config!r} "
                           f"with shots {shots} and seed {seed} to initialise from")
     return source
 
@@ -220,10 +238,11 @@ def _init_source(method_spec: MethodSpec, named: dict[str, dict[tuple, RunIdenti
 _LOCATION_FIELDS = ("init_from", "regulator_from")
 
 
-def run_settings(params: dict, train_augment: str, sampling: str | None, init: str | None) -> dict:
+def run_settings(params: dict, train_augment: str, sampling: str | None, init: str | None,
+                 eval_limit: int | None = None) -> dict:
     """What a run's identity does not show but its result depends on, in JSON form (for comparisons)."""
     settings = {"params": {k: v for k, v in params.items() if k not in _LOCATION_FIELDS},
-                "train_augment": train_augment, "sampling": sampling, "init": init}
+                "train_augment": train_augment, "sampling": sampling, "init": init, "eval_limit": eval_limit}
     return json.loads(json.dumps(settings, sort_keys=True))
 
 
@@ -232,7 +251,7 @@ def settings_of(run: Run) -> dict:
     init = run.init_name and f"init:{run.init_name}"
     init = init or (run.init_source and f"run:{run.init_source.run_id}") or run.method.config.init_from
     return run_settings(dataclasses.asdict(run.method.config), experiment.train_augment,
-                        experiment.sampling if experiment.protocol == MULTITASK else None, init)
+                        experiment.sampling if experiment.protocol == MULTITASK else None, init, experiment.eval_limit)
 
 
 def load_suite(path: str | Path) -> Suite:
@@ -280,16 +299,21 @@ def load_suite(path: str | Path) -> Suite:
                 raise ConfigError(f"{where}: method {resolved.cls.name} is fitted in closed form and cannot "
                                   f"be trained on several tasks (protocol multitask)")
             _check_unseen_classes(resolved, experiment, where)
+            if experiment.protocol == TEST_TIME and resolved.cls.trains:
+                raise ConfigError(f"{where}: protocol {TEST_TIME} trains nothing, but method {resolved.cls.name} "
+                                  f"learns from training images; train it in another experiment and start a "
+                                  f"test-time method from it (init_from: experiment:NAME/{method_spec.config})")
             if method_spec.variant:
                 resolved.variant = method_spec.variant
             for shots in experiment.shots:
                 for seed in experiment.seeds:
+                    source = _init_source(method_spec, named, shots, seed, where)
                     identity = RunIdentity(
                         method=resolved.cls.name, variant=resolved.variant, backbone=backbone.describe(),
                         dataset="+".join(experiment.task_datasets), protocol=experiment.protocol,
-                        shots=shots if resolved.cls.trains else 0, seed=seed, targets=tuple(experiment.targets),
+                        shots=shots if resolved.cls.trains or source else 0, seed=seed,
+                        targets=tuple(experiment.targets),
                     )
-                    source = _init_source(method_spec, named, shots, seed, where)
                     run = Run(identity, resolved, experiment, source, init_name)
                     earlier = runs.setdefault(identity.run_id, run)
                     if earlier is not run and settings_of(earlier) != settings_of(run):
@@ -298,10 +322,10 @@ def load_suite(path: str | Path) -> Suite:
                             f"variant {identity.variant!r}, shots {shots}, seed {seed}) but with other settings; "
                             f"give it its own `variant:`"
                         )
-                    produced[(method_spec.config, shots, seed)] = identity
+                    produced.setdefault((method_spec.config, shots, seed), identity)  # the config's first entry
         if experiment.name:
             if experiment.name in named:
                 raise ConfigError(f"{where}: experiment name {experiment.name!r} is used twice")
             named[experiment.name] = produced
     return Suite(path, spec.name, backbone, trainer, spec.data_root, spec.output, list(runs.values()),
-                 initializations)
+                 initializations, spec.view_store)

@@ -6,6 +6,10 @@ training step (cross-entropy, overridable through ``training_loss``), the optimi
 the method's config, ``set_classnames`` for novel / cross-dataset evaluation, and a state dict that
 holds the method's own tensors only (a checkpoint is kilobytes, never a copy of CLIP).
 Devices and precision belong to the Lightning Trainer, never to a method.
+
+Test-time methods (``adapts_at_test_time``, see ``vlpt.methods.tpt``) also provide
+``test_time_dataset``, ``start_episodes`` and ``adapt_and_predict``: they adapt to each test image
+and restore their state after it.
 """
 from __future__ import annotations
 
@@ -71,6 +75,8 @@ class PromptMethod(L.LightningModule, abc.ABC):
     name: ClassVar[str] = ""
     #: False for methods that learn nothing from training images (zero-shot)
     trains: ClassVar[bool] = True
+    #: True for methods that adapt to every test image (evaluated by ``vlpt.eval.test_time``)
+    adapts_at_test_time: ClassVar[bool] = False
 
     def __init__(self, backbone: ClipBackbone, classnames: Sequence[str], templates: Sequence[str],
                  config: MethodConfig | None = None):

@@ -29,8 +29,10 @@ PROTOCOL_TITLES = {
     "base_to_novel": "Base-to-novel generalization",
     "cross_dataset": "Cross-dataset transfer",
     "domain_generalization": "Domain generalization",
+    "test_time": "Test-time adaptation",
 }
-_TRANSFER = ("cross_dataset", "domain_generalization")
+_TRANSFER = ("cross_dataset", "domain_generalization", "test_time")
+ADAPT_MS = "adapt_ms_per_image"
 
 
 @dataclass(frozen=True)
@@ -145,6 +147,11 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 SAMPLE_COUNT = "n"
 
 
+def _adapt_ms(group: Group) -> str:
+    times = [stat.mean for (eval_set, metric), stat in group.stats.items() if metric == ADAPT_MS]
+    return f"{statistics.fmean(times):.1f}" if times else MISSING
+
+
 def _protocol_section(protocol: str, groups: list[Group]) -> list[str]:
     title = PROTOCOL_TITLES.get(protocol, protocol.replace("_", " ").capitalize())
     lines = [f"## {title} (`{protocol}`)", ""]
@@ -171,6 +178,14 @@ def _protocol_section(protocol: str, groups: list[Group]) -> list[str]:
             "Source: accuracy on the source dataset's test set. Avg: mean of the row's target "
             "accuracies (means over seeds); shown only when every target was evaluated."
         )
+        if protocol == "test_time":
+            header += ["ms / image"]
+            columns += [_adapt_ms]
+            notes.append(
+                "ms / image: wall time to adapt to one test image and predict it, averaged over the row's "
+                "evaluation sets and seeds (– for methods that do not adapt). Shots: labelled images per "
+                "class behind the starting prompt (0: none, the hand-written prompt)."
+            )
     else:  # every evaluation set and metric; sample counts ("n") stay in the CSV only
         keys = list(dict.fromkeys(k for g in groups for k in g.ordered_keys() if k[1] != SAMPLE_COUNT))
         header += [_text(s if m == ACCURACY else f"{s} {m}") for s, m in keys]

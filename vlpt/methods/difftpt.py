@@ -1,0 +1,91 @@
+"""DiffTPT: TPT with diffusion-generated views (Feng et al., "Diverse Data Augmentation with
+Diffusions for Effective Test-time Prompt Tuning", ICCV 2023).
+
+Besides TPT's conventional views, each test image gets ``generated_views`` images from a Stable
+Diffusion image-variation pipeline conditioned on it (diffusers'
+``StableDiffusionImageVariationPipeline``; ``lambdalabs/sd-image-variations-diffusers`` at guidance
+scale 3 by default, any local pipeline folder, or ``tiny-random`` offline). Generated views whose
+CLIP image feature is among the ``similarity_selection`` (80%) most cosine-similar to the original's
+are kept; then the ``selection`` (30%) of all kept views with the lowest prediction entropy drive
+``steps`` (4) AdamW steps at lr 5e-3, as in TPT.
+
+Generation is separate from adaptation: the views are generated once into a store (by default
+``<data root>/generated_views``), keyed by image content and generator settings. ``vlpt tta
+generate`` fills it ahead of time, split across workers if wanted; adaptation reads the store,
+and the harness first generates whatever is missing (nothing on a second run).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from vlpt.data.transforms import eval_transform
+from vlpt.methods.tpt import TPT, TPTConfig
+from vlpt.registry import register_method
+from vlpt.tta.data import TestTimeViews
+from vlpt.tta.diffusion import DiffusionSettings
+from vlpt.tta.generate import generate_views, read_views
+from vlpt.tta.selection import similar_views
+from vlpt.tta.store import ViewStore
+from vlpt.tta.views import AugmentedViews
+
+@dataclass
+class DiffTPTConfig(TPTConfig):
+    steps: int = 4
+    selection: float = 0.3
+    #: fraction of generated views kept by cosine similarity to the original image
+    similarity_selection: float = 0.8
+    pipeline: str = "lambdalabs/sd-image-variations-diffusers"
+    pipeline_revision: str | None = "v2.0"
+    guidance_scale: float = 3.0
+    inference_steps: int = 50
+    generated_views: int = 64
+    generation_seed: int = 0
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not 0 < self.similarity_selection <= 1:
+            raise ValueError(f"similarity_selection must be in (0, 1], got {self.similarity_selection}")
+        self.diffusion_settings()  # validates the generator fields
+
+    def diffusion_settings(self) -> DiffusionSettings:
+        return DiffusionSettings(pipeline=self.pipeline, revision=self.pipeline_revision,
+                                 guidance_scale=self.guidance_scale, inference_steps=self.inference_steps,
+                                 views=self.generated_views, seed=self.generation_seed)
+
+
+class StoredViews:
+    """The stored generated views of an image, in the backbone's evaluation preprocessing."""
+
+    def __init__(self, store: ViewStore, settings: DiffusionSettings, image_size: int, mean, std):
+        self.store, self.settings = store, settings
+        self.transform = eval_transform(image_size, mean, std)
+
+    def __call__(self, image) -> torch.Tensor:
+        return torch.stack([self.transform(view) for view in read_views(self.store, image, self.settings)])
+
+
+@register_method("difftpt")
+class DiffTPT(TPT):
+    """TPT over conventional plus similarity-filtered diffusion-generated views."""
+
+    Config = DiffTPTConfig
+
+    def test_time_dataset(self, samples, image_size, mean, std, seed, view_store: str | Path | None = None,
+                          device: str = "cpu", progress: bool = False):
+        """Generate the views missing from ``view_store`` (none on a second run), then read them per image."""
+        if view_store is None:
+            raise ValueError("DiffTPT needs the folder of its generated-view store (view_store)")
+        cfg, settings = self.config, self.config.diffusion_settings()
+        store = ViewStore(view_store)
+        generate_views(samples, store, settings, device=str(device), progress=progress)
+        return TestTimeViews(samples, AugmentedViews(image_size, mean, std, cfg.augment), cfg.views, seed,
+                             extra_views=StoredViews(store, settings, image_size, mean, std))
+
+    def adaptation_features(self, features, extra):
+        if extra is None:
+            return features
+        kept = similar_views(extra, features[0], self.config.similarity_selection)
+        return torch.cat([features, extra[kept]])

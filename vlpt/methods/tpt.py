@@ -1,0 +1,139 @@
+"""TPT: Test-time Prompt Tuning (Shu et al., "Test-Time Prompt Tuning for Zero-Shot Generalization
+in Vision-Language Models", NeurIPS 2022).
+
+For each test image: N views (the original and N-1 augmented ones) go through the frozen image
+encoder once, without gradients; the views whose predictions have the lowest entropy (the
+fraction ``selection``, 10%) are kept; the entropy of their averaged prediction is minimised by
+``steps`` AdamW steps on the text context (4 tokens from "a photo of a"); the tuned prompt then
+classifies the original view. Prompt and optimizer state are restored after every image
+(episodic). The image features are computed once per image and reused by every step.
+
+The context starts from the hand-written prompt, from a trained CoOp context (``init_from`` a
+CoOp checkpoint with the same ``n_ctx``: TPT+CoOp), or from a CoCoOp checkpoint with
+``conditional: true``: the starting context is then CoCoOp's image-conditioned context
+``v + pi(x)`` for the original view, and TPT tunes it (the meta-net stays fixed).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Sequence
+
+import torch
+
+from vlpt.errors import ConfigError
+from vlpt.methods.base import MethodConfig, PromptMethod, cosine_logits
+from vlpt.prompts.context import TextContext
+from vlpt.prompts.meta_net import MetaNet
+from vlpt.registry import register_method
+from vlpt.tta.data import TestTimeViews
+from vlpt.tta.episodic import EpisodicState
+from vlpt.tta.selection import confident_views, marginal_entropy
+from vlpt.tta.views import AugmentedViews, ViewAugment
+
+
+@dataclass
+class TPTConfig(MethodConfig):
+    n_ctx: int = 4
+    ctx_init: str | None = "a photo of a"
+    init_std: float = 0.02
+    #: start from CoCoOp's image-conditioned context (needs ``init_from`` a CoCoOp checkpoint)
+    conditional: bool = False
+    optimizer: Literal["sgd", "adamw"] = "adamw"
+    lr: float = 5e-3
+    weight_decay: float = 0.01  # AdamW's default, as in the reference code
+    #: optimisation steps per test image
+    steps: int = 1
+    #: views per test image, the original included
+    views: int = 64
+    augment: ViewAugment = "crop_flip"
+    #: fraction of views kept by confidence (lowest prediction entropy)
+    selection: float = 0.1
+    epochs: int | dict[int, int] = 1  # nothing is trained before test time
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.steps < 0:
+            raise ValueError(f"steps must be at least 0, got {self.steps}")
+        if self.views < 1:
+            raise ValueError(f"views must be at least 1, got {self.views}")
+        if not 0 < self.selection <= 1:
+            raise ValueError(f"selection must be in (0, 1], got {self.selection}")
+
+
+@register_method("tpt")
+class TPT(PromptMethod):
+    """Per-image entropy minimisation over confident augmented views, on the text context."""
+
+    Config = TPTConfig
+    trains = False
+    adapts_at_test_time = True
+
+    def build(self, classnames, templates):
+        cfg = self.config
+        self.context = TextContext(self.backbone, classnames, n_ctx=cfg.n_ctx, ctx_init=cfg.ctx_init,
+                                   init_std=cfg.init_std)
+        if cfg.conditional:
+            if not cfg.init_from:
+                raise ConfigError(f"{self.name}: conditional: true starts from a trained CoCoOp prompt; "
+                                  f"set init_from to a CoCoOp checkpoint (or experiment:NAME/cocoop)")
+            self.meta_net = MetaNet(self.backbone.embed_dim, self.backbone.text_width).to(self.backbone.dtype)
+            self.meta_net.requires_grad_(False)
+        self._episode: EpisodicState | None = None
+
+    def update_classnames(self, classnames, templates):
+        self.context.set_classnames(classnames)
+
+    def text_features(self) -> torch.Tensor:
+        return self.backbone.encode_text_embeds(self.context(), self.context.eot_positions, normalize=True)
+
+    def logits(self, images):
+        """The current prompt's scores, without adaptation."""
+        return cosine_logits(self.backbone.encode_image(images), self.text_features(), self.backbone.logit_scale)
+
+    # ---- test time -----------------------------------------------------------------------
+    def test_time_dataset(self, samples: Sequence, image_size: int, mean, std, seed: int, **context):
+        """The views of each test image (``context``: the run's view store, device and progress flag)."""
+        cfg = self.config
+        return TestTimeViews(samples, AugmentedViews(image_size, mean, std, cfg.augment), cfg.views, seed)
+
+    def start_episodes(self) -> None:
+        """Snapshot the starting prompt and a fresh optimizer; every image restores this state."""
+        cfg, params = self.config, [self.context.ctx]
+        if cfg.optimizer == "adamw":
+            optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        else:
+            optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        self._episode = EpisodicState(params, optimizer)
+
+    def adaptation_features(self, features: torch.Tensor, extra: torch.Tensor | None) -> torch.Tensor:
+        """Image features of the views the entropy selection chooses from (TPT: the augmented views)."""
+        return features
+
+    def adapt_and_predict(self, views: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
+        """Tune the prompt on one image's views, return the original view's scores ``[C]``, restore."""
+        if self._episode is None:
+            self.start_episodes()
+        with torch.no_grad():  # the image encoder is never differentiated; one pass for all views
+            features = self.backbone.encode_image(torch.cat([views, extra]) if extra is not None else views,
+                                                  normalize=True)
+        features, extra_features = features[:len(views)], features[len(views):]
+        pool = self.adaptation_features(features, extra_features if len(extra_features) else None)
+        scale = self.backbone.logit_scale.detach()
+        optimizer = self._episode.optimizer
+        try:
+            if self.config.conditional:
+                with torch.no_grad():
+                    self.context.ctx.add_(self.meta_net(features[:1])[0])
+            chosen = None
+            for _ in range(self.config.steps):
+                logits = scale * pool @ self.text_features().T
+                if chosen is None:  # chosen once, on the starting prompt's predictions
+                    chosen = confident_views(logits, self.config.selection)
+                loss = marginal_entropy(logits[chosen])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+            with torch.no_grad():
+                return scale * features[0] @ self.text_features().T
+        finally:
+            self._episode.restore()
