@@ -96,8 +96,11 @@ def _tta_generate(args) -> None:
 def _list(args) -> None:
     from vlpt.registry import DATASETS, METHODS
 
-    print("methods: ", ", ".join(METHODS.names()))
-    print("datasets:", ", ".join(DATASETS.names()))
+    from vlpt.data.corruptions import CORRUPTIONS
+
+    print("methods:    ", ", ".join(METHODS.names()))
+    print("datasets:   ", ", ".join(DATASETS.names()))
+    print("corruptions:", ", ".join(sorted(CORRUPTIONS)), "(as DATASET~NAME:SEVERITY, severity 1-5)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -166,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     generate.set_defaults(func=_tta_generate)
 
-    listing = commands.add_parser("list", help="list registered methods and datasets")
+    listing = commands.add_parser("list", help="list registered methods, datasets and corruptions")
     listing.set_defaults(func=_list)
     return parser
 
