@@ -2,10 +2,11 @@
 
 Each (backbone, view count) is measured in a fresh process: the backbone is built, TPT adapts to
 ``--warmup`` images (not timed), then to ``--images`` images, timed one by one (wall clock, with a
-device synchronisation). Peak memory is the process's peak resident memory above its level before
-adaptation (CPU; the loaded backbone and input views excluded), or the peak CUDA memory allocated
-(GPU; the backbone included). Random weights are
-enough for cost figures, so any open_clip architecture can be measured offline.
+device synchronisation). Peak memory is the increase of the process's peak resident memory over its
+level before adaptation (CPU; the loaded backbone and input views excluded), or the peak CUDA memory
+allocated (GPU; the backbone included). View augmentation and image loading are not included (the
+views are random tensors). Random weights are enough for cost figures, so any open_clip
+architecture can be measured offline.
 
     python benchmarks/tpt_latency.py                       # the starter backbone, 8..128 views
     python benchmarks/tpt_latency.py --model ViT-B-16 --classes 200 --views 16 64 --images 3
@@ -68,7 +69,7 @@ def measure(model: str, pretrained: str | None, classes: int, views: int, steps:
         "ms_per_image_median": round(1000 * statistics.median(seconds), 2),
         "ms_per_image_mean": round(1000 * statistics.fmean(seconds), 2),
         "peak_memory_mb": round(peak, 1),
-        "peak_memory_kind": "cuda allocated" if device.startswith("cuda") else "rss added by adaptation",
+        "peak_memory_kind": "cuda allocated" if device.startswith("cuda") else "peak RSS increase",
         "process_peak_rss_mb": round(_rss_mb(), 1),
         "torch": torch.__version__,
     }

@@ -296,10 +296,13 @@ def test_test_time_protocol_runs_tpt_tpt_coop_and_difftpt_and_reuses_generated_v
     ({"protocol": "test_time", "methods": [{"config": "tpt", "init_from": "experiment:nope/coop_m4"}]},
      "names no earlier experiment"),
     ({"protocol": "test_time", "methods": ["tpt"], "eval_limit": 0}, "eval_limit must be at least 1"),
+    ({"protocol": "test_time", "methods": [{"config": "tpt", "init_from": "experiment:zs/zeroshot"}]},
+     "learns nothing from training images"),
     ({"protocol": "test_time", "targets": ["starter_shapes~pixelate:9"], "methods": ["tpt"]}, "severity"),
 ])
 def test_bad_test_time_experiments_fail_up_front(tmp_path, experiment, message):
-    path = write_suite(tmp_path, experiments=[{"dataset": "starter_shapes", **experiment}])
+    zero_shot = {"name": "zs", "protocol": "few_shot", "dataset": "starter_shapes", "methods": ["zeroshot"]}
+    path = write_suite(tmp_path, experiments=[zero_shot, {"dataset": "starter_shapes", **experiment}])
     with pytest.raises(ConfigError, match=message):
         load_suite(path)
 
@@ -311,3 +314,19 @@ def test_pacs_test_time_rows_for_tpt_and_difftpt(tmp_path, shared_data):
                        experiments=_test_time_experiments("pacs@photo", targets, eval_limit=4))
     paths = Harness(load_suite(path), progress=False).run_all()
     _check_test_time_records(tmp_path, paths, targets, eval_limit=4)
+
+
+def test_eval_limit_picks_the_same_images_of_a_dataset_and_its_corrupted_copies():
+    from dataclasses import replace
+
+    from vlpt.data import EvalSet, Sample
+    from vlpt.eval.harness import limit_eval_set
+
+    samples = [Sample(f"/d/{i:03d}.png", i % 4, f"c{i % 4}") for i in range(50)]
+    clean = limit_eval_set(EvalSet("test", samples, ["c0", "c1", "c2", "c3"], ["{}"]), "digits", 10)
+    shifted = EvalSet("digits~pixelate:4", [replace(s, corruption="pixelate:4") for s in samples], clean.classnames,
+                      ["{}"])
+    paired = limit_eval_set(shifted, "digits~pixelate:4", 10)
+    assert len(clean.samples) == 10 and [s.path for s in paired.samples] == [s.path for s in clean.samples]
+    other = limit_eval_set(EvalSet("test", samples, clean.classnames, ["{}"]), "shapes", 10)
+    assert [s.path for s in other.samples] != [s.path for s in clean.samples]

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from vlpt.errors import ConfigError
+from vlpt.errors import CheckpointError, ConfigError
 from vlpt.methods.cocoop import CoCoOp
 from vlpt.methods.coop import CoOp
 from vlpt.methods.difftpt import DiffTPT
@@ -115,7 +115,6 @@ def test_the_image_encoder_is_never_differentiated(tiny_backbone):
     finally:
         hook.remove()
     assert calls == [(False, False)], "all views must go through the image encoder once, without gradients"
-    assert all(p.grad is None for p in tiny_backbone.parameters())
 
 
 def test_without_steps_tpt_is_zero_shot_clip_with_the_same_prompt(tiny_backbone):
@@ -131,7 +130,7 @@ def test_tpt_starts_from_a_coop_checkpoint(tiny_backbone, tmp_path):
     path = coop.save_checkpoint(tmp_path / "coop.pt")
     method = _tpt(tiny_backbone, init_from=str(path))
     assert torch.equal(method.context.ctx, coop.context.ctx)
-    with pytest.raises(Exception, match="shape"):
+    with pytest.raises(CheckpointError, match="shape"):
         _tpt(tiny_backbone, n_ctx=4, ctx_init=None, init_from=str(
             CoOp(tiny_backbone, CLASSES, TEMPLATES, CoOp.Config(n_ctx=8)).save_checkpoint(tmp_path / "coop8.pt")))
 
@@ -151,6 +150,9 @@ def test_conditional_tpt_starts_from_cocoops_image_conditioned_context(tiny_back
     assert torch.equal(method.context.ctx, cocoop.context.ctx)  # restored after the image
     with pytest.raises(ConfigError, match="init_from"):
         _tpt(tiny_backbone, conditional=True)
+    coop = CoOp(tiny_backbone, CLASSES, TEMPLATES, CoOp.Config(n_ctx=4)).save_checkpoint(tmp_path / "coop.pt")
+    with pytest.raises(CheckpointError, match="meta-net"):
+        _tpt(tiny_backbone, conditional=True, init_from=str(coop))
 
 
 def test_views_are_the_original_then_seeded_augmentations(tmp_path):

@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from vlpt.backbone import ClipBackbone
 from vlpt.data import DatasetSplits, EvalSet, build_protocol, load_dataset, split_rng
+from vlpt.data.corruptions import split_corrupted_name
 from vlpt.data.fewshot import subsample
 from vlpt.data.datamodule import PromptDataModule
 from vlpt.errors import CheckpointError, ConfigError
@@ -42,11 +43,13 @@ def _device(trainer_accelerator: str) -> torch.device:
     return torch.device("cuda") if wants_gpu and torch.cuda.is_available() else torch.device("cpu")
 
 
-def limit_eval_set(eval_set: EvalSet, limit: int | None) -> EvalSet:
-    """The evaluation set cut to a fixed subset of ``limit`` images (the same for every method and seed)."""
+def limit_eval_set(eval_set: EvalSet, dataset: str, limit: int | None) -> EvalSet:
+    """The evaluation set of ``dataset`` cut to a fixed subset of ``limit`` images: the same for every
+    method and seed, and the same images for a dataset and its corrupted copies (paired comparisons)."""
     if limit is None or limit >= len(eval_set.samples):
         return eval_set
-    chosen = subsample(eval_set.samples, limit, split_rng(0, f"eval_limit:{eval_set.name}"))
+    clean = split_corrupted_name(dataset)[0]
+    chosen = subsample(eval_set.samples, limit, split_rng(0, f"eval_limit:{clean}:{eval_set.name == 'novel'}"))
     return dataclasses.replace(eval_set, samples=chosen)
 
 
@@ -170,7 +173,7 @@ class Harness:
         backbone = self.backbone  # built (consuming random draws) before the run's seed is set
         L.seed_everything(identity.seed, workers=True, verbose=False)
         config = self._config(run)
-        shots = identity.shots  # 0 for methods that train on nothing: no images are sampled
+        shots = identity.shots if resolved.cls.trains else 0  # no images are sampled for methods that do not train
         image_args = (backbone.image_size, backbone.preprocess_cfg["mean"], backbone.preprocess_cfg["std"])
         common = dict(batch_size=config.batch_size, train_augment=experiment.train_augment,
                       num_workers=self.suite.trainer.num_workers, seed=identity.seed)
@@ -184,10 +187,10 @@ class Harness:
             n_train, n_val = sum(len(t.data.train) for t in tasks), sum(len(t.data.val) for t in tasks)
             classes = sum(len(t.classnames) for t in tasks)
         else:
-            data = build_protocol(identity.protocol, self.dataset(identity.dataset),
-                                  shots if resolved.cls.trains else 0, identity.seed,
+            data = build_protocol(identity.protocol, self.dataset(identity.dataset), shots, identity.seed,
                                   [self.dataset(t) for t in identity.targets])
-            data.eval_sets = [limit_eval_set(es, experiment.eval_limit) for es in data.eval_sets]
+            data.eval_sets = [limit_eval_set(es, identity.dataset if es.name in ("test", "base", "novel") else es.name,
+                                             experiment.eval_limit) for es in data.eval_sets]
             method = resolved.cls(backbone, data.classnames, data.templates, config)
             datamodule = PromptDataModule(data, *image_args, **common)
             evaluations = [(es.name, es, datamodule.eval_dataloader(es)) for es in data.eval_sets]

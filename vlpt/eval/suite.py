@@ -10,7 +10,8 @@ the suite file's folder), ``experiment:NAME``: the prompt learned by the run of 
 experiment NAME with the same method config, shots and seed (MVLPT's source-to-target transfer),
 or ``init:NAME``: an initialisation the suite's ``initializations`` section meta-learns (GRAM),
 whose gradient regulator then also shapes the run's training gradients. ``experiment:NAME/CONFIG``
-names the run of another method config in that experiment (its first entry of that config): a test-time run of ``tpt`` starts from
+names the run of another method config in that experiment (its entry without a ``variant``, else
+its first entry of that config): a test-time run of ``tpt`` starts from
 the prompt of ``coop_m4`` with ``init_from: experiment:source/coop_m4`` (TPT+CoOp).
 
 ``test_time`` experiments train nothing: their methods adapt per test image (TPT, DiffTPT) or not
@@ -198,6 +199,8 @@ def _check_experiment(experiment: ExperimentSpec, where: str) -> None:
             raise ConfigError(f"{where}: shots must be at least 1, got {shots}")
     if experiment.eval_limit is not None and experiment.eval_limit < 1:
         raise ConfigError(f"{where}: eval_limit must be at least 1, got {experiment.eval_limit}")
+    if experiment.eval_limit is not None and experiment.protocol == MULTITASK:
+        raise ConfigError(f"{where}: eval_limit is not supported by protocol multitask")
 
 
 #: what each protocol asks of a method's ability to score classes it was not trained on
@@ -231,6 +234,9 @@ def _init_source(method_spec: MethodSpec, named: dict[str, dict[tuple, RunIdenti
     if source is None:
         raise ConfigError(f"{where}: experiment {name!r} has no run of method config {config!r} "
                           f"with shots {shots} and seed {seed} to initialise from")
+    if source.shots == 0:
+        raise ConfigError(f"{where}: init_from {reference!r}: method config {config!r} learns nothing from "
+                          f"training images, so its runs leave no prompt to start from")
     return source
 
 
@@ -322,7 +328,10 @@ def load_suite(path: str | Path) -> Suite:
                             f"variant {identity.variant!r}, shots {shots}, seed {seed}) but with other settings; "
                             f"give it its own `variant:`"
                         )
-                    produced.setdefault((method_spec.config, shots, seed), identity)  # the config's first entry
+                    if method_spec.variant is None:  # the config's entry without a variant names the run
+                        produced[(method_spec.config, shots, seed)] = identity
+                    else:
+                        produced.setdefault((method_spec.config, shots, seed), identity)
         if experiment.name:
             if experiment.name in named:
                 raise ConfigError(f"{where}: experiment name {experiment.name!r} is used twice")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 
@@ -43,6 +44,8 @@ class DiffTPTConfig(TPTConfig):
     inference_steps: int = 50
     generated_views: int = 64
     generation_seed: int = 0
+    #: fp16 generation needs a CUDA device
+    generation_dtype: Literal["fp32", "fp16"] = "fp32"
 
     def __post_init__(self):
         super().__post_init__()
@@ -53,7 +56,7 @@ class DiffTPTConfig(TPTConfig):
     def diffusion_settings(self) -> DiffusionSettings:
         return DiffusionSettings(pipeline=self.pipeline, revision=self.pipeline_revision,
                                  guidance_scale=self.guidance_scale, inference_steps=self.inference_steps,
-                                 views=self.generated_views, seed=self.generation_seed)
+                                 views=self.generated_views, seed=self.generation_seed, dtype=self.generation_dtype)
 
 
 class StoredViews:

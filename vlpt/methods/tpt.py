@@ -20,7 +20,7 @@ from typing import Literal, Sequence
 
 import torch
 
-from vlpt.errors import ConfigError
+from vlpt.errors import CheckpointError, ConfigError
 from vlpt.methods.base import MethodConfig, PromptMethod, cosine_logits
 from vlpt.prompts.context import TextContext
 from vlpt.prompts.meta_net import MetaNet
@@ -82,6 +82,13 @@ class TPT(PromptMethod):
 
     def update_classnames(self, classnames, templates):
         self.context.set_classnames(classnames)
+
+    def initialize_from(self, path):
+        copied = super().initialize_from(path)
+        if self.config.conditional and not any(name.startswith("meta_net.") for name in copied):
+            raise CheckpointError(f"{self.name}: conditional: true needs a CoCoOp checkpoint with a meta-net; "
+                                  f"{path} holds none")
+        return copied
 
     def text_features(self) -> torch.Tensor:
         return self.backbone.encode_text_embeds(self.context(), self.context.eot_positions, normalize=True)

@@ -183,8 +183,9 @@ def _protocol_section(protocol: str, groups: list[Group]) -> list[str]:
             columns += [_adapt_ms]
             notes.append(
                 "ms / image: wall time to adapt to one test image and predict it, averaged over the row's "
-                "evaluation sets and seeds (– for methods that do not adapt). Shots: labelled images per "
-                "class behind the starting prompt (0: none, the hand-written prompt)."
+                "evaluation sets and seeds (– for methods that do not adapt; without DiffTPT's one-off view "
+                "generation). Shots: labelled images per class behind the starting prompt (0: none, the "
+                "hand-written prompt)."
             )
     else:  # every evaluation set and metric; sample counts ("n") stay in the CSV only
         keys = list(dict.fromkeys(k for g in groups for k in g.ordered_keys() if k[1] != SAMPLE_COUNT))
