@@ -12,8 +12,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from vlpt.eval.metrics import accuracy
-
-ADAPT_MS = "adapt_ms_per_image"
+from vlpt.results.record import ADAPT_MS
 
 
 def evaluate_test_time(method, dataset: Dataset, device: torch.device, num_workers: int = 0) -> dict[str, float]:

@@ -13,7 +13,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vlpt.results.record import ACCURACY, RunRecord
+from vlpt.results.record import ACCURACY, ADAPT_MS, RunRecord
 from vlpt.results.store import RecordStore, atomic_write_text
 
 MARKDOWN_NAME = "LEADERBOARD.md"
@@ -32,7 +32,6 @@ PROTOCOL_TITLES = {
     "test_time": "Test-time adaptation",
 }
 _TRANSFER = ("cross_dataset", "domain_generalization", "test_time")
-ADAPT_MS = "adapt_ms_per_image"
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,8 @@ from vlpt.errors import ConfigError
 
 SCHEMA_VERSION = 1
 ACCURACY = "accuracy"
+#: per-image adaptation time of test-time methods, in milliseconds
+ADAPT_MS = "adapt_ms_per_image"
 
 # name shown in a record -> (module name, distribution name)
 _LIBRARIES = {
