@@ -241,20 +241,46 @@ class ClipBackbone(nn.Module):
         """Image features ``[B, embed_dim]``; ``deep_prompts`` enter a ViT tower at the given layers."""
         if not deep_prompts:
             return self.model.encode_image(images.to(self.dtype), normalize=normalize)
+        x, _ = self._run_vision_tower(images, deep_prompts)
+        return self._pool_image(x, normalize)
+
+    def image_layer_tokens(
+        self, images: torch.Tensor, layers: Sequence[int], deep_prompts: DeepPromptTokens | None = None,
+        pooled: bool = False,
+    ) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+        """Outputs of image blocks ``layers`` (class and patch tokens ``[B, 1+P, W]``, prompts taken out),
+        for dense heads such as a segmentation decoder; with ``pooled`` also the image feature ``[B, D]``
+        (the tower then runs to the end, else it stops after the last of ``layers``)."""
+        layers = list(layers)
+        bad = [layer for layer in layers if not 0 <= layer < self.vision_layers]
+        if not layers or bad:
+            raise ConfigError(f"{self.model_name}: image layers {layers} must be within 0..{self.vision_layers - 1}")
+        x, tapped = self._run_vision_tower(images, deep_prompts or {}, taps=layers,
+                                           stop_after=None if pooled else max(layers))
+        return tapped, (self._pool_image(x) if pooled else None)
+
+    def _run_vision_tower(self, images: torch.Tensor, deep_prompts: DeepPromptTokens, taps: Sequence[int] = (),
+                          stop_after: int | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The ViT tower on ``images`` with deep prompts; the output sequence without prompt tokens and
+        the tapped block outputs (see ``run_vision_blocks``)."""
         visual = self.model.visual
         if not hasattr(visual, "class_embedding"):
-            raise ConfigError(f"{self.model_name}: deep prompts need a ViT image tower")
+            raise ConfigError(f"{self.model_name}: deep prompts and layer tokens need a ViT image tower")
         check_layers(deep_prompts, self.vision_layers, self.vision_width, "image")
         x = self.patch_embeddings(images)
         n_prompts = 0
         if 0 in deep_prompts:  # input prompts join the patch tokens before ln_pre (MaPLe's CLIP code)
             x = insert_after_class_token(x, deep_prompts[0])
             n_prompts = deep_prompts[0].shape[-2]
-        x = self._batch_first(visual.transformer, visual.ln_pre(x))
+        transformer = visual.transformer
+        run_block = None if getattr(transformer, "batch_first", True) else _sequence_first_block
         deeper = {layer: tokens for layer, tokens in deep_prompts.items() if layer > 0}
-        x, n_prompts = run_vision_blocks(visual.transformer.resblocks, x, deeper, n_prompts)
-        x = self._batch_first(visual.transformer, x)
-        x = torch.cat([x[:, :1], x[:, 1 + n_prompts:]], dim=1)
+        x, n_prompts, tapped = run_vision_blocks(transformer.resblocks, visual.ln_pre(x), deeper, n_prompts,
+                                                 taps=taps, stop_after=stop_after, run_block=run_block)
+        return torch.cat([x[:, :1], x[:, 1 + n_prompts:]], dim=1), tapped
+
+    def _pool_image(self, x: torch.Tensor, normalize: bool = False) -> torch.Tensor:
+        visual = self.model.visual
         pooled, _ = visual._pool(x)
         if visual.proj is not None:
             pooled = pooled @ visual.proj
@@ -277,3 +303,7 @@ class ClipBackbone(nn.Module):
         """Identity string used in run records: ``architecture@weights``."""
         return f"{self.model_name}@{self.pretrained or 'random'}"
 
+
+def _sequence_first_block(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Call a block of a sequence-first tower on a batch-first ``x``."""
+    return block(x.transpose(0, 1)).transpose(0, 1)

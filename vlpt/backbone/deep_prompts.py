@@ -15,7 +15,7 @@ Prompts of shape ``[n, width]`` are shared by the batch; ``[B, n, width]`` are p
 """
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Callable, Mapping, Sequence
 
 import torch
 
@@ -42,13 +42,18 @@ def insert_after_class_token(x: torch.Tensor, tokens: torch.Tensor, n_replaced: 
     return torch.cat([x[:, :1], _batched(tokens, x.shape[0], x.dtype), x[:, 1 + n_replaced:]], dim=1)
 
 
-def run_vision_blocks(blocks, x: torch.Tensor, prompts: DeepPromptTokens,
-                      n_inserted: int = 0) -> tuple[torch.Tensor, int]:
+def run_vision_blocks(blocks, x: torch.Tensor, prompts: DeepPromptTokens, n_inserted: int = 0, *,
+                      taps: Sequence[int] = (), stop_after: int | None = None,
+                      run_block: Callable | None = None) -> tuple[torch.Tensor, int, list[torch.Tensor]]:
     """Run ViT blocks on ``x`` ([B, 1+P, W], batch first) inserting/replacing prompt tokens.
 
-    ``n_inserted`` prompt tokens may already follow the class token. Returns the output sequence
-    and the number of prompt tokens it still holds (so the caller can drop them before pooling).
+    ``n_inserted`` prompt tokens may already follow the class token. ``taps`` are block indices whose
+    outputs are also returned, with the prompt tokens taken out ([B, 1+P, W], for dense heads);
+    ``stop_after`` ends the loop after that block; ``run_block(block, x)`` calls a block of another
+    signature (default ``block(x)``). Returns the output sequence, the number of prompt tokens it still
+    holds (so the caller can drop them before pooling) and the tapped outputs in ``taps`` order.
     """
+    tapped: dict[int, torch.Tensor] = {}
     for index, block in enumerate(blocks):
         if index in prompts:
             n_tokens = prompts[index].shape[-2]
@@ -59,16 +64,24 @@ def run_vision_blocks(blocks, x: torch.Tensor, prompts: DeepPromptTokens,
                 )
             x = insert_after_class_token(x, prompts[index], n_inserted)
             n_inserted = n_tokens
-        x = block(x)
-    return x, n_inserted
+        x = run_block(block, x) if run_block is not None else block(x)
+        if index in taps:
+            tapped[index] = torch.cat([x[:, :1], x[:, 1 + n_inserted:]], dim=1)
+        if index == stop_after:
+            break
+    return x, n_inserted, [tapped[index] for index in taps]
 
 
-def run_text_blocks(blocks, x: torch.Tensor, attn_mask, prompts: DeepPromptTokens) -> torch.Tensor:
-    """Run text blocks on ``x`` ([N, L, W], batch first), replacing positions 1..n at prompted layers."""
+def run_text_blocks(blocks, x: torch.Tensor, attn_mask, prompts: DeepPromptTokens,
+                    run_block: Callable | None = None) -> torch.Tensor:
+    """Run text blocks on ``x`` ([N, L, W], batch first), replacing positions 1..n at prompted layers.
+
+    ``run_block(block, x)`` calls a block of another signature (default ``block(x, attn_mask=attn_mask)``).
+    """
     for index, block in enumerate(blocks):
         if index in prompts:
             tokens = _batched(prompts[index], x.shape[0], x.dtype)
             n = tokens.shape[1]
             x = torch.cat([x[:, :1], tokens, x[:, 1 + n:]], dim=1)
-        x = block(x, attn_mask=attn_mask)
+        x = run_block(block, x) if run_block is not None else block(x, attn_mask=attn_mask)
     return x

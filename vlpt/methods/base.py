@@ -77,6 +77,8 @@ class PromptMethod(L.LightningModule, abc.ABC):
     trains: ClassVar[bool] = True
     #: True for methods that adapt to every test image (evaluated by ``vlpt.eval.test_time``)
     adapts_at_test_time: ClassVar[bool] = False
+    #: "classification", or "segmentation" for methods on a segmentation model (``vlpt.seg.method``)
+    task: ClassVar[str] = "classification"
 
     def __init__(self, backbone: ClipBackbone, classnames: Sequence[str], templates: Sequence[str],
                  config: MethodConfig | None = None):
@@ -161,9 +163,14 @@ class PromptMethod(L.LightningModule, abc.ABC):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
 
     # ---- checkpoints of the method's own tensors -----------------------------------------
+    def frozen_prefixes(self) -> tuple[str, ...]:
+        """State-dict prefixes of frozen modules that checkpoints leave out: the backbone's, and a
+        subclass's own frozen parts (a segmentation decoder kept frozen)."""
+        return (BACKBONE_PREFIX,)
+
     def state_dict(self, *args, **kwargs):
         state = super().state_dict(*args, **kwargs)
-        for key in [k for k in state if k.startswith(BACKBONE_PREFIX)]:
+        for key in [k for k in state if k.startswith(self.frozen_prefixes())]:
             del state[key]
         return state
 
@@ -181,8 +188,8 @@ class PromptMethod(L.LightningModule, abc.ABC):
                     f"{self.name} checkpoint tensor {key} has shape {tuple(value.shape)}, "
                     f"this model expects {tuple(own[key].shape)}"
                 )
-        full = {**{BACKBONE_PREFIX + k: v for k, v in self.backbone.state_dict().items()}, **state_dict}
-        return super().load_state_dict(full, strict=strict, assign=assign)
+        frozen = {k: v for k, v in super().state_dict().items() if k.startswith(self.frozen_prefixes())}
+        return super().load_state_dict({**frozen, **state_dict}, strict=strict, assign=assign)
 
     def save_checkpoint(self, path: str | Path) -> Path:
         """Write the method's own tensors and its identity (method, backbone, classes, config)."""

@@ -38,6 +38,7 @@ class TextContext(nn.Module):
         csc: bool = False,
         class_token_position: ClassTokenPosition = "end",
         init_std: float = 0.02,
+        learned: bool = True,
     ):
         super().__init__()
         if class_token_position not in ("end", "middle", "front"):
@@ -64,7 +65,10 @@ class TextContext(nn.Module):
             ctx = torch.randn(shape, dtype=backbone.dtype) * init_std
             self.placeholder = " ".join(["X"] * n_ctx)
         self.n_ctx = n_ctx
-        self.ctx = nn.Parameter(ctx.to(backbone.dtype))
+        if learned:
+            self.ctx = nn.Parameter(ctx.to(backbone.dtype))
+        else:  # the context comes from elsewhere at every call (a shared prompt space); this is its initial value
+            self.register_buffer("ctx", ctx.to(backbone.dtype), persistent=False)
         self.set_classnames(classnames)
 
     def set_classnames(self, classnames: Sequence[str]) -> None:
@@ -90,10 +94,14 @@ class TextContext(nn.Module):
     def eot_positions(self) -> torch.Tensor:
         return self.tokens.argmax(dim=-1)
 
-    def forward(self, ctx_shift: torch.Tensor | None = None) -> torch.Tensor:
-        """Prompt embeddings ``[C, L, W]``; with a per-image ``ctx_shift`` ``[B, W]``, ``[B, C, L, W]``."""
+    def forward(self, ctx_shift: torch.Tensor | None = None, ctx: torch.Tensor | None = None) -> torch.Tensor:
+        """Prompt embeddings ``[C, L, W]``; with a per-image ``ctx_shift`` ``[B, W]``, ``[B, C, L, W]``.
+
+        ``ctx`` replaces the context vectors (``[n_ctx, W]``) for this call (made by another module).
+        """
         n_classes = self.prefix.shape[0]
-        ctx = self.ctx if self.csc else self.ctx.unsqueeze(0).expand(n_classes, -1, -1)
+        ctx = self.ctx if ctx is None else ctx
+        ctx = ctx if self.csc else ctx.unsqueeze(0).expand(n_classes, -1, -1)
         if ctx_shift is None:
             return self._assemble(ctx, self.prefix, self.suffix)
         batch = ctx_shift.shape[0]
