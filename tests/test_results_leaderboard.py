@@ -190,9 +190,9 @@ def test_corrupt_record_does_not_stop_the_leaderboard(board):
 def test_unknown_protocol_gets_a_generic_table(tmp_path):
     store = RecordStore(tmp_path / "records")
     for seed, dice in enumerate([80.0, 90.0], start=1):
-        add(store, "segmentation", "coop", seed, {"test": {"dice": dice, "iou": dice - 10}}, dataset="kvasir")
+        add(store, "detection", "coop", seed, {"test": {"dice": dice, "iou": dice - 10}}, dataset="kvasir")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         write_leaderboard(tmp_path / "records", tmp_path)
-    (row,) = table_rows((tmp_path / "LEADERBOARD.md").read_text(), "(`segmentation`)")
+    (row,) = table_rows((tmp_path / "LEADERBOARD.md").read_text(), "(`detection`)")
     assert row["test dice"] == f"85.00 ± {statistics.stdev([80, 90]):.2f}" and row["Seeds"] == "2"

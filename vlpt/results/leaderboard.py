@@ -13,7 +13,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vlpt.results.record import ACCURACY, ADAPT_MS, RunRecord
+from vlpt.results.record import ACCURACY, ADAPT_MS, DICE, IOU, RunRecord
 from vlpt.results.store import RecordStore, atomic_write_text
 
 MARKDOWN_NAME = "LEADERBOARD.md"
@@ -30,6 +30,7 @@ PROTOCOL_TITLES = {
     "cross_dataset": "Cross-dataset transfer",
     "domain_generalization": "Domain generalization",
     "test_time": "Test-time adaptation",
+    "segmentation": "Segmentation",
 }
 _TRANSFER = ("cross_dataset", "domain_generalization", "test_time")
 
@@ -68,6 +69,8 @@ class Group:
             lead = ["base", "novel", "hm"]
         elif self.protocol in _TRANSFER:
             lead = ["test", *self.targets, "avg"]
+        elif self.protocol == "segmentation":
+            lead = ["test", *self.targets]
         else:
             lead = ["test"]
         rank = {name: i for i, name in enumerate(lead)}
@@ -154,7 +157,8 @@ def _adapt_ms(group: Group) -> str:
 def _protocol_section(protocol: str, groups: list[Group]) -> list[str]:
     title = PROTOCOL_TITLES.get(protocol, protocol.replace("_", " ").capitalize())
     lines = [f"## {title} (`{protocol}`)", ""]
-    header = ["Backbone", "Dataset", "Method", "Variant", "Shots"]
+    model, shots = ("Model", "Train images") if protocol == "segmentation" else ("Backbone", "Shots")
+    header = [model, "Dataset", "Method", "Variant", shots]
     notes: list[str] = []
 
     if protocol == "few_shot":
@@ -186,6 +190,18 @@ def _protocol_section(protocol: str, groups: list[Group]) -> list[str]:
                 "generation). Shots: labelled images per class behind the starting prompt (0: none, the "
                 "hand-written prompt)."
             )
+    elif protocol == "segmentation":
+        targets = list(dict.fromkeys(t for g in groups for t in g.targets))
+        header += ["Dice", "IoU"] + [f"{_text(t)} {name}" for t in targets for name in ("Dice", "IoU")]
+        columns = [lambda g, m=m: _cell(g.get("test", m)) for m in (DICE, IOU)]
+        columns += [
+            lambda g, t=t, m=m: _cell(g.get(t, m)) if t in g.targets else MISSING
+            for t in targets for m in (DICE, IOU)
+        ]
+        notes.append(
+            "Dice: per-image Dice averaged over images; IoU: dataset-level IoU averaged over classes (%). "
+            "Train images: K training images (0: nothing trained)."
+        )
     else:  # every evaluation set and metric; sample counts ("n") stay in the CSV only
         keys = list(dict.fromkeys(k for g in groups for k in g.ordered_keys() if k[1] != SAMPLE_COUNT))
         header += [_text(s if m == ACCURACY else f"{s} {m}") for s, m in keys]

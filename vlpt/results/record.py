@@ -24,6 +24,11 @@ Metric conventions read by the leaderboard: accuracies are percentages under
 the metric name ``"accuracy"``; the evaluation sets are ``"test"`` (few_shot and
 the source set of cross_dataset / domain_generalization), ``"base"`` and
 ``"novel"`` (base_to_novel), and one set per name in ``identity.targets``.
+Segmentation records report ``"dice"`` (per-image Dice averaged over images) and
+``"iou"`` (dataset-level IoU averaged over classes), both percentages, with the
+image count ``"n"``, on ``"test"`` (the source dataset) and on each target; their
+``identity.backbone`` names the segmentation model and ``identity.shots`` the
+number of training images (0 for a method that trains nothing).
 """
 from __future__ import annotations
 
@@ -44,6 +49,9 @@ SCHEMA_VERSION = 1
 ACCURACY = "accuracy"
 #: per-image adaptation time of test-time methods, in milliseconds
 ADAPT_MS = "adapt_ms_per_image"
+#: segmentation metrics, see vlpt.seg.metrics
+DICE = "dice"
+IOU = "iou"
 
 # name shown in a record -> (module name, distribution name)
 _LIBRARIES = {
@@ -317,6 +325,8 @@ def git_state(path: str | Path) -> dict[str, Any] | None:
 
 __all__ = [
     "ACCURACY",
+    "DICE",
+    "IOU",
     "SCHEMA_VERSION",
     "RunIdentity",
     "RunRecord",
