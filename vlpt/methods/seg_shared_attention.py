@@ -1,0 +1,78 @@
+"""Shared-attention multimodal prompts (TuneVLSeg, Adhikari et al., "TuneVLSeg: Prompt Tuning Benchmark
+for Vision-Language Segmentation Models", ACCV 2024).
+
+At each of the layers 0 .. d-1 a set of prompt vectors as wide as both towers together (text width +
+vision width) passes through a transformer encoder layer, so text and visual parts attend to each
+other; the output is split into the text prompts (context at layer 0, deep text prompts above) and the
+visual prompts of that layer. TuneVLSeg's settings: 4 vectors from N(0, 0.02), 16 heads, feed-forward
+1536, dropout 0.25, pre-norm, one encoder layer per prompted layer.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from vlpt.errors import ConfigError
+from vlpt.methods.seg_shared_separate import projections
+from vlpt.prompts.context import TextContext
+from vlpt.registry import register_method
+from vlpt.seg.method import SegMethodConfig, SegPromptMethod, prompt_layers
+
+
+@dataclass
+class SegSharedAttentionConfig(SegMethodConfig):
+    n_ctx: int = 4
+    prompt_depth: int = 1
+    init_std: float = 0.02
+    heads: int = 16
+    feedforward: int = 1536
+    dropout: float = 0.25
+    unified_projection: bool = False
+
+
+@register_method("seg_shared_attention")
+class SegSharedAttention(SegPromptMethod):
+    """Joint text-and-vision prompt vectors mixed by self-attention, then split between the towers."""
+
+    Config = SegSharedAttentionConfig
+
+    def build_prompts(self, classnames, templates):
+        cfg = self.config
+        backbone = self.backbone
+        depth = len(prompt_layers(cfg.prompt_depth, min(backbone.text_layers, backbone.vision_layers), self.name))
+        width = backbone.text_width + backbone.vision_width
+        if width % cfg.heads:
+            raise ConfigError(f"{self.name}: heads {cfg.heads} must divide the joint prompt width {width} "
+                              f"(text {backbone.text_width} + vision {backbone.vision_width})")
+        self.context = TextContext(backbone, classnames, n_ctx=cfg.n_ctx, learned=False)
+        self.shared = nn.Parameter(torch.randn(depth, cfg.n_ctx, width, dtype=backbone.dtype) * cfg.init_std)
+        self.mixers = projections(depth, cfg.unified_projection, lambda: nn.TransformerEncoderLayer(
+            width, cfg.heads, dim_feedforward=cfg.feedforward, dropout=cfg.dropout, batch_first=True,
+            norm_first=True).to(backbone.dtype))
+
+    def update_classnames(self, classnames, templates):
+        self.context.set_classnames(classnames)
+
+    def split_prompts(self) -> tuple[list[torch.Tensor], dict[int, torch.Tensor]]:
+        """Text prompts per layer and visual prompts ``{layer: tokens}``, from one pass of the mixers."""
+        mixed = [mixer(vectors.unsqueeze(0))[0] for mixer, vectors in zip(self.mixers, self.shared)]
+        width = self.backbone.text_width
+        return [m[:, :width] for m in mixed], {layer: m[:, width:] for layer, m in enumerate(mixed)}
+
+    def text_features(self, text: list[torch.Tensor]) -> torch.Tensor:
+        deep = {layer: tokens for layer, tokens in enumerate(text) if layer > 0}
+        return self.backbone.encode_text_embeds(self.context(ctx=text[0]), self.context.eot_positions, deep or None)
+
+    def class_embeddings(self, image_features):
+        return self.text_features(self.split_prompts()[0])
+
+    def vision_prompts(self):
+        return self.split_prompts()[1]
+
+    def logits(self, images):
+        """One pass of the mixers per step, so text and visual prompts share one dropout draw."""
+        text, vision = self.split_prompts()
+        activations, _ = self.backbone.image_activations(images, vision)
+        return self.backbone.decode(self.decoder, activations, self.text_features(text))

@@ -1,0 +1,441 @@
+"""Vision-language segmentation models (VLSMs): frozen CLIP towers plus a text-conditioned decoder.
+
+A VLSM segments an image for a text prompt: the image tower's tokens from a few layers and the
+prompt's text embedding go through a light decoder that returns mask logits at the input size
+(CLIPSeg, Lüddecke & Ecker, "Image Segmentation Using Text and Image Prompts", CVPR 2022). Two kinds:
+
+* ``clip_decoder``: any :class:`ClipBackbone` (every open_clip architecture vlpt supports, the starter
+  model included) with :class:`ConditionalDecoder`, a CLIPSeg-style decoder written here. Its decoder
+  starts random (seeded by the run) unless ``decoder_from`` names trained decoder weights.
+* ``clipseg``: CLIPSeg through transformers (``CIDAS/clipseg-rd64-refined``, ``CIDAS/clipseg-rd64``, a
+  local folder, or ``tiny-random``: the real CLIPSeg code with a tiny random configuration, offline).
+
+The seam for prompt tuning (TuneVLSeg, Adhikari et al., ACCV 2024) is the same as for classification:
+a VLSM offers the text side of :class:`ClipBackbone` (``tokenize``, ``embed_tokens``,
+``eot_positions``, ``encode_text_embeds`` with deep prompts, widths and layer counts), so
+``TextContext``, ``PromptStack`` and ``MetaNet`` work on it unchanged, plus ``image_activations``
+(image-tower tokens at the decoder's layers, with deep visual prompts), ``new_decoder`` and ``decode``.
+"""
+from __future__ import annotations
+
+import abc
+import copy
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Sequence
+
+import open_clip
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vlpt.backbone import ClipBackbone
+from vlpt.backbone.clip import describe_mismatch, load_state_dict_file
+from vlpt.backbone.deep_prompts import (
+    DeepPromptTokens,
+    check_layers,
+    insert_after_class_token,
+    run_text_blocks,
+    run_vision_blocks,
+)
+from vlpt.errors import CheckpointError, ConfigError
+
+CLIPSEG_HUB_MODELS = ("CIDAS/clipseg-rd64-refined", "CIDAS/clipseg-rd64", "CIDAS/clipseg-rd16")
+TINY_RANDOM = "tiny-random"
+#: CLIPSeg's processor resizes images to 352 x 352
+CLIPSEG_IMAGE_SIZE = 352
+
+
+@dataclass
+class VLSMSpec:
+    """Which VLSM a segmentation experiment tunes prompts on (the suite's ``vlsm`` key)."""
+
+    kind: Literal["clip_decoder", "clipseg"] = "clip_decoder"
+    #: clipseg: a hub id (CIDAS/clipseg-rd64-refined), a local folder, or tiny-random
+    model: str | None = None
+    revision: str | None = None
+    #: clip_decoder: image blocks whose tokens feed the decoder (default: CLIPSeg's 3 of 12, scaled to the tower)
+    extract_layers: list[int] | None = None
+    reduce_dim: int = 64
+    decoder_heads: int = 4
+    #: clip_decoder: a file of trained ConditionalDecoder weights (else the decoder starts random)
+    decoder_from: str | None = None
+    #: input size; default: the backbone's (clip_decoder), 352 (CLIPSeg hub models) or the config's (tiny)
+    image_size: int | None = None
+
+    def __post_init__(self):
+        if self.kind == "clipseg" and not self.model:
+            raise ValueError(f"kind clipseg needs `model`: one of {', '.join(CLIPSEG_HUB_MODELS)}, a local "
+                             f"folder, or {TINY_RANDOM}")
+        if self.kind == "clip_decoder" and self.model:
+            raise ValueError("kind clip_decoder uses the suite's backbone; `model` is for kind clipseg")
+        if self.reduce_dim < 1 or self.decoder_heads < 1 or self.reduce_dim % self.decoder_heads:
+            raise ValueError(f"reduce_dim ({self.reduce_dim}) must be a positive multiple of decoder_heads "
+                             f"({self.decoder_heads})")
+
+    @property
+    def has_trained_decoder(self) -> bool:
+        """Whether the decoder starts from trained weights (CLIPSeg's, or ``decoder_from``)."""
+        return self.kind == "clipseg" or self.decoder_from is not None
+
+    def describe(self, backbone: str) -> str:
+        """The model identity written in run records (``backbone`` is the suite's, for clip_decoder)."""
+        if self.kind == "clipseg":
+            return f"clipseg:{self.model}" + (f"@{self.revision}" if self.revision else "")
+        layers = "default" if self.extract_layers is None else "-".join(map(str, self.extract_layers))
+        decoder = f"+decoder(rd{self.reduce_dim},h{self.decoder_heads},layers {layers}"
+        decoder += f",from {Path(self.decoder_from).name})" if self.decoder_from else ")"
+        return backbone + decoder
+
+
+def default_extract_layers(n_layers: int) -> list[int]:
+    """CLIPSeg taps blocks 3, 6 and 9 of 12 (0-based): a quarter, half and three quarters of the tower."""
+    return sorted({min(n_layers - 1, round(n_layers * k / 4)) for k in (1, 2, 3)})
+
+
+def pair_up(activations: list[torch.Tensor], conditional: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Every (image, class) pair for the decoder: activations ``[B, T, W]`` and class embeddings ``[C, D]``
+    (or per image ``[B, C, D]``) become ``[B*C, T, W]`` and ``[B*C, D]``, image-major."""
+    batch = activations[0].shape[0]
+    if conditional.dim() == 2:
+        conditional = conditional.unsqueeze(0).expand(batch, -1, -1)
+    n_classes = conditional.shape[1]
+    return [a.repeat_interleave(n_classes, dim=0) for a in activations], conditional.reshape(batch * n_classes, -1)
+
+
+class ConditionalDecoder(nn.Module):
+    """CLIPSeg's decoder design: tokens of each tapped layer are projected to ``reduce_dim`` and added,
+    deepest first; after the first, FiLM by the text embedding (``gamma(t) * x + beta(t)``); a
+    transformer layer follows each; the patch tokens are unfolded to a grid and a transposed
+    convolution of the patch size returns mask logits at the input resolution."""
+
+    def __init__(self, vision_width: int, cond_dim: int, n_layers: int, patch_size: int, reduce_dim: int = 64,
+                 heads: int = 4):
+        super().__init__()
+        self.reduces = nn.ModuleList(nn.Linear(vision_width, reduce_dim) for _ in range(n_layers))
+        self.film_mul = nn.Linear(cond_dim, reduce_dim)
+        self.film_add = nn.Linear(cond_dim, reduce_dim)
+        self.blocks = nn.ModuleList(
+            nn.TransformerEncoderLayer(reduce_dim, heads, dim_feedforward=4 * reduce_dim, dropout=0.0,
+                                       activation="relu", batch_first=True)
+            for _ in range(n_layers)
+        )
+        self.upsample = nn.ConvTranspose2d(reduce_dim, 1, kernel_size=patch_size, stride=patch_size)
+
+    def forward(self, activations: Sequence[torch.Tensor], conditional: torch.Tensor) -> torch.Tensor:
+        """``activations``: ``[N, 1+P, W]`` per tapped layer, shallow to deep; ``conditional`` ``[N, D]``;
+        returns logits ``[N, H, W]``."""
+        x = None
+        for index, (tokens, reduce, block) in enumerate(zip(reversed(activations), self.reduces, self.blocks)):
+            x = reduce(tokens) if x is None else x + reduce(tokens)
+            if index == 0:
+                x = self.film_mul(conditional).unsqueeze(1) * x + self.film_add(conditional).unsqueeze(1)
+            x = block(x)
+        patches = x[:, 1:]
+        side = math.isqrt(patches.shape[1])
+        grid = patches.transpose(1, 2).reshape(x.shape[0], x.shape[2], side, side)
+        return self.upsample(grid).squeeze(1)
+
+
+class SegmentationModel(nn.Module, abc.ABC):
+    """A frozen VLSM; see the module docstring for the interface prompt methods use."""
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    image_size: int
+
+    def __init__(self):
+        super().__init__()
+        self._memo: dict[tuple, torch.Tensor] = {}
+
+    def train(self, mode: bool = True) -> "SegmentationModel":
+        """The VLSM stays in eval mode: it is frozen whatever its owner does."""
+        return super().train(False)
+
+    def remember(self, key: tuple, compute) -> torch.Tensor:
+        """A tensor that depends only on the frozen weights and ``key``, computed once per device."""
+        full_key = (key, str(self.token_embedding.weight.device))
+        if full_key not in self._memo:
+            with torch.no_grad():
+                self._memo[full_key] = compute()
+        return self._memo[full_key]
+
+    # ---- text side (as ClipBackbone) ---------------------------------------------------
+    tokenizer: object
+
+    def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
+        """Token ids ``[N, context_length]``; a text that does not fit raises ConfigError."""
+        tokens = self.tokenizer(list(texts))
+        for text, row in zip(texts, tokens):
+            if row[-1] != 0:
+                raise ConfigError(f"text {text!r} is longer than the model's context of {self.context_length} tokens")
+        return tokens.to(self.token_embedding.weight.device)
+
+    def embed_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.token_embedding(tokens)
+
+    def eot_positions(self, tokens: torch.Tensor) -> torch.Tensor:
+        return tokens.argmax(dim=-1)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.token_embedding.weight.dtype
+
+    @property
+    @abc.abstractmethod
+    def token_embedding(self) -> nn.Embedding: ...
+
+    @property
+    @abc.abstractmethod
+    def context_length(self) -> int: ...
+
+    @abc.abstractmethod
+    def encode_text_embeds(self, embeds: torch.Tensor, eot_positions: torch.Tensor,
+                           deep_prompts: DeepPromptTokens | None = None, normalize: bool = False) -> torch.Tensor:
+        """Text embeddings ``[N, D]`` (the decoder's conditional input) from token embeddings ``[N, L, W]``."""
+
+    def encode_texts(self, texts: Sequence[str]) -> torch.Tensor:
+        """Embeddings ``[N, D]`` of hand-written prompts."""
+        tokens = self.tokenize(texts)
+        return self.encode_text_embeds(self.embed_tokens(tokens), self.eot_positions(tokens))
+
+    # ---- image side ---------------------------------------------------------------------
+    @abc.abstractmethod
+    def image_activations(self, images: torch.Tensor, deep_prompts: DeepPromptTokens | None = None,
+                          pooled: bool = False) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+        """Tokens ``[B, 1+P, W]`` of the decoder's layers (prompts removed), and with ``pooled`` the
+        projected image feature ``[B, D]``."""
+
+    @abc.abstractmethod
+    def new_decoder(self) -> nn.Module:
+        """A decoder to tune or keep frozen: a copy of the trained one, or a fresh one."""
+
+    def decode(self, decoder: nn.Module, activations: list[torch.Tensor], conditional: torch.Tensor) -> torch.Tensor:
+        """Mask logits ``[B, C, H, W]``: every image decoded for every class embedding (``[C, D]`` or ``[B, C, D]``)."""
+        batch = activations[0].shape[0]
+        pairs, flat = pair_up(activations, conditional)
+        logits = self._run_decoder(decoder, pairs, flat.to(pairs[0].dtype))
+        return logits.view(batch, -1, *logits.shape[-2:])
+
+    @abc.abstractmethod
+    def _run_decoder(self, decoder: nn.Module, activations: list[torch.Tensor], conditional: torch.Tensor) -> torch.Tensor:
+        ...
+
+    @abc.abstractmethod
+    def describe(self) -> str: ...
+
+
+class ClipDecoderModel(SegmentationModel):
+    """A :class:`ClipBackbone` with a :class:`ConditionalDecoder` over its ViT tokens."""
+
+    def __init__(self, backbone: ClipBackbone, spec: VLSMSpec):
+        super().__init__()
+        if not hasattr(backbone.model.visual, "class_embedding"):
+            raise ConfigError(f"{backbone.model_name}: a segmentation decoder needs a ViT image tower")
+        self.backbone = backbone
+        self.spec = spec
+        n_layers = backbone.vision_layers
+        self.extract_layers = list(spec.extract_layers) if spec.extract_layers is not None \
+            else default_extract_layers(n_layers)
+        bad = [layer for layer in self.extract_layers if not 0 <= layer < n_layers]
+        if not self.extract_layers or bad:
+            raise ConfigError(f"vlsm extract_layers {self.extract_layers}: {backbone.model_name} has image layers "
+                              f"0..{n_layers - 1}")
+        self.image_size = spec.image_size or backbone.image_size
+        if self.image_size != backbone.image_size:
+            raise ConfigError(f"vlsm image_size {self.image_size}: {backbone.model_name} takes {backbone.image_size} px")
+        self.mean, self.std = tuple(backbone.preprocess_cfg["mean"]), tuple(backbone.preprocess_cfg["std"])
+        self.patch_size = backbone.model.visual.conv1.kernel_size[0]
+        self.tokenizer = backbone.tokenizer
+
+    # text side: the backbone's own
+    @property
+    def token_embedding(self) -> nn.Embedding:
+        return self.backbone.model.token_embedding
+
+    @property
+    def context_length(self) -> int:
+        return self.backbone.context_length
+
+    @property
+    def text_width(self) -> int:
+        return self.backbone.text_width
+
+    @property
+    def text_layers(self) -> int:
+        return self.backbone.text_layers
+
+    @property
+    def vision_width(self) -> int:
+        return self.backbone.vision_width
+
+    @property
+    def vision_layers(self) -> int:
+        return self.backbone.vision_layers
+
+    @property
+    def embed_dim(self) -> int:
+        return self.backbone.embed_dim
+
+    def encode_text_embeds(self, embeds, eot_positions, deep_prompts=None, normalize=False):
+        return self.backbone.encode_text_embeds(embeds, eot_positions, deep_prompts, normalize)
+
+    def image_activations(self, images, deep_prompts=None, pooled=False):
+        return self.backbone.image_layer_tokens(images, self.extract_layers, deep_prompts, pooled=pooled)
+
+    def new_decoder(self) -> ConditionalDecoder:
+        decoder = ConditionalDecoder(self.vision_width, self.embed_dim, len(self.extract_layers), self.patch_size,
+                                     self.spec.reduce_dim, self.spec.decoder_heads).to(self.dtype)
+        if self.spec.decoder_from:
+            path = Path(self.spec.decoder_from)
+            state = load_state_dict_file(path)
+            problem = describe_mismatch(decoder, state)
+            if problem:
+                raise CheckpointError(f"decoder weights {path} do not fit this VLSM's decoder "
+                                      f"({self.describe()}): {problem}")
+            decoder.load_state_dict(state)
+        return decoder.to(self.token_embedding.weight.device)
+
+    def _run_decoder(self, decoder, activations, conditional):
+        return decoder(activations, conditional)
+
+    def describe(self) -> str:
+        return self.spec.describe(self.backbone.describe())
+
+
+def tiny_clipseg_config():
+    """A CLIPSeg configuration small enough for tests on a CPU (CLIP's tokenizer vocabulary, 64 px)."""
+    from transformers import CLIPSegConfig
+
+    return CLIPSegConfig(
+        text_config=dict(vocab_size=49408, hidden_size=32, intermediate_size=64, num_hidden_layers=4,
+                         num_attention_heads=2, max_position_embeddings=77),
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=2,
+                           image_size=64, patch_size=16),
+        projection_dim=32, extract_layers=[1, 2, 3], reduce_dim=16, decoder_num_attention_heads=2,
+        decoder_intermediate_size=32,
+    )
+
+
+def load_clipseg(model: str, revision: str | None = None):
+    """CLIPSegForImageSegmentation from the hub, a local folder, or ``tiny-random`` (seeded random weights)."""
+    from transformers import CLIPSegForImageSegmentation
+
+    if model == TINY_RANDOM:
+        state = torch.random.get_rng_state()
+        torch.manual_seed(0)  # the same tiny model on every machine
+        try:
+            return CLIPSegForImageSegmentation(tiny_clipseg_config())
+        finally:
+            torch.random.set_rng_state(state)
+    try:
+        return CLIPSegForImageSegmentation.from_pretrained(model, revision=revision)
+    except OSError as exc:
+        raise ConfigError(f"CLIPSeg model {model!r} cannot be loaded ({exc}); use a hub id such as "
+                          f"{CLIPSEG_HUB_MODELS[0]} (needs a network once), a local folder, or {TINY_RANDOM}") from exc
+
+
+class ClipSegModel(SegmentationModel):
+    """CLIPSeg (transformers) with deep text and visual prompts spliced into its towers."""
+
+    def __init__(self, spec: VLSMSpec, model=None):
+        super().__init__()
+        self.spec = spec
+        self.model = model if model is not None else load_clipseg(spec.model, spec.revision)
+        self.model.requires_grad_(False)
+        self.model.eval()
+        config = self.model.config
+        self.extract_layers = list(config.extract_layers)
+        self.image_size = spec.image_size or (config.vision_config.image_size if spec.model == TINY_RANDOM
+                                              else CLIPSEG_IMAGE_SIZE)
+        self.mean, self.std = open_clip.OPENAI_DATASET_MEAN, open_clip.OPENAI_DATASET_STD
+        # CLIP's BPE vocabulary, as CLIPSeg's tokenizer; the context is the text tower's position count
+        self.tokenizer = open_clip.SimpleTokenizer(context_length=config.text_config.max_position_embeddings)
+
+    @property
+    def _text(self):
+        return self.model.clip.text_model
+
+    @property
+    def _vision(self):
+        return self.model.clip.vision_model
+
+    @property
+    def token_embedding(self) -> nn.Embedding:
+        return self._text.embeddings.token_embedding
+
+    @property
+    def context_length(self) -> int:
+        return self.model.config.text_config.max_position_embeddings
+
+    @property
+    def text_width(self) -> int:
+        return self.model.config.text_config.hidden_size
+
+    @property
+    def text_layers(self) -> int:
+        return self.model.config.text_config.num_hidden_layers
+
+    @property
+    def vision_width(self) -> int:
+        return self.model.config.vision_config.hidden_size
+
+    @property
+    def vision_layers(self) -> int:
+        return self.model.config.vision_config.num_hidden_layers
+
+    @property
+    def embed_dim(self) -> int:
+        return self.model.config.projection_dim
+
+    def encode_text_embeds(self, embeds, eot_positions, deep_prompts=None, normalize=False):
+        prompts = deep_prompts or {}
+        check_layers(prompts, self.text_layers, self.text_width, "text")
+        length = embeds.shape[1]
+        positions = self._text.embeddings.position_embedding.weight[:length]
+        x = embeds.to(self.dtype) + positions
+        causal = torch.full((length, length), float("-inf"), dtype=x.dtype, device=x.device).triu(1)[None, None]
+        x = run_text_blocks(self._text.encoder.layers, x, None, prompts,
+                            run_block=lambda block, h: block(h, attention_mask=causal))
+        x = self._text.final_layer_norm(x)
+        x = self.model.clip.text_projection(x[torch.arange(x.shape[0], device=x.device), eot_positions])
+        return F.normalize(x, dim=-1) if normalize else x
+
+    def image_activations(self, images, deep_prompts=None, pooled=False):
+        prompts = deep_prompts or {}
+        check_layers(prompts, self.vision_layers, self.vision_width, "image")
+        x = self._vision.embeddings(images.to(self.dtype), interpolate_pos_encoding=True)
+        n_prompts = 0
+        if 0 in prompts:
+            x = insert_after_class_token(x, prompts[0])
+            n_prompts = prompts[0].shape[-2]
+        deeper = {layer: tokens for layer, tokens in prompts.items() if layer > 0}
+        x, n_prompts, tapped = run_vision_blocks(
+            self._vision.encoder.layers, self._vision.pre_layrnorm(x), deeper, n_prompts, taps=self.extract_layers,
+            stop_after=None if pooled else max(self.extract_layers), run_block=lambda block, h: block(h, None),
+        )
+        feature = self.model.clip.visual_projection(self._vision.post_layernorm(x[:, 0])) if pooled else None
+        return tapped, feature
+
+    def new_decoder(self) -> nn.Module:
+        return copy.deepcopy(self.model.decoder)
+
+    def _run_decoder(self, decoder, activations, conditional):
+        logits = decoder(activations, conditional).logits
+        return logits.view(conditional.shape[0], *logits.shape[-2:])  # CLIPSeg squeezes a batch of one
+
+    def describe(self) -> str:
+        return self.spec.describe("")
+
+
+def build_vlsm(spec: VLSMSpec, backbone: ClipBackbone | None = None) -> SegmentationModel:
+    """The VLSM of ``spec``; ``clip_decoder`` runs on ``backbone`` (the suite's)."""
+    if spec.kind == "clipseg":
+        return ClipSegModel(spec)
+    if backbone is None:
+        raise ConfigError("vlsm kind clip_decoder needs a backbone")
+    return ClipDecoderModel(backbone, spec)
+
+
+__all__ = ["ClipDecoderModel", "ClipSegModel", "ConditionalDecoder", "SegmentationModel", "VLSMSpec", "build_vlsm"]
