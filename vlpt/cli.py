@@ -98,9 +98,18 @@ def _list(args) -> None:
 
     from vlpt.data.corruptions import CORRUPTIONS
 
-    print("methods:    ", ", ".join(METHODS.names()))
+    from vlpt.seg.datasets import seg_dataset_names
+    from vlpt.seg.vlsm import CLIPSEG_HUB_MODELS, TINY_RANDOM
+
+    names = {task: [n for n in METHODS.names() if METHODS.get(n).task == task]
+             for task in ("classification", "segmentation")}
+    print("methods:    ", ", ".join(names["classification"]))
     print("datasets:   ", ", ".join(DATASETS.names()))
     print("corruptions:", ", ".join(sorted(CORRUPTIONS)), "(as DATASET~NAME:SEVERITY, severity 1-5)")
+    print("segmentation methods: ", ", ".join(names["segmentation"]))
+    print("segmentation datasets:", ", ".join(seg_dataset_names()))
+    print("segmentation models:   clip_decoder (the suite's backbone + a CLIPSeg-style decoder), clipseg:",
+          ", ".join([*CLIPSEG_HUB_MODELS, TINY_RANDOM]))
 
 
 def build_parser() -> argparse.ArgumentParser:

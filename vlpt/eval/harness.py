@@ -28,6 +28,7 @@ from vlpt.data.fewshot import subsample
 from vlpt.data.datamodule import PromptDataModule
 from vlpt.errors import CheckpointError, ConfigError
 from vlpt.eval.metrics import evaluate_classifier
+from vlpt.eval.segmentation import SegmentationDataModule, evaluate_segmenter
 from vlpt.eval.test_time import evaluate_test_time
 from vlpt.tta.store import DEFAULT_FOLDER as DEFAULT_VIEW_FOLDER
 from vlpt.eval.suite import MULTITASK, Run, Suite, run_settings, settings_of
@@ -36,6 +37,10 @@ from vlpt.methods.base import PromptMethod
 from vlpt.multitask import MultitaskDataModule, MultitaskPromptModule, Task
 from vlpt.paths import LEADERBOARD_DIR, PROJECT_ROOT, default_data_root
 from vlpt.results import RecordStore, RunIdentity, RunRecord, atomic_write_text, write_leaderboard
+from vlpt.seg.data import SegSplits
+from vlpt.seg.datasets import load_seg_dataset
+from vlpt.seg.protocol import SEGMENTATION, build_seg_protocol
+from vlpt.seg.vlsm import SegmentationModel, VLSMSpec, build_vlsm
 
 
 def _device(trainer_accelerator: str) -> torch.device:
@@ -77,6 +82,8 @@ class Harness:
         self.device = _device(suite.trainer.accelerator)
         self._backbone: ClipBackbone | None = None
         self._datasets: dict[str, DatasetSplits] = {}
+        self._seg_datasets: dict[str, SegSplits] = {}
+        self._vlsms: dict[str, SegmentationModel] = {}
 
     @property
     def backbone(self) -> ClipBackbone:
@@ -89,6 +96,19 @@ class Harness:
         if name not in self._datasets:
             self._datasets[name] = load_dataset(name, self.data_root)
         return self._datasets[name]
+
+    def seg_dataset(self, name: str) -> SegSplits:
+        if name not in self._seg_datasets:
+            self._seg_datasets[name] = load_seg_dataset(name, self.data_root)
+        return self._seg_datasets[name]
+
+    def vlsm(self, experiment) -> SegmentationModel:
+        """The experiment's segmentation model (loaded once; ``clip_decoder`` wraps the suite's backbone)."""
+        spec = VLSMSpec(**(experiment.vlsm or {}))
+        key = spec.describe(self.suite.backbone.describe())
+        if key not in self._vlsms:
+            self._vlsms[key] = build_vlsm(spec, self.backbone if spec.kind == "clip_decoder" else None)
+        return self._vlsms[key]
 
     def pending(self) -> list[Run]:
         """Runs without a record; a record made with other settings than the suite's is an error."""
@@ -171,13 +191,26 @@ class Harness:
         identity, experiment, resolved = run.identity, run.experiment, run.method
         started = time.perf_counter()
         backbone = self.backbone  # built (consuming random draws) before the run's seed is set
+        vlsm = self.vlsm(experiment) if identity.protocol == SEGMENTATION else None
         L.seed_everything(identity.seed, workers=True, verbose=False)
         config = self._config(run)
         shots = identity.shots if resolved.cls.trains else 0  # no images are sampled for methods that do not train
         image_args = (backbone.image_size, backbone.preprocess_cfg["mean"], backbone.preprocess_cfg["std"])
         common = dict(batch_size=config.batch_size, train_augment=experiment.train_augment,
                       num_workers=self.suite.trainer.num_workers, seed=identity.seed)
-        if identity.protocol == MULTITASK:
+        if identity.protocol == SEGMENTATION:
+            data = build_seg_protocol(self.seg_dataset(identity.dataset), shots, identity.seed,
+                                      [self.seg_dataset(t) for t in identity.targets])
+            data.eval_sets = [dataclasses.replace(es, samples=subsample(es.samples, experiment.eval_limit,
+                                                                        split_rng(0, f"eval_limit:{es.splits.name}")))
+                              for es in data.eval_sets]
+            method = resolved.cls(vlsm, data.source.classnames, data.source.templates, config)
+            datamodule = SegmentationDataModule(data, vlsm.image_size, vlsm.mean, vlsm.std,
+                                                batch_size=config.batch_size, train_augment=experiment.train_augment,
+                                                num_workers=self.suite.trainer.num_workers, seed=identity.seed)
+            evaluations = [(es.name, es, datamodule.eval_dataloader(es)) for es in data.eval_sets]
+            n_train, n_val, classes, tasks = len(data.train), 0, data.source.num_classes, None
+        elif identity.protocol == MULTITASK:
             tasks = [Task(name, build_protocol("few_shot", self.dataset(name), shots, identity.seed))
                      for name in experiment.task_datasets]
             method = resolved.cls(backbone, tasks[0].classnames, tasks[0].templates, config)
@@ -205,6 +238,10 @@ class Harness:
         method.to(self.device).eval()
         metrics = {}
         for name, eval_set, loader in evaluations:
+            if identity.protocol == SEGMENTATION:
+                method.set_classnames(eval_set.splits.classnames, eval_set.splits.templates)
+                metrics[name] = evaluate_segmenter(method, loader, eval_set, self.device)
+                continue
             method.set_classnames(eval_set.classnames, eval_set.templates)
             if resolved.cls.adapts_at_test_time:
                 views = method.test_time_dataset(eval_set.samples, *image_args, seed=identity.seed,
@@ -221,6 +258,7 @@ class Harness:
             "epochs": epochs,
             "backbone": dataclasses.asdict(self.suite.backbone),
             "trainer": dataclasses.asdict(self.suite.trainer),
+            **({"vlsm": experiment.vlsm or {}} if identity.protocol == SEGMENTATION else {}),
             "data": {"train_augment": experiment.train_augment, "n_train": n_train, "n_val": n_val, "classes": classes,
                      **({"sampling": experiment.sampling} if identity.protocol == MULTITASK else {}),
                      **({"eval_limit": experiment.eval_limit} if experiment.eval_limit else {})},

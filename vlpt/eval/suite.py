@@ -17,6 +17,10 @@ the prompt of ``coop_m4`` with ``init_from: experiment:source/coop_m4`` (TPT+CoO
 ``test_time`` experiments train nothing: their methods adapt per test image (TPT, DiffTPT) or not
 at all (zero-shot), and ``shots`` only selects the source runs named by ``init_from``. A run's
 identity has the shots of the labelled data it used: 0 unless it trains or starts from a trained run.
+``segmentation`` experiments (TuneVLSeg) tune prompts of a vision-language segmentation model, named by
+``vlsm`` (default: the suite's backbone with a CLIPSeg-style decoder; see ``vlpt.seg.vlsm``), on a
+segmentation dataset; ``shots`` is the number of training images K, and ``targets`` are cross-domain
+test sets. Their run identity's backbone is the VLSM.
 ``eval_limit`` evaluates on a fixed subset of at most that many images of every evaluation set
 (the same subset for every method and seed), for costly test-time methods.
 """
@@ -38,9 +42,12 @@ from vlpt.methods.base import MethodConfig, PromptMethod
 from vlpt.paths import CONFIG_DIR
 from vlpt.registry import DATASETS, METHODS
 from vlpt.results import RunIdentity
+from vlpt.seg.datasets import is_seg_dataset, seg_dataset_names
+from vlpt.seg.protocol import SEGMENTATION
+from vlpt.seg.vlsm import VLSMSpec
 
 MULTITASK = "multitask"
-PROTOCOLS = (*CLASSIFICATION_PROTOCOLS, MULTITASK)
+PROTOCOLS = (*CLASSIFICATION_PROTOCOLS, MULTITASK, SEGMENTATION)
 EXPERIMENT_REFERENCE = "experiment:"
 INIT_REFERENCE = "init:"
 METHOD_CONFIG_DIR = CONFIG_DIR / "methods"
@@ -88,6 +95,8 @@ class ExperimentSpec:
     sampling: Literal["mixed", "per_task"] = "mixed"
     eval_limit: int | None = None
     params: dict[str, Any] = field(default_factory=dict)
+    #: segmentation: the VLSM (``vlpt.seg.vlsm.VLSMSpec``; default: the suite's backbone with a decoder)
+    vlsm: dict[str, Any] | None = None
 
     @property
     def task_datasets(self) -> list[str]:
@@ -175,7 +184,14 @@ def load_method_config(name: str, overrides: dict[str, Any], where: str) -> Reso
     return ResolvedMethod(cls, config, "default" if name == cls.name else name)
 
 
-def _check_dataset_name(name: str, where: str) -> None:
+def _check_dataset_name(name: str, where: str, segmentation: bool = False) -> None:
+    if segmentation:
+        if not is_seg_dataset(name):
+            raise ConfigError(f"{where}: {name!r} is not a segmentation dataset; valid names: "
+                              f"{', '.join(seg_dataset_names())}")
+        return
+    if is_seg_dataset(name):
+        raise ConfigError(f"{where}: {name!r} is a segmentation dataset; use it with protocol {SEGMENTATION}")
     try:
         DATASETS.get(split_corrupted_name(name)[0].split("@")[0])
     except ConfigError as exc:
@@ -191,7 +207,12 @@ def _check_experiment(experiment: ExperimentSpec, where: str) -> None:
     elif not experiment.dataset or experiment.datasets:
         raise ConfigError(f"{where}: protocol {experiment.protocol} needs one `dataset` (`datasets` is for multitask)")
     for name in [*experiment.task_datasets, *experiment.targets]:
-        _check_dataset_name(name, where)
+        _check_dataset_name(name, where, segmentation=experiment.protocol == SEGMENTATION)
+    if experiment.vlsm is not None and experiment.protocol != SEGMENTATION:
+        raise ConfigError(f"{where}: `vlsm` is for protocol {SEGMENTATION} only")
+    if experiment.protocol == SEGMENTATION and experiment.train_augment not in ("flip", "none"):
+        raise ConfigError(f"{where}: protocol {SEGMENTATION} trains with train_augment flip or none (image and "
+                          f"mask flipped together), got {experiment.train_augment!r}")
     if experiment.protocol in ("cross_dataset", "domain_generalization") and not experiment.targets:
         raise ConfigError(f"{where}: protocol {experiment.protocol} needs a list of targets")
     for shots in experiment.shots:
@@ -201,6 +222,20 @@ def _check_experiment(experiment: ExperimentSpec, where: str) -> None:
         raise ConfigError(f"{where}: eval_limit must be at least 1, got {experiment.eval_limit}")
     if experiment.eval_limit is not None and experiment.protocol == MULTITASK:
         raise ConfigError(f"{where}: eval_limit is not supported by protocol multitask")
+
+
+def _check_task(resolved: ResolvedMethod, experiment: ExperimentSpec, vlsm: VLSMSpec | None, where: str) -> None:
+    """Segmentation methods serve the segmentation protocol and nothing else; a frozen decoder must be trained."""
+    segmentation = experiment.protocol == SEGMENTATION
+    if (resolved.cls.task == "segmentation") != segmentation:
+        wanted = "segmentation" if segmentation else "classification"
+        valid = [n for n in METHODS.names() if METHODS.get(n).task == wanted]
+        raise ConfigError(f"{where}: method {resolved.cls.name} is a {resolved.cls.task} method; protocol "
+                          f"{experiment.protocol} needs a {wanted} method ({', '.join(valid)})")
+    if segmentation and not resolved.config.train_decoder and not vlsm.has_trained_decoder:
+        raise ConfigError(f"{where}: method {resolved.cls.name} ({resolved.variant}) keeps the decoder frozen, but "
+                          f"the VLSM {vlsm.describe('<backbone>')} has a random one; set train_decoder: true "
+                          f"or give the vlsm decoder_from")
 
 
 #: what each protocol asks of a method's ability to score classes it was not trained on
@@ -279,8 +314,13 @@ def load_suite(path: str | Path) -> Suite:
         where = f"{path}: experiments[{index}]"
         if not isinstance(raw, dict):
             raise ConfigError(f"{where} must be a mapping, found {raw!r}")
+        if raw.get("protocol") == SEGMENTATION and "train_augment" not in raw:
+            raw = {**raw, "train_augment": "flip"}  # crops would cut masks; flips keep image and mask aligned
         experiment = build_dataclass(ExperimentSpec, raw, where)
         _check_experiment(experiment, where)
+        vlsm = build_dataclass(VLSMSpec, experiment.vlsm or {}, f"{where}: vlsm") \
+            if experiment.protocol == SEGMENTATION else None
+        model = vlsm.describe(backbone.describe()) if vlsm else backbone.describe()
         produced: dict[tuple, RunIdentity] = {}
         for entry in experiment.methods:
             if not isinstance(entry, (str, dict)):
@@ -305,6 +345,7 @@ def load_suite(path: str | Path) -> Suite:
                 raise ConfigError(f"{where}: method {resolved.cls.name} is fitted in closed form and cannot "
                                   f"be trained on several tasks (protocol multitask)")
             _check_unseen_classes(resolved, experiment, where)
+            _check_task(resolved, experiment, vlsm, where)
             if experiment.protocol == TEST_TIME and resolved.cls.trains:
                 raise ConfigError(f"{where}: protocol {TEST_TIME} trains nothing, but method {resolved.cls.name} "
                                   f"learns from training images; train it in another experiment and start a "
@@ -315,7 +356,7 @@ def load_suite(path: str | Path) -> Suite:
                 for seed in experiment.seeds:
                     source = _init_source(method_spec, named, shots, seed, where)
                     identity = RunIdentity(
-                        method=resolved.cls.name, variant=resolved.variant, backbone=backbone.describe(),
+                        method=resolved.cls.name, variant=resolved.variant, backbone=model,
                         dataset="+".join(experiment.task_datasets), protocol=experiment.protocol,
                         shots=shots if resolved.cls.trains or source else 0, seed=seed,
                         targets=tuple(experiment.targets),

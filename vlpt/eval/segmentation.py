@@ -1,0 +1,47 @@
+"""Data loaders and evaluation of segmentation runs (the harness's side of ``vlpt.seg``)."""
+from __future__ import annotations
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+
+from vlpt.seg.data import SegAugment, SegmentationDataset
+from vlpt.seg.metrics import SegmentationScores
+from vlpt.seg.protocol import SegEvalSet, SegProtocolData
+
+
+class SegmentationDataModule(L.LightningDataModule):
+    """A training loader over the protocol's K images and one loader per evaluation set, at the VLSM's
+    input size and normalization."""
+
+    def __init__(self, data: SegProtocolData, image_size: int, mean, std, batch_size: int = 8,
+                 eval_batch_size: int = 32, train_augment: SegAugment = "flip", num_workers: int = 0, seed: int = 0):
+        super().__init__()
+        self.data = data
+        self.image_args = (image_size, mean, std)
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
+        self.train_augment = train_augment
+        self.num_workers = num_workers
+        self.seed = seed
+
+    def _loader(self, dataset, batch_size: int, shuffle: bool) -> DataLoader:
+        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
+        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        dataset = SegmentationDataset(self.data.train, self.data.source, *self.image_args, augment=self.train_augment)
+        return self._loader(dataset, self.batch_size, shuffle=True)
+
+    def eval_dataloader(self, eval_set: SegEvalSet) -> DataLoader:
+        return self._loader(SegmentationDataset(eval_set.samples, eval_set.splits, *self.image_args),
+                            self.eval_batch_size, shuffle=False)
+
+
+def evaluate_segmenter(method, loader: DataLoader, eval_set: SegEvalSet, device: torch.device) -> dict[str, float]:
+    """Dice, IoU (percent) and image count of ``method.predict`` over ``loader`` (see ``vlpt.seg.metrics``)."""
+    splits = eval_set.splits
+    scores = SegmentationScores(splits.num_classes, splits.binary, splits.ignore_index)
+    for images, masks in loader:
+        scores.update(method.predict(images.to(device)).cpu(), masks)
+    return scores.compute()
