@@ -1,0 +1,259 @@
+"""Segmentation models and prompt methods: equivalence with CLIPSeg, prompts where they claim, learning."""
+from __future__ import annotations
+
+import lightning as L
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from vlpt.backbone import ClipBackbone
+from vlpt.errors import CheckpointError, ConfigError, DatasetError
+from vlpt.eval.segmentation import evaluate_segmenter
+from vlpt.registry import METHODS
+from vlpt.seg.data import SegmentationDataset
+from vlpt.seg.datasets import load_seg_dataset
+from vlpt.seg.protocol import SegEvalSet, build_seg_protocol
+from vlpt.seg.vlsm import ClipSegModel, VLSMSpec, build_vlsm, default_extract_layers
+
+SEG_METHODS = [name for name in METHODS.names() if METHODS.get(name).task == "segmentation"]
+TRAINED = [name for name in SEG_METHODS if METHODS.get(name).trains]
+CLASSES = ["background", "circle", "square"]
+TEMPLATES = ["a photo of a {}."]
+
+
+@pytest.fixture(scope="module")
+def clipseg():
+    return ClipSegModel(VLSMSpec(kind="clipseg", model="tiny-random"))
+
+
+@pytest.fixture(scope="module")
+def clip_decoder(tiny_backbone):
+    return build_vlsm(VLSMSpec(), tiny_backbone)
+
+
+def _config(cls, **params):
+    fields = cls.Config.__dataclass_fields__
+    return cls.Config(**{k: v for k, v in params.items() if k in fields})
+
+
+def _batch(vlsm, n_classes, batch=2, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    size = vlsm.image_size
+    images = torch.randn(batch, 3, size, size, generator=generator)
+    masks = torch.randint(0, max(2, n_classes), (batch, size, size), generator=generator)
+    return images, masks
+
+
+def test_clipseg_towers_and_decoder_equal_transformers_forward(clipseg):
+    """The prompt seam reimplements CLIPSeg's forward; without prompts it must be CLIPSeg exactly."""
+    tokens = clipseg.tokenize(["a photo of a polyp.", "cat"])
+    text = clipseg.encode_text_embeds(clipseg.embed_tokens(tokens), clipseg.eot_positions(tokens))
+    reference = clipseg.model.clip.get_text_features(input_ids=tokens)
+    assert torch.allclose(text, getattr(reference, "pooler_output", reference), atol=1e-5)
+    images = torch.randn(2, 3, 64, 64)
+    activations, pooled = clipseg.image_activations(images, pooled=True)
+    image_reference = clipseg.model.clip.get_image_features(pixel_values=images)
+    assert torch.allclose(pooled, getattr(image_reference, "pooler_output", image_reference), atol=1e-5)
+    logits = clipseg.decode(clipseg.model.decoder, activations, text[:1])
+    expected = clipseg.model(pixel_values=images, conditional_embeddings=text[:1].expand(2, -1)).logits
+    assert logits.shape == (2, 1, 64, 64)
+    assert torch.allclose(logits[:, 0], expected, atol=1e-5)
+
+
+def test_decoder_reads_clipseg_layers_scaled_to_the_tower():
+    assert default_extract_layers(12) == [3, 6, 9]  # CLIPSeg's
+    assert default_extract_layers(4) == [1, 2, 3]
+
+
+def test_every_image_is_decoded_for_every_class(clip_decoder):
+    images, _ = _batch(clip_decoder, 3, batch=2)
+    activations, _ = clip_decoder.image_activations(images)
+    texts = clip_decoder.encode_texts(["a circle", "a square", "a star"])
+    decoder = clip_decoder.new_decoder()
+    together = clip_decoder.decode(decoder, activations, texts)
+    alone = clip_decoder.decode(decoder, [a[1:] for a in activations], texts[2:])
+    assert together.shape == (2, 3, 32, 32)
+    assert torch.allclose(together[1, 2], alone[0, 0], atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["clip_decoder", "clipseg"])
+@pytest.mark.parametrize("name", TRAINED)
+def test_every_segmentation_method_trains_checkpoints_itself_and_leaves_the_model_alone(
+        name, kind, clip_decoder, clipseg, tmp_path):
+    vlsm = clip_decoder if kind == "clip_decoder" else clipseg
+    # CLIPSeg's trained decoder stays frozen, as in TuneVLSeg (seg_decoder trains nothing else)
+    train_decoder = kind == "clip_decoder" or name == "seg_decoder"
+    cls = METHODS.get(name)
+    torch.manual_seed(0)
+    frozen_before = {k: v.clone() for k, v in vlsm.state_dict().items()}
+    method = cls(vlsm, CLASSES, TEMPLATES, _config(cls, batch_size=2, train_decoder=train_decoder, prompt_depth=2,
+                                                   heads=4))
+    own_before = {k: v.clone() for k, v in method.state_dict().items()}
+    images, masks = _batch(vlsm, len(CLASSES), batch=4)
+    loader = DataLoader(list(zip(images, masks)), batch_size=2)
+    L.Trainer(max_steps=2, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+              enable_model_summary=False).fit(method, train_dataloaders=loader)
+
+    assert all(torch.equal(frozen_before[k], v) for k, v in vlsm.state_dict().items()), "the VLSM changed"
+    own_after = method.state_dict()
+    assert any(not torch.equal(own_before[k], own_after[k]) for k in own_after), "nothing was learned"
+    assert any(k.startswith("decoder.") for k in own_after) == train_decoder  # a frozen decoder is not saved
+    path = method.save_checkpoint(tmp_path / f"{name}.pt")
+    fresh = cls(vlsm, CLASSES, TEMPLATES, method.config)
+    fresh.load_checkpoint(path)
+    method.eval(), fresh.eval()
+    with torch.no_grad():
+        assert torch.allclose(fresh.logits(images), method.logits(images), atol=1e-5)
+
+
+def _block_inputs(blocks):
+    """Record the hidden states each block receives."""
+    seen: dict[int, torch.Tensor] = {}
+    handles = [block.register_forward_pre_hook(lambda module, args, i=i: seen.__setitem__(i, args[0].detach()))
+               for i, block in enumerate(blocks)]
+    return seen, handles
+
+
+def _towers(vlsm):
+    if isinstance(vlsm, ClipSegModel):
+        clip = vlsm.model.clip
+        return clip.text_model.encoder.layers, clip.vision_model.encoder.layers
+    model = vlsm.backbone.model
+    return model.transformer.resblocks, model.visual.transformer.resblocks
+
+
+def _patches(vlsm) -> int:
+    patch = vlsm.model.config.vision_config.patch_size if isinstance(vlsm, ClipSegModel) else vlsm.patch_size
+    return (vlsm.image_size // patch) ** 2
+
+
+def _layer1_text_prompt(method, name):
+    if name == "seg_shared_attention":
+        return method.split_prompts()[0][1]
+    if name == "seg_shared_separate":
+        return method.to_text[1](method.shared[1])
+    return method.text_prompts()[1]  # seg_coop, seg_maple
+
+
+@pytest.mark.parametrize("kind", ["clip_decoder", "clipseg"])
+@pytest.mark.parametrize("name,text,vision", [
+    ("seg_coop", True, False), ("seg_vpt", False, True), ("seg_maple", True, True),
+    ("seg_shared_separate", True, True), ("seg_shared_attention", True, True), ("seg_decoder", False, False),
+])
+def test_prompts_reach_exactly_the_layers_they_claim(name, text, vision, kind, clip_decoder, clipseg):
+    """With depth 2, block 1 of a prompted tower receives the method's own layer-1 prompt tokens right
+    after the start/class token, and block 2 no longer does; an unprompted tower gets no extra tokens
+    (image) or exactly the hand-written prompt's embedding (text)."""
+    vlsm = clip_decoder if kind == "clip_decoder" else clipseg
+    cls = METHODS.get(name)
+    torch.manual_seed(0)
+    method = cls(vlsm, CLASSES, TEMPLATES, _config(cls, prompt_depth=2, train_decoder=True, heads=4)).eval()
+    text_blocks, vision_blocks = _towers(vlsm)
+    text_seen, text_handles = _block_inputs(text_blocks)
+    vision_seen, vision_handles = _block_inputs(vision_blocks)
+    images, _ = _batch(vlsm, 3, batch=1)
+    with torch.no_grad():
+        method.logits(images)
+        vision_prompts = method.vision_prompts()
+        text_prompt = _layer1_text_prompt(method, name) if text else None
+        class_embeddings = method.class_embeddings(None)
+    for handle in text_handles + vision_handles:
+        handle.remove()
+    lengths = {seen.shape[1] for seen in vision_seen.values()}
+    if vision:
+        assert set(vision_prompts) == {0, 1}
+        n = len(vision_prompts[1])
+        assert torch.allclose(vision_seen[1][0, 1:1 + n], vision_prompts[1], atol=1e-6)
+        assert not torch.allclose(vision_seen[2][0, 1:1 + n], vision_prompts[1], atol=1e-3)
+        assert lengths == {1 + _patches(vlsm) + n}  # inserted at layer 0, replaced at layer 1, kept after
+    else:
+        assert vision_prompts == {} and lengths == {1 + _patches(vlsm)}
+    if text:
+        n = len(text_prompt)
+        assert torch.allclose(text_seen[1][:, 1:1 + n], text_prompt.expand(len(CLASSES), -1, -1), atol=1e-6)
+        assert not torch.allclose(text_seen[2][0, 1:1 + n], text_prompt, atol=1e-3)
+    else:
+        expected = vlsm.encode_texts([TEMPLATES[0].format(c) for c in CLASSES])
+        assert torch.allclose(class_embeddings, expected, atol=1e-6)
+
+
+def test_cocoop_conditions_each_image_on_its_own_feature(clip_decoder):
+    cls = METHODS.get("seg_cocoop")
+    torch.manual_seed(0)
+    method = cls(clip_decoder, CLASSES, TEMPLATES, cls.Config(train_decoder=True)).eval()
+    images, _ = _batch(clip_decoder, 3, batch=2)
+    _, features = clip_decoder.image_activations(images, pooled=True)
+    conditioned = method.class_embeddings(features)
+    assert conditioned.shape == (2, 3, clip_decoder.embed_dim)
+    assert not torch.allclose(conditioned[0], conditioned[1])
+    with torch.no_grad():  # the batch decodes each image with its own prompts
+        alone = method.logits(images[1:])
+        assert torch.allclose(method.logits(images)[1:], alone, atol=1e-5)
+
+
+def test_binary_prediction_thresholds_the_one_class_and_multiclass_takes_the_argmax(clip_decoder):
+    torch.manual_seed(0)
+    binary = METHODS.get("seg_decoder")(clip_decoder, ["polyp"], TEMPLATES)
+    images, _ = _batch(clip_decoder, 1, batch=2)
+    with torch.no_grad():
+        logits = binary.logits(images)
+        assert logits.shape == (2, 1, 32, 32)
+        assert torch.equal(binary.predict(images), (logits[:, 0] > 0).long())
+        multi = METHODS.get("seg_decoder")(clip_decoder, CLASSES, TEMPLATES)
+        assert torch.equal(multi.predict(images), multi.logits(images).argmax(1))
+    with pytest.raises(ConfigError, match="binary"):
+        binary.set_classnames(CLASSES)
+
+
+def test_a_random_decoder_cannot_stay_frozen_and_foreign_decoder_weights_are_rejected(tiny_backbone, tmp_path):
+    with pytest.raises(ConfigError, match="random decoder"):
+        METHODS.get("seg_coop")(build_vlsm(VLSMSpec(), tiny_backbone), CLASSES, TEMPLATES)
+    with pytest.raises(ConfigError, match="random decoder"):
+        METHODS.get("seg_zeroshot")(build_vlsm(VLSMSpec(), tiny_backbone), CLASSES, TEMPLATES)
+    torch.save({"film_mul.weight": torch.zeros(3, 3)}, tmp_path / "decoder.pt")
+    vlsm = build_vlsm(VLSMSpec(decoder_from=str(tmp_path / "decoder.pt")), tiny_backbone)
+    with pytest.raises(CheckpointError, match="decoder.pt"):
+        vlsm.new_decoder()
+    with pytest.raises(ValueError, match="needs `model`"):
+        VLSMSpec(kind="clipseg")
+
+
+def _tiny_splits(tmp_path):
+    return load_seg_dataset("starter_seg_shapes", tmp_path)
+
+
+def test_few_shot_images_are_seeded_and_targets_must_be_of_the_same_kind(tmp_path, shared_data):
+    shapes = _tiny_splits(tmp_path)
+    one, again, other = (build_seg_protocol(shapes, 16, seed) for seed in (1, 1, 2))
+    assert len(one.train) == 16 and one.train == again.train and one.train != other.train
+    assert set(one.train) <= set(shapes.train)
+    assert build_seg_protocol(shapes, 0, 1).train == []  # a method that trains nothing
+    kvasir, clinic = load_seg_dataset("kvasir_seg", shared_data), load_seg_dataset("cvc_clinicdb", shared_data)
+    cross = build_seg_protocol(kvasir, 8, 1, [clinic])
+    assert [e.name for e in cross.eval_sets] == ["test", "cvc_clinicdb"]
+    with pytest.raises(DatasetError, match="binary"):
+        build_seg_protocol(shapes, 8, 1, [clinic])
+
+
+def _dice(method, splits, samples, size_args):
+    eval_set = SegEvalSet("test", samples, splits)
+    loader = DataLoader(SegmentationDataset(samples, splits, *size_args), batch_size=50)
+    return evaluate_segmenter(method.eval(), loader, eval_set, torch.device("cpu"))["dice"]
+
+
+def test_short_training_on_the_starter_task_raises_dice_well_above_the_untrained_model(tmp_path):
+    backbone = ClipBackbone("vlpt-starter-vit", "vlpt-starter")
+    vlsm = build_vlsm(VLSMSpec(), backbone)
+    splits = _tiny_splits(tmp_path)
+    cls = METHODS.get("seg_coop")
+    L.seed_everything(1, verbose=False)
+    method = cls(vlsm, splits.classnames, splits.templates, cls.Config(lr=2e-3, train_decoder=True, epochs=4))
+    size_args = (vlsm.image_size, vlsm.mean, vlsm.std)
+    untrained = _dice(method, splits, splits.test[:100], size_args)
+    loader = DataLoader(SegmentationDataset(splits.train, splits, *size_args, augment="flip"), batch_size=16,
+                        shuffle=True)
+    method.max_epochs = 4
+    L.Trainer(max_epochs=4, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+              enable_model_summary=False).fit(method, train_dataloaders=loader)
+    trained = _dice(method, splits, splits.test[:100], size_args)
+    assert untrained < 25 and trained > untrained + 40, (untrained, trained)
