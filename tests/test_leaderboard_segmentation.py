@@ -53,8 +53,8 @@ def test_markdown_table_has_source_and_target_dice_and_iou(tmp_path):
         f"| 62.00 ± 2.83 | 50.50 ± 0.71 | 2 |",
     ]
     assert (
-        "Dice: per-image Dice averaged over images; IoU: dataset-level IoU averaged over classes (%). "
-        "Train images: K training images (0: nothing trained)." in section(markdown)
+        "Dice: per-image Dice averaged over images; IoU: dataset-level IoU of the foreground (binary) or "
+        "averaged over classes (multi-class), in %. Train images: K training images (0: nothing trained)." in section(markdown)
     )
 
 

@@ -60,6 +60,35 @@ def test_clipseg_towers_and_decoder_equal_transformers_forward(clipseg):
     assert torch.allclose(logits[:, 0], expected, atol=1e-5)
 
 
+def test_clipseg_images_are_normalised_as_its_processor_does(clipseg):
+    assert clipseg.mean == (0.485, 0.456, 0.406) and clipseg.std == (0.229, 0.224, 0.225)  # ImageNet's
+
+
+def test_model_identity_holds_every_setting_and_foreign_settings_are_refused(tmp_path):
+    weights = tmp_path / "decoder.pt"
+    torch.save({"x": torch.zeros(1)}, weights)
+    plain, other = VLSMSpec(decoder_from=str(weights)).describe("b"), VLSMSpec().describe("b")
+    torch.save({"x": torch.ones(1)}, weights)
+    assert plain != other and VLSMSpec(decoder_from=str(weights)).describe("b") != plain  # by content
+    assert "96px" in VLSMSpec(kind="clipseg", model="tiny-random", image_size=96).describe("b")
+    with pytest.raises(ValueError, match="reduce_dim do\\(es\\) not apply to kind clipseg"):
+        VLSMSpec(kind="clipseg", model="tiny-random", reduce_dim=32)
+    with pytest.raises(ValueError, match="revision"):
+        VLSMSpec(revision="main")
+    with pytest.raises(ConfigError, match="does not exist"):
+        VLSMSpec(decoder_from=str(tmp_path / "missing.pt")).describe("b")
+
+
+def test_prompts_the_decoder_never_reads_and_a_trained_zero_shot_are_refused(tiny_backbone):
+    cls = METHODS.get("seg_vpt")
+    shallow_taps = build_vlsm(VLSMSpec(extract_layers=[1, 2]), tiny_backbone)
+    cls(shallow_taps, CLASSES, TEMPLATES, cls.Config(prompt_depth=3, train_decoder=True))
+    with pytest.raises(ConfigError, match="layer 3 would never reach the decoder"):
+        cls(shallow_taps, CLASSES, TEMPLATES, cls.Config(prompt_depth=4, train_decoder=True))
+    with pytest.raises(ValueError, match="seg_zeroshot trains nothing"):
+        METHODS.get("seg_zeroshot").Config(train_decoder=True)
+
+
 def test_decoder_reads_clipseg_layers_scaled_to_the_tower():
     assert default_extract_layers(12) == [3, 6, 9]  # CLIPSeg's
     assert default_extract_layers(4) == [1, 2, 3]
@@ -96,7 +125,10 @@ def test_every_segmentation_method_trains_checkpoints_itself_and_leaves_the_mode
 
     assert all(torch.equal(frozen_before[k], v) for k, v in vlsm.state_dict().items()), "the VLSM changed"
     own_after = method.state_dict()
-    assert any(not torch.equal(own_before[k], own_after[k]) for k in own_after), "nothing was learned"
+    learned = [k for k in own_after if not torch.equal(own_before[k], own_after[k])]
+    assert learned, "nothing was learned"
+    if name != "seg_decoder":  # the prompts themselves learn, not only a trained decoder
+        assert any(not k.startswith("decoder.") for k in learned), learned
     assert any(k.startswith("decoder.") for k in own_after) == train_decoder  # a frozen decoder is not saved
     path = method.save_checkpoint(tmp_path / f"{name}.pt")
     fresh = cls(vlsm, CLASSES, TEMPLATES, method.config)

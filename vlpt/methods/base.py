@@ -226,7 +226,7 @@ class PromptMethod(L.LightningModule, abc.ABC):
         copied = []
         with torch.no_grad():
             for key, value in payload["state_dict"].items():
-                if key.startswith(BACKBONE_PREFIX) or key not in own:
+                if key.startswith(self.frozen_prefixes()) or key not in own:
                     continue
                 if tuple(own[key].shape) != tuple(value.shape):
                     raise CheckpointError(

@@ -199,7 +199,8 @@ def _protocol_section(protocol: str, groups: list[Group]) -> list[str]:
             for t in targets for m in (DICE, IOU)
         ]
         notes.append(
-            "Dice: per-image Dice averaged over images; IoU: dataset-level IoU averaged over classes (%). "
+            "Dice: per-image Dice averaged over images; IoU: dataset-level IoU of the foreground (binary) or "
+            "averaged over classes (multi-class), in %. "
             "Train images: K training images (0: nothing trained)."
         )
     else:  # every evaluation set and metric; sample counts ("n") stay in the CSV only

@@ -25,7 +25,7 @@ the metric name ``"accuracy"``; the evaluation sets are ``"test"`` (few_shot and
 the source set of cross_dataset / domain_generalization), ``"base"`` and
 ``"novel"`` (base_to_novel), and one set per name in ``identity.targets``.
 Segmentation records report ``"dice"`` (per-image Dice averaged over images) and
-``"iou"`` (dataset-level IoU averaged over classes), both percentages, with the
+``"iou"`` (dataset-level IoU: of the foreground, or averaged over classes), both percentages, with the
 image count ``"n"``, on ``"test"`` (the source dataset) and on each target; their
 ``identity.backbone`` names the segmentation model and ``identity.shots`` the
 number of training images (0 for a method that trains nothing).

@@ -39,6 +39,7 @@ def segmentation_loss(
     if binary and logits.shape[1] != 1:
         raise ValueError(f"binary segmentation expects one logit channel, got {logits.shape[1]}")
 
+    logits = logits.float()  # Dice sums over every pixel: half precision would lose them or overflow
     valid = target != ignore_index
     labels = torch.where(valid, target, 0)
     if binary:

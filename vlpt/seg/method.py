@@ -80,6 +80,11 @@ class SegPromptMethod(PromptMethod):
         self.decoder = self.backbone.new_decoder()
         self.decoder.requires_grad_(bool(cfg.train_decoder))
         self.build_prompts(classnames, templates)
+        deepest, last_tap = max(self.vision_prompts(), default=-1), max(self.backbone.extract_layers)
+        if deepest > last_tap and not self.needs_image_feature:
+            raise ConfigError(f"{self.name}: a visual prompt at image layer {deepest} would never reach the decoder, "
+                              f"which reads layers {self.backbone.extract_layers}; use a prompt_depth of at most "
+                              f"{last_tap + 1}")
 
     def build_prompts(self, classnames: list[str], templates: list[str]) -> None:
         """Create the method's prompt parameters (none by default)."""

@@ -4,8 +4,8 @@ A VLSM segments an image for a text prompt: the image tower's tokens from a few 
 prompt's text embedding go through a light decoder that returns mask logits at the input size
 (CLIPSeg, Lüddecke & Ecker, "Image Segmentation Using Text and Image Prompts", CVPR 2022). Two kinds:
 
-* ``clip_decoder``: any :class:`ClipBackbone` (every open_clip architecture vlpt supports, the starter
-  model included) with :class:`ConditionalDecoder`, a CLIPSeg-style decoder written here. Its decoder
+* ``clip_decoder``: any :class:`ClipBackbone` with a ViT image tower (the starter model included) with
+  :class:`ConditionalDecoder`, a CLIPSeg-style decoder written here. Its decoder
   starts random (seeded by the run) unless ``decoder_from`` names trained decoder weights.
 * ``clipseg``: CLIPSeg through transformers (``CIDAS/clipseg-rd64-refined``, ``CIDAS/clipseg-rd64``, a
   local folder, or ``tiny-random``: the real CLIPSeg code with a tiny random configuration, offline).
@@ -15,17 +15,22 @@ a VLSM offers the text side of :class:`ClipBackbone` (``tokenize``, ``embed_toke
 ``eot_positions``, ``encode_text_embeds`` with deep prompts, widths and layer counts), so
 ``TextContext``, ``PromptStack`` and ``MetaNet`` work on it unchanged, plus ``image_activations``
 (image-tower tokens at the decoder's layers, with deep visual prompts), ``new_decoder`` and ``decode``.
+Visual prompt tokens are taken out of the tapped layers before the decoder reads them (TuneVLSeg's
+VPT code carries them through CLIPSeg's decoder layers and drops them at its output); the decoder
+thus sees the same token grid with and without visual prompts.
 """
 from __future__ import annotations
 
 import abc
 import copy
+import hashlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Sequence
 
 import open_clip
+from open_clip.constants import IMAGENET_MEAN, IMAGENET_STD
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -73,6 +78,14 @@ class VLSMSpec:
         if self.reduce_dim < 1 or self.decoder_heads < 1 or self.reduce_dim % self.decoder_heads:
             raise ValueError(f"reduce_dim ({self.reduce_dim}) must be a positive multiple of decoder_heads "
                              f"({self.decoder_heads})")
+        decoder_fields = {"extract_layers": self.extract_layers, "decoder_from": self.decoder_from,
+                          "reduce_dim": None if self.reduce_dim == 64 else self.reduce_dim,
+                          "decoder_heads": None if self.decoder_heads == 4 else self.decoder_heads}
+        foreign = [k for k, v in decoder_fields.items() if v is not None] if self.kind == "clipseg" \
+            else (["revision"] if self.revision else [])
+        if foreign:
+            raise ValueError(f"{', '.join(foreign)} do(es) not apply to kind {self.kind} (CLIPSeg brings its own "
+                             f"decoder; revision is for CLIPSeg hub models)")
 
     @property
     def has_trained_decoder(self) -> bool:
@@ -80,13 +93,20 @@ class VLSMSpec:
         return self.kind == "clipseg" or self.decoder_from is not None
 
     def describe(self, backbone: str) -> str:
-        """The model identity written in run records (``backbone`` is the suite's, for clip_decoder)."""
+        """The model identity written in run records (``backbone`` is the suite's, for clip_decoder):
+        every setting that changes results, the decoder weights by content."""
+        size = f",{self.image_size}px" if self.image_size else ""
         if self.kind == "clipseg":
-            return f"clipseg:{self.model}" + (f"@{self.revision}" if self.revision else "")
+            return f"clipseg:{self.model}" + (f"@{self.revision}" if self.revision else "") + \
+                (f"({size[1:]})" if size else "")
         layers = "default" if self.extract_layers is None else "-".join(map(str, self.extract_layers))
-        decoder = f"+decoder(rd{self.reduce_dim},h{self.decoder_heads},layers {layers}"
-        decoder += f",from {Path(self.decoder_from).name})" if self.decoder_from else ")"
-        return backbone + decoder
+        decoder = f"+decoder(rd{self.reduce_dim},h{self.decoder_heads},layers {layers}{size}"
+        if self.decoder_from:
+            path = Path(self.decoder_from)
+            if not path.is_file():
+                raise ConfigError(f"vlsm decoder_from: decoder weights file {path} does not exist")
+            decoder += f",from {path.name}#{hashlib.sha256(path.read_bytes()).hexdigest()[:12]}"
+        return backbone + decoder + ")"
 
 
 def default_extract_layers(n_layers: int) -> list[int]:
@@ -105,7 +125,7 @@ def pair_up(activations: list[torch.Tensor], conditional: torch.Tensor) -> tuple
 
 
 class ConditionalDecoder(nn.Module):
-    """CLIPSeg's decoder design: tokens of each tapped layer are projected to ``reduce_dim`` and added,
+    """CLIPSeg's decoder design (with PyTorch's ReLU transformer layers where CLIPSeg uses quick-GELU): tokens of each tapped layer are projected to ``reduce_dim`` and added,
     deepest first; after the first, FiLM by the text embedding (``gamma(t) * x + beta(t)``); a
     transformer layer follows each; the patch tokens are unfolded to a grid and a transposed
     convolution of the patch size returns mask logits at the input resolution."""
@@ -154,10 +174,12 @@ class SegmentationModel(nn.Module, abc.ABC):
         return super().train(False)
 
     def remember(self, key: tuple, compute) -> torch.Tensor:
-        """A tensor that depends only on the frozen weights and ``key``, computed once per device."""
-        full_key = (key, str(self.token_embedding.weight.device))
+        """A tensor that depends only on the frozen weights and ``key``, computed once per device
+        (in the weights' own precision, whatever autocast a caller runs under)."""
+        device = self.token_embedding.weight.device
+        full_key = (key, str(device))
         if full_key not in self._memo:
-            with torch.no_grad():
+            with torch.no_grad(), torch.autocast(device.type, enabled=False):
                 self._memo[full_key] = compute()
         return self._memo[full_key]
 
@@ -349,7 +371,8 @@ class ClipSegModel(SegmentationModel):
         self.extract_layers = list(config.extract_layers)
         self.image_size = spec.image_size or (config.vision_config.image_size if spec.model == TINY_RANDOM
                                               else CLIPSEG_IMAGE_SIZE)
-        self.mean, self.std = open_clip.OPENAI_DATASET_MEAN, open_clip.OPENAI_DATASET_STD
+        # CLIPSeg was trained on ImageNet-normalised images (its processor's image_mean / image_std)
+        self.mean, self.std = IMAGENET_MEAN, IMAGENET_STD
         # CLIP's BPE vocabulary, as CLIPSeg's tokenizer; the context is the text tower's position count
         self.tokenizer = open_clip.SimpleTokenizer(context_length=config.text_config.max_position_embeddings)
 
