@@ -356,3 +356,12 @@ def test_shared_camvid(shared_data):
         np.testing.assert_array_equal(labels == IGNORE_INDEX, raw == 11)
         values |= set(np.unique(labels).tolist())
     assert IGNORE_INDEX in values and 11 not in values and max(values - {IGNORE_INDEX}) <= 10
+
+
+def test_data_prepare_generates_the_starter_and_prints_the_steps_of_the_others(tmp_path):
+    from vlpt.data.prepare import prepare_dataset
+
+    assert "generated in" in prepare_dataset("starter_seg_shapes", tmp_path)
+    assert (tmp_path / "starter" / "starter_seg_shapes" / "split.json").is_file()
+    steps = prepare_dataset("busi", tmp_path)
+    assert "prepared by hand" in steps and "_mask" in steps and str(tmp_path / "busi") in steps

@@ -162,8 +162,13 @@ def prepare_dataset(name: str, root: str | Path, download_files: bool = True) ->
 
     ``download_files=False`` only rearranges an existing download in ``<root>/.downloads/<name>/``.
     """
+    from vlpt.seg.datasets import prepare_seg_dataset, seg_dataset_names
+
+    if name in seg_dataset_names():
+        return prepare_seg_dataset(name, Path(root))
     if name not in PREPARABLE:
-        raise ConfigError(f"unknown dataset {name!r} for `vlpt data prepare`; valid: {', '.join(PREPARABLE)}")
+        raise ConfigError(f"unknown dataset {name!r} for `vlpt data prepare`; valid: "
+                          f"{', '.join(PREPARABLE)}, and the segmentation sets {', '.join(seg_dataset_names())}")
     root = Path(root)
     if name in STARTER:
         return f"{name} generated in {generate_starter_dataset(name, root)}"

@@ -118,6 +118,17 @@ def load_seg_entry(entry: SegCatalogEntry, root: Path) -> SegSplits:
                      list(entry.templates), IGNORE_INDEX, list(entry.ignore_values))
 
 
+def prepare_seg_dataset(name: str, root: Path) -> str:
+    """``vlpt data prepare`` for a segmentation set: the starter is generated, the others' steps printed."""
+    entry = seg_catalog()[name]
+    folder = (Path(root) / entry.folder).absolute()
+    if entry.layout == "starter":
+        return f"{name} generated in {generate_seg_shapes(folder)}"
+    state = "is present" if folder.is_dir() else "does not exist yet"
+    return (f"{entry.title} is prepared by hand ({folder} {state}); steps (see 'Segmentation datasets' in "
+            f"datasets/README.md):\n{entry.manual.strip()}")
+
+
 def pair_files(image_dir: Path, mask_dir: Path, mask_suffix: str = "", mask_ext: str = ".png") -> dict[str, SegSample]:
     """Image/mask pairs by id, sorted: ``image_dir/<id>.<image ext>`` with ``mask_dir/<id><suffix><ext>``.
 
