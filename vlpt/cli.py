@@ -14,10 +14,14 @@ def _bench(args) -> None:
     from vlpt.eval.harness import Harness
     from vlpt.eval.suite import DEFAULT_SUITE, load_suite
 
+    from vlpt.tta.generate import parse_shard
+
     suite = load_suite(args.suite or DEFAULT_SUITE)
-    harness = Harness(suite, output=args.output, data_root=args.data_root)
+    shard = parse_shard(args.shard) if args.shard else (0, 1)
+    harness = Harness(suite, output=args.output, data_root=args.data_root, shard=shard)
     pending = harness.pending()
-    print(f"suite {suite.name}: {len(suite.runs)} runs, {len(pending)} to do, records in {harness.store.directory}")
+    part = f" (shard {shard[0]}/{shard[1]})" if shard[1] > 1 else ""
+    print(f"suite {suite.name}: {len(suite.runs)} runs, {len(pending)} to do{part}, records in {harness.store.directory}")
     if args.dry_run:
         for run in pending:
             print("  ", json.dumps(run.identity.to_dict()))
@@ -121,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--output", help="folder for records/ and the leaderboard (default: the suite's, else leaderboard/)")
     bench.add_argument("--data-root", help="folder holding the datasets (default: $VLPT_DATA or ./data)")
     bench.add_argument("--dry-run", action="store_true", help="validate the suite and list the runs to do")
+    bench.add_argument("--shard", help="I/N: run only shard I of N (0-based), e.g. one SLURM array task each; "
+                                       "shards share the output folder and merge by construction")
     bench.set_defaults(func=_bench)
 
     board = commands.add_parser("leaderboard", help="rebuild LEADERBOARD.md and leaderboard.csv from records")

@@ -31,7 +31,7 @@ from vlpt.eval.metrics import evaluate_classifier
 from vlpt.eval.segmentation import SegmentationDataModule, evaluate_segmenter
 from vlpt.eval.test_time import evaluate_test_time
 from vlpt.tta.store import DEFAULT_FOLDER as DEFAULT_VIEW_FOLDER
-from vlpt.eval.suite import MULTITASK, Run, Suite, run_settings, settings_of
+from vlpt.eval.suite import MULTITASK, Run, Suite, run_settings, settings_of, shard_of
 from vlpt.meta.gram import regulator_path_for
 from vlpt.methods.base import PromptMethod
 from vlpt.multitask import MultitaskDataModule, MultitaskPromptModule, Task
@@ -70,8 +70,9 @@ class Harness:
     """Executes runs against one backbone, loading each dataset once."""
 
     def __init__(self, suite: Suite, output: Path | None = None, data_root: Path | None = None,
-                 progress: bool | None = None):
+                 progress: bool | None = None, shard: tuple[int, int] = (0, 1)):
         self.suite = suite
+        self.shard = shard
         self.output = Path(output or suite.output or LEADERBOARD_DIR)
         self.data_root = Path(data_root or suite.data_root or default_data_root())
         self.view_store = Path(suite.view_store) if suite.view_store else self.data_root / DEFAULT_VIEW_FOLDER
@@ -111,9 +112,13 @@ class Harness:
         return self._vlsms[key]
 
     def pending(self) -> list[Run]:
-        """Runs without a record; a record made with other settings than the suite's is an error."""
+        """Runs (of this harness's shard) without a record; a record made with other settings than the
+        suite's is an error."""
         todo = []
+        index, count = self.shard
         for run in self.suite.runs:
+            if count > 1 and shard_of(run, self.suite, count) != index:
+                continue
             record = self.store.get(run.identity)
             if record is None:
                 todo.append(run)
@@ -158,8 +163,7 @@ class Harness:
         todo = self.pending()
         if any(run.init_name for run in todo):
             self.prepare_initializations()
-        done = len(self.suite.runs) - len(todo)
-        bar = tqdm(todo, desc=f"suite {self.suite.name}", unit="run", initial=done, total=len(self.suite.runs),
+        bar = tqdm(todo, desc=f"suite {self.suite.name}", unit="run",
                    disable=None if self.progress else True)
         for run in bar:
             bar.set_postfix_str(f"{run.identity.method}/{run.identity.dataset}/seed{run.identity.seed}")

@@ -27,6 +27,7 @@ test sets. Their run identity's backbone is the VLSM.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -293,6 +294,22 @@ def settings_of(run: Run) -> dict:
     init = init or (run.init_source and f"run:{run.init_source.run_id}") or run.method.config.init_from
     return run_settings(dataclasses.asdict(run.method.config), experiment.train_augment,
                         experiment.sampling if experiment.protocol == MULTITASK else None, init, experiment.eval_limit)
+
+
+def shard_of(run: Run, suite: Suite, count: int) -> int:
+    """The shard (0..count-1) that executes ``run`` when a suite is split across ``count`` workers.
+
+    A run goes with the run its prompt starts from (``init_from: experiment:...``, followed to the
+    root) and runs sharing a meta-learned initialisation go together, so every shard is
+    self-contained; the rest spread by run id. Shards write into one records folder and merge by
+    construction (one file per run).
+    """
+    by_id = {r.identity.run_id: r for r in suite.runs}
+    root = run
+    while root.init_source is not None:
+        root = by_id[root.init_source.run_id]
+    key = f"init:{root.init_name}" if root.init_name else root.identity.run_id
+    return int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) % count
 
 
 def load_suite(path: str | Path) -> Suite:
