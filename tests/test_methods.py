@@ -154,3 +154,26 @@ def test_init_from_rejects_a_prompt_of_another_shape_or_an_unrelated_checkpoint(
     probe = METHODS.get("linear_probe")
     with pytest.raises(CheckpointError, match="shares no prompt tensor with linear_probe"):
         probe(tiny_backbone, tiny_data.classnames, tiny_data.templates, probe.Config(init_from=str(path)))
+
+
+def test_cocoop_batched_gradients_equal_the_per_image_loop(tiny_backbone, tiny_data):
+    """All images and classes through the text tower together give the paper's per-image loop's gradients."""
+    cls = METHODS.get("cocoop")
+    torch.manual_seed(0)
+    images, labels = torch.randn(5, 3, 32, 32), torch.tensor([0, 1, 2, 1, 0]) % len(tiny_data.classnames)
+
+    def gradients(chunk: int, per_image: bool) -> dict[str, torch.Tensor]:
+        torch.manual_seed(0)
+        method = cls(tiny_backbone, tiny_data.classnames, tiny_data.templates, cls.Config(images_per_chunk=chunk))
+        if per_image:
+            loss = sum(method.training_loss(images[i:i + 1], labels[i:i + 1]) for i in range(5)) / 5
+        else:
+            loss = method.training_loss(images, labels)
+        loss.backward()
+        return {n: p.grad.clone() for n, p in method.named_parameters() if p.requires_grad}
+
+    batched, loop, chunked = gradients(32, False), gradients(1, True), gradients(2, False)
+    assert batched.keys() == loop.keys() and any(g.abs().sum() > 0 for g in batched.values())
+    for name in batched:
+        assert torch.allclose(batched[name], loop[name], atol=1e-6), name
+        assert torch.allclose(chunked[name], loop[name], atol=1e-6), name
