@@ -13,7 +13,8 @@ from test_harness import write_suite
 @pytest.mark.parametrize("count", [2, 3, 5])
 def test_shards_partition_the_suite_and_keep_dependent_runs_together(count):
     suite = load_suite(DEFAULT_SUITE)
-    shards = {run.identity.run_id: shard_of(run, suite, count) for run in suite.runs}
+    shards = shard_of(suite, count)
+    assert shards.keys() == {run.identity.run_id for run in suite.runs}
     assert set(shards.values()) == set(range(count))  # every worker gets work, none gets a run twice
     by_id = {run.identity.run_id: run for run in suite.runs}
     dependent = [run for run in suite.runs if run.init_source is not None]

@@ -70,6 +70,15 @@ def describe_mismatch(model: nn.Module, state: dict[str, torch.Tensor]) -> str |
     return "; ".join(parts) or None
 
 
+def tokenize_fitting(tokenizer, texts: Sequence[str], context_length: int, device) -> torch.Tensor:
+    """Token ids ``[N, context_length]`` on ``device``; a text cut off by the context raises ConfigError."""
+    tokens = tokenizer(list(texts))
+    for text, row in zip(texts, tokens):
+        if row[-1] != 0:
+            raise ConfigError(f"text {text!r} is longer than the backbone's context of {context_length} tokens")
+    return tokens.to(device)
+
+
 class ClipBackbone(nn.Module):
     """A frozen open_clip CLIP model with text-embedding injection and deep prompts.
 
@@ -186,13 +195,7 @@ class ClipBackbone(nn.Module):
     # ---- text --------------------------------------------------------------------------
     def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
         """Token ids ``[N, context_length]``; a text that does not fit raises ConfigError."""
-        tokens = self.tokenizer(list(texts))
-        for text, row in zip(texts, tokens):
-            if row[-1] != 0:
-                raise ConfigError(
-                    f"text {text!r} is longer than the backbone's context of {self.context_length} tokens"
-                )
-        return tokens.to(self.model.token_embedding.weight.device)
+        return tokenize_fitting(self.tokenizer, texts, self.context_length, self.model.token_embedding.weight.device)
 
     def embed_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
         """Token embeddings ``[N, L, text_width]`` (without positional embedding)."""

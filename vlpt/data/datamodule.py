@@ -10,6 +10,13 @@ from vlpt.data.protocols import EvalSet, ProtocolData
 from vlpt.data.transforms import TrainAugment, eval_transform, train_transform
 
 
+def seeded_loader(dataset, batch_size: int, shuffle: bool, seed: int, num_workers: int = 0) -> DataLoader:
+    """A DataLoader whose shuffling order depends on ``seed`` only."""
+    generator = torch.Generator().manual_seed(seed) if shuffle else None
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
+                      num_workers=num_workers, persistent_workers=num_workers > 0)
+
+
 class PromptDataModule(L.LightningDataModule):
     """Train/val loaders over a protocol's few-shot samples and one loader per evaluation set."""
 
@@ -26,9 +33,7 @@ class PromptDataModule(L.LightningDataModule):
         self.eval_tf = eval_transform(image_size, mean, std)
 
     def _loader(self, dataset, batch_size: int, shuffle: bool) -> DataLoader:
-        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
-        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+        return seeded_loader(dataset, batch_size, shuffle, self.seed, self.num_workers)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(ImageDataset(self.data.train, self.train_tf), self.batch_size, shuffle=True)

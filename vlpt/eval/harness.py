@@ -116,8 +116,9 @@ class Harness:
         suite's is an error."""
         todo = []
         index, count = self.shard
+        shards = shard_of(self.suite, count)
         for run in self.suite.runs:
-            if count > 1 and shard_of(run, self.suite, count) != index:
+            if shards[run.identity.run_id] != index:
                 continue
             record = self.store.get(run.identity)
             if record is None:

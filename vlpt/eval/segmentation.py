@@ -5,6 +5,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
+from vlpt.data.datamodule import seeded_loader
 from vlpt.seg.data import SegAugment, SegmentationDataset
 from vlpt.seg.metrics import SegmentationScores
 from vlpt.seg.protocol import SegEvalSet, SegProtocolData
@@ -24,18 +25,13 @@ class SegmentationDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.seed = seed
 
-    def _loader(self, dataset, batch_size: int, shuffle: bool) -> DataLoader:
-        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
-        return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
-
     def train_dataloader(self) -> DataLoader:
         dataset = SegmentationDataset(self.data.train, self.data.source, *self.image_args, augment=self.train_augment)
-        return self._loader(dataset, self.batch_size, shuffle=True)
+        return seeded_loader(dataset, self.batch_size, True, self.seed, self.num_workers)
 
     def eval_dataloader(self, eval_set: SegEvalSet) -> DataLoader:
-        return self._loader(SegmentationDataset(eval_set.samples, eval_set.splits, *self.image_args),
-                            self.eval_batch_size, shuffle=False)
+        return seeded_loader(SegmentationDataset(eval_set.samples, eval_set.splits, *self.image_args),
+                             self.eval_batch_size, False, self.seed, self.num_workers)
 
 
 def evaluate_segmenter(method, loader: DataLoader, eval_set: SegEvalSet, device: torch.device) -> dict[str, float]:

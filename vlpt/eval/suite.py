@@ -296,8 +296,8 @@ def settings_of(run: Run) -> dict:
                         experiment.sampling if experiment.protocol == MULTITASK else None, init, experiment.eval_limit)
 
 
-def shard_of(run: Run, suite: Suite, count: int) -> int:
-    """The shard (0..count-1) that executes ``run`` when a suite is split across ``count`` workers.
+def shard_of(suite: Suite, count: int) -> dict[str, int]:
+    """The shard (0..count-1) of every run id when a suite is split across ``count`` workers.
 
     A run goes with the run its prompt starts from (``init_from: experiment:...``, followed to the
     root) and runs sharing a meta-learned initialisation go together, so every shard is
@@ -305,11 +305,14 @@ def shard_of(run: Run, suite: Suite, count: int) -> int:
     construction (one file per run).
     """
     by_id = {r.identity.run_id: r for r in suite.runs}
-    root = run
-    while root.init_source is not None:
-        root = by_id[root.init_source.run_id]
-    key = f"init:{root.init_name}" if root.init_name else root.identity.run_id
-    return int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) % count
+    shards = {}
+    for run in suite.runs:
+        root = run
+        while root.init_source is not None:
+            root = by_id[root.init_source.run_id]
+        key = f"init:{root.init_name}" if root.init_name else root.identity.run_id
+        shards[run.identity.run_id] = int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) % count
+    return shards
 
 
 def load_suite(path: str | Path) -> Suite:

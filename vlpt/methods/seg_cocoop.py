@@ -10,8 +10,7 @@ from dataclasses import dataclass
 
 import torch.nn.functional as F
 
-from vlpt.prompts.context import TextContext
-from vlpt.prompts.meta_net import MetaNet
+from vlpt.methods.cocoop import CoCoOp
 from vlpt.registry import register_method
 from vlpt.seg.method import SegMethodConfig, SegPromptMethod
 
@@ -30,14 +29,8 @@ class SegCoCoOp(SegPromptMethod):
     Config = SegCoCoOpConfig
     needs_image_feature = True
 
-    def build_prompts(self, classnames, templates):
-        cfg = self.config
-        self.context = TextContext(self.backbone, classnames, n_ctx=cfg.n_ctx, ctx_init=cfg.ctx_init,
-                                   init_std=cfg.init_std)
-        self.meta_net = MetaNet(self.backbone.embed_dim, self.backbone.text_width).to(self.backbone.dtype)
-
-    def update_classnames(self, classnames, templates):
-        self.context.set_classnames(classnames)
+    build_prompts = CoCoOp.build  # the same context and meta-net as classification CoCoOp
+    update_classnames = CoCoOp.update_classnames
 
     def class_embeddings(self, image_features):
         prompts = self.context(self.meta_net(F.normalize(image_features, dim=-1)))  # [B, C, L, W]

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from vlpt.errors import ConfigError
-from vlpt.methods.seg_shared_separate import projections
+from vlpt.methods.seg_shared_separate import encode_layer_prompts, projections
 from vlpt.prompts.context import TextContext
 from vlpt.registry import register_method
 from vlpt.seg.method import SegMethodConfig, SegPromptMethod, prompt_layers
@@ -61,12 +61,8 @@ class SegSharedAttention(SegPromptMethod):
         width = self.backbone.text_width
         return [m[:, :width] for m in mixed], {layer: m[:, width:] for layer, m in enumerate(mixed)}
 
-    def text_features(self, text: list[torch.Tensor]) -> torch.Tensor:
-        deep = {layer: tokens for layer, tokens in enumerate(text) if layer > 0}
-        return self.backbone.encode_text_embeds(self.context(ctx=text[0]), self.context.eot_positions, deep or None)
-
     def class_embeddings(self, image_features):
-        return self.text_features(self.split_prompts()[0])
+        return encode_layer_prompts(self, self.split_prompts()[0])
 
     def vision_prompts(self):
         return self.split_prompts()[1]
@@ -75,4 +71,4 @@ class SegSharedAttention(SegPromptMethod):
         """One pass of the mixers per step, so text and visual prompts share one dropout draw."""
         text, vision = self.split_prompts()
         activations, _ = self.backbone.image_activations(images, vision)
-        return self.backbone.decode(self.decoder, activations, self.text_features(text))
+        return self.backbone.decode(self.decoder, activations, encode_layer_prompts(self, text))

@@ -35,6 +35,13 @@ def projections(n_layers: int, unified: bool, make) -> nn.ModuleList:
     return nn.ModuleList(make() for _ in range(n_layers))
 
 
+def encode_layer_prompts(method: SegPromptMethod, text: list[torch.Tensor]) -> torch.Tensor:
+    """Class embeddings from text prompts per layer: layer 0 is the context, deeper layers deep prompts."""
+    deep = {layer: tokens for layer, tokens in enumerate(text) if layer > 0}
+    context = method.context
+    return method.backbone.encode_text_embeds(context(ctx=text[0]), context.eot_positions, deep or None)
+
+
 @register_method("seg_shared_separate")
 class SegSharedSeparate(SegPromptMethod):
     """Shared low-dimensional prompts, separate linear projections to each tower."""
@@ -57,9 +64,7 @@ class SegSharedSeparate(SegPromptMethod):
         self.context.set_classnames(classnames)
 
     def class_embeddings(self, image_features):
-        text = [project(vectors) for project, vectors in zip(self.to_text, self.shared)]
-        deep = {layer: tokens for layer, tokens in enumerate(text) if layer > 0}
-        return self.backbone.encode_text_embeds(self.context(ctx=text[0]), self.context.eot_positions, deep or None)
+        return encode_layer_prompts(self, [project(vectors) for project, vectors in zip(self.to_text, self.shared)])
 
     def vision_prompts(self):
         return {layer: project(vectors) for layer, (project, vectors) in enumerate(zip(self.to_vision, self.shared))}

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vlpt.backbone import ClipBackbone
-from vlpt.backbone.clip import describe_mismatch, load_state_dict_file
+from vlpt.backbone.clip import describe_mismatch, load_state_dict_file, tokenize_fitting
 from vlpt.backbone.deep_prompts import (
     DeepPromptTokens,
     check_layers,
@@ -188,11 +188,7 @@ class SegmentationModel(nn.Module, abc.ABC):
 
     def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
         """Token ids ``[N, context_length]``; a text that does not fit raises ConfigError."""
-        tokens = self.tokenizer(list(texts))
-        for text, row in zip(texts, tokens):
-            if row[-1] != 0:
-                raise ConfigError(f"text {text!r} is longer than the model's context of {self.context_length} tokens")
-        return tokens.to(self.token_embedding.weight.device)
+        return tokenize_fitting(self.tokenizer, texts, self.context_length, self.token_embedding.weight.device)
 
     def embed_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.token_embedding(tokens)
