@@ -9,6 +9,15 @@ import torch
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def feature_cache_folder(tmp_path_factory):
+    """Suites run by tests keep their frozen-feature cache in a temporary folder, never in ~/.cache."""
+    folder = tmp_path_factory.mktemp("feature_cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("VLPT_CACHE", str(folder))
+        yield folder
+
+
 @pytest.fixture(scope="session")
 def tiny_backbone():
     """The starter architecture with random weights (fast, no files needed)."""

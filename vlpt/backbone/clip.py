@@ -150,6 +150,14 @@ class ClipBackbone(nn.Module):
                 self._memo.popitem(last=False)
         return self._memo[full_key]
 
+    def compile_blocks(self, backend: str = "inductor") -> None:
+        """``torch.compile`` every transformer block of both towers in place (prompted forward passes call
+        the blocks one by one, so compiling blocks serves every method)."""
+        towers = [self.model.transformer, getattr(self.model.visual, "transformer", None)]
+        for tower in filter(None, towers):
+            for block in tower.resblocks:
+                block.compile(backend=backend)
+
     def train(self, mode: bool = True) -> "ClipBackbone":
         """The backbone stays in eval mode: it is frozen whatever its owner does."""
         return super().train(False)

@@ -15,9 +15,11 @@ import resource
 import sys
 import time
 import warnings
+from functools import partial
 from pathlib import Path
 
 import lightning as L
+from lightning.pytorch.utilities import rank_zero_only
 import torch
 from tqdm import tqdm
 
@@ -25,7 +27,8 @@ from vlpt.backbone import ClipBackbone
 from vlpt.data import DatasetSplits, EvalSet, build_protocol, load_dataset, split_rng
 from vlpt.data.corruptions import split_corrupted_name
 from vlpt.data.fewshot import subsample
-from vlpt.data.datamodule import PromptDataModule
+from vlpt.data.datamodule import CachedFeatureDataModule, PromptDataModule
+from vlpt.data.feature_cache import FeatureCache, default_cache_folder
 from vlpt.errors import CheckpointError, ConfigError
 from vlpt.eval.metrics import evaluate_classifier
 from vlpt.eval.segmentation import SegmentationDataModule, evaluate_segmenter
@@ -58,6 +61,11 @@ def limit_eval_set(eval_set: EvalSet, dataset: str, limit: int | None) -> EvalSe
     return dataclasses.replace(eval_set, samples=chosen)
 
 
+def is_global_zero() -> bool:
+    """Whether this is the first (or only) process of a DDP run: the one that evaluates and writes."""
+    return rank_zero_only.rank == 0
+
+
 def _peak_memory_mb(device: torch.device) -> float:
     """Peak resident memory of this process (and of the GPU when one is used), in MiB."""
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
@@ -85,13 +93,28 @@ class Harness:
         self._datasets: dict[str, DatasetSplits] = {}
         self._seg_datasets: dict[str, SegSplits] = {}
         self._vlsms: dict[str, SegmentationModel] = {}
+        self._feature_cache: FeatureCache | None = None
 
     @property
     def backbone(self) -> ClipBackbone:
         if self._backbone is None:
             spec = self.suite.backbone
-            self._backbone = ClipBackbone(spec.model, spec.pretrained, spec.precision)
+            self._backbone = ClipBackbone(spec.model, spec.pretrained, spec.precision).to(self.device)
+            if self.suite.trainer.compile:
+                self._backbone.compile_blocks(self.suite.trainer.compile_backend)
         return self._backbone
+
+    @property
+    def feature_cache(self) -> FeatureCache:
+        """The disk cache of the backbone's frozen image features (see ``vlpt.data.feature_cache``)."""
+        if self._feature_cache is None:
+            folder = self.suite.feature_cache.folder or default_cache_folder()
+            self._feature_cache = FeatureCache(folder, self.backbone, num_workers=self.suite.trainer.num_workers)
+        return self._feature_cache
+
+    def uses_feature_cache(self, method_cls: type[PromptMethod]) -> bool:
+        """Whether runs of ``method_cls`` get stored image features instead of images."""
+        return self.suite.feature_cache.enabled and method_cls.frozen_image_features
 
     def dataset(self, name: str) -> DatasetSplits:
         if name not in self._datasets:
@@ -168,7 +191,11 @@ class Harness:
                    disable=None if self.progress else True)
         for run in bar:
             bar.set_postfix_str(f"{run.identity.method}/{run.identity.dataset}/seed{run.identity.seed}")
-            self.store.write(self.execute(run))
+            record = self.execute(run)
+            if record is not None:
+                self.store.write(record)
+        if not is_global_zero():
+            return []
         return write_leaderboard(self.store.directory, self.output)
 
     def checkpoint_path(self, identity: RunIdentity) -> Path:
@@ -191,8 +218,9 @@ class Harness:
             )
         return dataclasses.replace(run.method.config, init_from=str(path))
 
-    def execute(self, run: Run) -> RunRecord:
-        """Train and evaluate one run, keep its prompt checkpoint, and return its record."""
+    def execute(self, run: Run) -> RunRecord | None:
+        """Train and evaluate one run, keep its prompt checkpoint, and return its record (None in DDP
+        processes other than the first: they only train)."""
         identity, experiment, resolved = run.identity, run.experiment, run.method
         started = time.perf_counter()
         backbone = self.backbone  # built (consuming random draws) before the run's seed is set
@@ -213,14 +241,14 @@ class Harness:
             datamodule = SegmentationDataModule(data, vlsm.image_size, vlsm.mean, vlsm.std,
                                                 batch_size=config.batch_size, train_augment=experiment.train_augment,
                                                 num_workers=self.suite.trainer.num_workers, seed=identity.seed)
-            evaluations = [(es.name, es, datamodule.eval_dataloader(es)) for es in data.eval_sets]
+            evaluations = [(es.name, es, partial(datamodule.eval_dataloader, es)) for es in data.eval_sets]
             n_train, n_val, classes, tasks = len(data.train), 0, data.source.num_classes, None
         elif identity.protocol == MULTITASK:
             tasks = [Task(name, build_protocol("few_shot", self.dataset(name), shots, identity.seed))
                      for name in experiment.task_datasets]
             method = resolved.cls(backbone, tasks[0].classnames, tasks[0].templates, config)
             datamodule = MultitaskDataModule(tasks, *image_args, sampling=experiment.sampling, **common)
-            evaluations = [(task.name, task.data.eval_sets[0], datamodule.eval_dataloader(i, task.data.eval_sets[0]))
+            evaluations = [(task.name, task.data.eval_sets[0], partial(datamodule.eval_dataloader, i, task.data.eval_sets[0]))
                            for i, task in enumerate(tasks)]
             n_train, n_val = sum(len(t.data.train) for t in tasks), sum(len(t.data.val) for t in tasks)
             classes = sum(len(t.classnames) for t in tasks)
@@ -230,22 +258,29 @@ class Harness:
             data.eval_sets = [limit_eval_set(es, identity.dataset if es.name in ("test", "base", "novel") else es.name,
                                              experiment.eval_limit) for es in data.eval_sets]
             method = resolved.cls(backbone, data.classnames, data.templates, config)
-            datamodule = PromptDataModule(data, *image_args, **common)
-            evaluations = [(es.name, es, datamodule.eval_dataloader(es)) for es in data.eval_sets]
+            if self.uses_feature_cache(resolved.cls):
+                datamodule = CachedFeatureDataModule(data, *image_args, cache=self.feature_cache,
+                                                     dataset=identity.dataset,
+                                                     train_views=self.suite.feature_cache.train_views, **common)
+            else:
+                datamodule = PromptDataModule(data, *image_args, **common)
+            evaluations = [(es.name, es, partial(datamodule.eval_dataloader, es)) for es in data.eval_sets]
             n_train, n_val, classes = len(data.train), len(data.val), len(data.classnames)
             tasks = None
         epochs = config.epochs_for(identity.shots) if resolved.cls.trains else 0
         method.to(self.device)
-        self._fit(method, datamodule, epochs, tasks)
+        world_size = self._fit(method, datamodule, epochs, tasks)
+        if not is_global_zero():
+            return None
         if resolved.cls.trains:
             method.save_checkpoint(self.checkpoint_path(identity))
         trained = time.perf_counter()
         method.to(self.device).eval()
         metrics = {}
-        for name, eval_set, loader in evaluations:
+        for name, eval_set, make_loader in evaluations:  # loaders made here: on the first DDP process only
             if identity.protocol == SEGMENTATION:
                 method.set_classnames(eval_set.splits.classnames, eval_set.splits.templates)
-                metrics[name] = evaluate_segmenter(method, loader, eval_set, self.device)
+                metrics[name] = evaluate_segmenter(method, make_loader(), eval_set, self.device)
                 continue
             method.set_classnames(eval_set.classnames, eval_set.templates)
             if resolved.cls.adapts_at_test_time:
@@ -254,7 +289,7 @@ class Harness:
                                                  progress=self.progress)
                 metrics[name] = evaluate_test_time(method, views, self.device, self.suite.trainer.num_workers)
             else:
-                metrics[name] = evaluate_classifier(method, loader, self.device)
+                metrics[name] = evaluate_classifier(method, make_loader(), self.device)
         finished = time.perf_counter()
         resolved_config = {
             "suite": self.suite.name,
@@ -262,8 +297,11 @@ class Harness:
             "init_from_run": run.init_source.run_id if run.init_source else None,
             "epochs": epochs,
             "backbone": dataclasses.asdict(self.suite.backbone),
-            "trainer": dataclasses.asdict(self.suite.trainer),
+            "trainer": {**dataclasses.asdict(self.suite.trainer), "precision": self.precision,
+                        "world_size": world_size},
             **({"vlsm": experiment.vlsm or {}} if identity.protocol == SEGMENTATION else {}),
+            **({"feature_cache": {"train_views": datamodule.train_views}}
+               if isinstance(datamodule, CachedFeatureDataModule) else {}),
             "data": {"train_augment": experiment.train_augment, "n_train": n_train, "n_val": n_val, "classes": classes,
                      **({"sampling": experiment.sampling} if identity.protocol == MULTITASK else {}),
                      **({"eval_limit": experiment.eval_limit} if experiment.eval_limit else {})},
@@ -274,16 +312,26 @@ class Harness:
         return RunRecord.capture(identity, metrics, resolved_config, timings,
                                  peak_memory_mb=_peak_memory_mb(self.device), repo=PROJECT_ROOT)
 
-    def _fit(self, method: PromptMethod, datamodule, epochs: int, tasks: list[Task] | None) -> None:
-        """Gradient training through Lightning, unless the method fits in closed form or not at all."""
+    @property
+    def precision(self) -> str:
+        """The suite's precision on a GPU; fp32 on a CPU."""
+        return self.suite.trainer.precision if self.device.type == "cuda" else "32-true"
+
+    def _fit(self, method: PromptMethod, datamodule, epochs: int, tasks: list[Task] | None) -> int:
+        """Gradient training through Lightning, unless the method fits in closed form or not at all.
+        Returns the number of processes that trained (DDP's world size; 1 without a trainer)."""
         if tasks is None:
             if method.fit_without_gradients(datamodule):
-                return
+                return 1
             method.max_epochs = epochs
-            self._trainer(epochs).fit(method, train_dataloaders=datamodule.train_dataloader())
+            module = method
         elif method.trains:
             module = MultitaskPromptModule(method, tasks, max_epochs=epochs)
-            self._trainer(epochs).fit(module, train_dataloaders=datamodule.train_dataloader())
+        else:
+            return 1
+        trainer = self._trainer(epochs)
+        trainer.fit(module, train_dataloaders=datamodule.train_dataloader())
+        return trainer.world_size
 
     def _trainer(self, epochs: int) -> L.Trainer:
         spec = self.suite.trainer
@@ -292,7 +340,8 @@ class Harness:
         warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")  # the frozen backbone, by design
         warnings.filterwarnings("ignore", message=".*LeafSpec.*is deprecated.*")  # inside Lightning itself
         return L.Trainer(
-            max_epochs=epochs, accelerator=spec.accelerator, devices=spec.devices, precision=spec.precision,
+            max_epochs=epochs, accelerator=spec.accelerator, devices=spec.devices, num_nodes=spec.num_nodes,
+            strategy=spec.strategy, precision=self.precision, use_distributed_sampler=False,  # GlobalBatchSampler
             logger=False, enable_checkpointing=False, enable_model_summary=False,
             enable_progress_bar=self.progress, num_sanity_val_steps=0, limit_val_batches=0,
             deterministic="warn", default_root_dir=str(self.output / ".lightning"),

@@ -67,11 +67,37 @@ class BackboneSpec:
 
 @dataclass
 class TrainerSpec:
+    """Lightning Trainer settings shared by every run of a suite."""
+
     accelerator: str = "auto"
+    #: devices per node; more than one trains each run with DDP (``batch_size`` stays the global batch)
     devices: int | str = 1
-    #: mixed precision only: a "16-true" trainer would convert the frozen backbone shared by all runs
+    num_nodes: int = 1
+    #: Lightning strategy ("auto": DDP when several devices are used)
+    strategy: str = "auto"
+    #: mixed precision only (a "16-true" trainer would convert the frozen backbone shared by all runs);
+    #: on a CPU every run stays in fp32
     precision: Literal["32-true", "32", "16-mixed", "bf16-mixed"] = "32-true"
+    #: torch.compile the backbone's transformer blocks (``compile_backend``: inductor, or eager to check)
+    compile: bool = False
+    compile_backend: str = "inductor"
     num_workers: int = 0
+
+
+@dataclass
+class FeatureCacheSpec:
+    """The frozen-feature disk cache (``vlpt.data.feature_cache``): on by default; ``enabled: false``
+    (or ``feature_cache: false``) runs every method on images."""
+
+    enabled: bool = True
+    #: stored augmented views per training image (0: the centre view only)
+    train_views: int = 8
+    #: default ``$VLPT_CACHE`` or ``~/.cache/vlpt/features``
+    folder: str | None = None
+
+    def __post_init__(self):
+        if self.train_views < 0:
+            raise ValueError(f"train_views must be 0 or more, got {self.train_views}")
 
 
 @dataclass
@@ -131,6 +157,7 @@ class SuiteSpec:
     view_store: str | None = None
     trainer: dict[str, Any] = field(default_factory=dict)
     initializations: list[dict[str, Any]] = field(default_factory=list)
+    feature_cache: bool | dict[str, Any] = True
 
 
 @dataclass
@@ -167,6 +194,7 @@ class Suite:
     runs: list[Run]
     initializations: list[InitializationSpec] = field(default_factory=list)
     view_store: str | None = None
+    feature_cache: FeatureCacheSpec = field(default_factory=FeatureCacheSpec)
 
 
 def load_method_config(name: str, overrides: dict[str, Any], where: str) -> ResolvedMethod:
@@ -321,6 +349,8 @@ def load_suite(path: str | Path) -> Suite:
     spec = build_dataclass(SuiteSpec, load_yaml(path), str(path))
     backbone = build_dataclass(BackboneSpec, spec.backbone, f"{path}: backbone")
     trainer = build_dataclass(TrainerSpec, spec.trainer, f"{path}: trainer")
+    cache = spec.feature_cache if isinstance(spec.feature_cache, dict) else {"enabled": spec.feature_cache}
+    feature_cache = build_dataclass(FeatureCacheSpec, cache, f"{path}: feature_cache")
     initializations = []
     for index, raw in enumerate(spec.initializations):
         init = build_dataclass(InitializationSpec, raw, f"{path}: initializations[{index}]")
@@ -398,4 +428,4 @@ def load_suite(path: str | Path) -> Suite:
                 raise ConfigError(f"{where}: experiment name {experiment.name!r} is used twice")
             named[experiment.name] = produced
     return Suite(path, spec.name, backbone, trainer, spec.data_root, spec.output, list(runs.values()),
-                 initializations, spec.view_store)
+                 initializations, spec.view_store, feature_cache)

@@ -79,6 +79,10 @@ class PromptMethod(L.LightningModule, abc.ABC):
     adapts_at_test_time: ClassVar[bool] = False
     #: "classification", or "segmentation" for methods on a segmentation model (``vlpt.seg.method``)
     task: ClassVar[str] = "classification"
+    #: True when images reach the method only as ``backbone.encode_image(images)`` of the unprompted,
+    #: frozen tower (through ``image_features``): the harness may then give it stored features instead of
+    #: images (``vlpt.data.feature_cache``)
+    frozen_image_features: ClassVar[bool] = False
 
     def __init__(self, backbone: ClipBackbone, classnames: Sequence[str], templates: Sequence[str],
                  config: MethodConfig | None = None):
@@ -108,6 +112,13 @@ class PromptMethod(L.LightningModule, abc.ABC):
         """Rebuild what depends on the class names (prompts, classifier rows)."""
 
     # ---- provided ----------------------------------------------------------------------
+    def image_features(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Frozen image features ``[B, D]`` of images ``[B, 3, H, W]``; stored features ``[B, D]`` pass
+        through (cast to the backbone's dtype)."""
+        if inputs.dim() == 2:
+            return inputs.to(self.backbone.dtype)
+        return self.backbone.encode_image(inputs)
+
     def set_classnames(self, classnames: Sequence[str], templates: Sequence[str] | None = None) -> None:
         """Score against another list of classes (novel classes, another dataset)."""
         self.classnames = list(classnames)
@@ -136,7 +147,7 @@ class PromptMethod(L.LightningModule, abc.ABC):
 
     @torch.no_grad()
     def predict(self, images: torch.Tensor) -> torch.Tensor:
-        """Predicted labels for a batch of images."""
+        """Predicted labels for a batch of images (or of their stored features)."""
         return self.logits(images).argmax(dim=-1)
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:

@@ -30,6 +30,7 @@ class CoOp(PromptMethod):
     """Learned text context shared by all classes (or one per class with ``csc``)."""
 
     Config = CoOpConfig
+    frozen_image_features = True
 
     @classmethod
     def unseen_classes(cls, config):
@@ -48,5 +49,4 @@ class CoOp(PromptMethod):
         return self.backbone.encode_text_embeds(self.context(), self.context.eot_positions)
 
     def logits(self, images):
-        image_features = self.backbone.encode_image(images)
-        return cosine_logits(image_features, self.text_features(), self.backbone.logit_scale)
+        return cosine_logits(self.image_features(images), self.text_features(), self.backbone.logit_scale)

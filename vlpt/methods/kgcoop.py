@@ -51,5 +51,5 @@ class KgCoOp(CoOp):
 
     def training_loss(self, images, labels):
         text_features = self.text_features()
-        logits = cosine_logits(self.backbone.encode_image(images), text_features, self.backbone.logit_scale)
+        logits = cosine_logits(self.image_features(images), text_features, self.backbone.logit_scale)
         return F.cross_entropy(logits, labels) + self.config.kg_weight * self.knowledge_distance(text_features)

@@ -29,11 +29,12 @@ class LinearProbeConfig(MethodConfig):
 
 
 @torch.no_grad()
-def extract_features(backbone, loader) -> tuple[np.ndarray, np.ndarray]:
-    """Image features and labels of every batch of ``loader``, as numpy arrays."""
+def extract_features(method: PromptMethod, loader) -> tuple[np.ndarray, np.ndarray]:
+    """Image features and labels of every batch of ``loader`` (images or stored features), as numpy arrays."""
     features, labels = [], []
-    for images, y in loader:
-        features.append(backbone.encode_image(images.to(backbone.model.token_embedding.weight.device)).float().cpu())
+    device = method.backbone.model.token_embedding.weight.device
+    for inputs, y in loader:
+        features.append(method.image_features(inputs.to(device)).float().cpu())
         labels.append(y)
     return torch.cat(features).numpy(), torch.cat(labels).numpy()
 
@@ -43,6 +44,7 @@ class LinearProbe(PromptMethod):
     """A logistic-regression head over frozen image features; it cannot name unseen classes."""
 
     Config = LinearProbeConfig
+    frozen_image_features = True
 
     @classmethod
     def unseen_classes(cls, config):
@@ -70,8 +72,8 @@ class LinearProbe(PromptMethod):
             return LogisticRegression(C=c, max_iter=self.config.max_iter, random_state=0).fit(x, y)
 
     def fit_without_gradients(self, datamodule) -> bool:
-        x_train, y_train = extract_features(self.backbone, datamodule.train_eval_dataloader())
-        x_val, y_val = extract_features(self.backbone, datamodule.val_dataloader())
+        x_train, y_train = extract_features(self, datamodule.train_eval_dataloader())
+        x_val, y_val = extract_features(self, datamodule.val_dataloader())
         score = lambda c: self._fit(c, x_train, y_train).score(x_val, y_val)  # noqa: E731
         grid = sorted(self.config.c_grid)
         scores = [score(c) for c in grid]
@@ -104,5 +106,5 @@ class LinearProbe(PromptMethod):
         return True
 
     def logits(self, images):
-        features = self.backbone.encode_image(images).float()
+        features = self.image_features(images).float()
         return features @ self.weight[self.rows].T + self.bias[self.rows]

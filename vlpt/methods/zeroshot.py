@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from open_clip.zero_shot_classifier import build_zero_shot_classifier
 from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES, SIMPLE_IMAGENET_TEMPLATES
 
@@ -45,6 +46,7 @@ class ZeroShotCLIP(PromptMethod):
 
     Config = ZeroShotConfig
     trains = False
+    frozen_image_features = True
 
     def build(self, classnames, templates):
         self.update_classnames(classnames, templates)
@@ -54,5 +56,5 @@ class ZeroShotCLIP(PromptMethod):
         self.register_buffer("class_embeddings", zero_shot_weights(self.backbone, classnames, chosen), persistent=False)
 
     def logits(self, images):
-        features = self.backbone.encode_image(images, normalize=True)
+        features = F.normalize(self.image_features(images), dim=-1)
         return self.backbone.logit_scale * features @ self.class_embeddings.T

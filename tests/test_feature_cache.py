@@ -1,0 +1,199 @@
+"""The frozen-feature disk cache: keys, validation of entries, concurrent filling, and use by the harness."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import threading
+
+import pytest
+import torch
+from PIL import Image
+
+from vlpt.backbone import ClipBackbone
+from vlpt.data.datamodule import CachedFeatureDataModule, PromptDataModule
+from vlpt.data.feature_cache import FeatureCache, weights_digest
+from vlpt.data.protocols import EvalSet, ProtocolData
+from vlpt.data.samples import Sample
+from vlpt.data.transforms import eval_transform, train_transform
+from vlpt.eval.harness import Harness
+from vlpt.eval.suite import load_suite
+from vlpt.results import RecordStore
+
+from test_harness import write_suite
+
+
+def make_samples(folder, count=6, seed=0) -> list[Sample]:
+    generator = torch.Generator().manual_seed(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    samples = []
+    for i in range(count):
+        pixels = (torch.rand(40, 48, 3, generator=generator) * 255).to(torch.uint8).numpy()
+        path = folder / f"image_{i}.png"
+        Image.fromarray(pixels).save(path)
+        samples.append(Sample(str(path), i % 3, f"class{i % 3}"))
+    return samples
+
+
+@pytest.fixture
+def setup(tmp_path, tiny_backbone):
+    samples = make_samples(tmp_path / "images")
+    cfg = tiny_backbone.preprocess_cfg
+    transform = eval_transform(tiny_backbone.image_size, cfg["mean"], cfg["std"])
+    return FeatureCache(tmp_path / "cache", tiny_backbone, batch_size=4), samples, transform
+
+
+def test_features_equal_the_backbones_and_are_read_back_not_recomputed(setup, tiny_backbone):
+    cache, samples, transform = setup
+    features = cache.image_features(samples, transform, "toy", "test")
+    images = torch.stack([transform(Image.open(s.path).convert("RGB")) for s in samples])
+    with torch.no_grad():
+        expected = tiny_backbone.encode_image(images)
+    torch.testing.assert_close(features, expected, rtol=1e-4, atol=1e-5)
+    again = FeatureCache(cache.folder, tiny_backbone).image_features(samples, transform, "toy", "test")
+    assert torch.equal(again, features)
+    assert len(cache.computed) == 1 and len(list(cache.folder.glob("*.safetensors"))) == 1
+
+
+def test_key_changes_with_every_input(setup, tmp_path, tiny_backbone):
+    cache, samples, transform = setup
+    base = cache.key(samples, transform, "toy", "test", 0)
+    cfg = tiny_backbone.preprocess_cfg
+    other_backbone = ClipBackbone("vlpt-starter-vit", pretrained=None)  # other random weights
+    changed = {
+        "dataset": cache.key(samples, transform, "toy2", "test", 0),
+        "split": cache.key(samples, transform, "toy", "val", 0),
+        "view": cache.key(samples, transform, "toy", "test", 1),
+        "transform": cache.key(samples, train_transform(tiny_backbone.image_size, cfg["mean"], cfg["std"]),
+                               "toy", "test", 0),
+        "sample order": cache.key(samples[::-1], transform, "toy", "test", 0),
+        "sample list": cache.key(samples[:-1], transform, "toy", "test", 0),
+        "labels": cache.key([dataclasses.replace(samples[0], label=2)] + samples[1:], transform, "toy", "test", 0),
+        "corruption": cache.key([dataclasses.replace(samples[0], corruption="gaussian_noise:1")] + samples[1:],
+                                transform, "toy", "test", 0),
+        "weights": FeatureCache(cache.folder, other_backbone).key(samples, transform, "toy", "test", 0),
+    }
+    Image.new("RGB", (40, 48), "red").save(samples[0].path)  # the image file itself changes
+    os.utime(samples[0].path, ns=(1, 1))
+    changed["image file"] = cache.key(samples, transform, "toy", "test", 0)
+    for what, key in changed.items():
+        assert key.digest() != base.digest(), f"the key ignores the {what}"
+    assert len({key.digest() for key in changed.values()}) == len(changed)
+    assert cache.key(samples, transform, "toy", "test", 0) == changed["image file"]  # and it is stable
+    assert weights_digest(tiny_backbone.model) != weights_digest(other_backbone.model)
+
+
+def test_truncated_entry_is_detected_and_rebuilt(setup):
+    cache, samples, transform = setup
+    features = cache.image_features(samples, transform, "toy", "test")
+    path = cache.path_for(cache.computed[0])
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    rebuilt = cache.image_features(samples, transform, "toy", "test")
+    assert torch.equal(rebuilt, features)
+    assert len(cache.computed) == 2 and not cache.loaded
+    assert cache.image_features(samples, transform, "toy", "test") is not None and len(cache.loaded) == 1
+
+
+def test_stale_entry_is_detected_and_rebuilt(setup):
+    cache, samples, transform = setup
+    features = cache.image_features(samples, transform, "toy", "test")
+    other = cache.image_features(samples[:3], transform, "toy", "val")
+    target, source = cache.path_for(cache.computed[0]), cache.path_for(cache.computed[1])
+    target.write_bytes(source.read_bytes())  # an entry made for other inputs sits under this key's name
+    assert other.shape[0] == 3
+    rebuilt = cache.image_features(samples, transform, "toy", "test")
+    assert torch.equal(rebuilt, features) and len(cache.computed) == 3
+
+
+def test_entry_with_altered_values_fails_its_checksum(setup):
+    from safetensors.torch import load_file, save_file
+    from safetensors import safe_open
+
+    cache, samples, transform = setup
+    features = cache.image_features(samples, transform, "toy", "test")
+    path = cache.path_for(cache.computed[0])
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata()
+    save_file({"features": load_file(str(path))["features"] + 1}, str(path), metadata=metadata)
+    assert torch.equal(cache.image_features(samples, transform, "toy", "test"), features)
+    assert len(cache.computed) == 2
+    assert json.loads(metadata["key"])["dataset"] == "toy"
+
+
+def test_concurrent_fills_of_one_entry_all_succeed(setup, tiny_backbone):
+    cache, samples, transform = setup
+    results, start = [], threading.Barrier(4)
+
+    def fill():
+        start.wait()
+        results.append(FeatureCache(cache.folder, tiny_backbone).image_features(samples, transform, "toy", "test"))
+
+    threads = [threading.Thread(target=fill) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(results) == 4 and all(torch.equal(r, results[0]) for r in results)
+    assert [p.name for p in cache.folder.iterdir()] == [cache.path_for(cache.key(samples, transform, "toy", "test",
+                                                                                 0)).name]
+
+
+def test_augmented_views_are_fixed_per_view_and_differ_between_views(setup, tiny_backbone):
+    cache, samples, _ = setup
+    cfg = tiny_backbone.preprocess_cfg
+    augment = train_transform(tiny_backbone.image_size, cfg["mean"], cfg["std"], "crop_flip")
+    first = [cache.image_features(samples, augment, "toy", "train", v) for v in range(2)]
+    torch.manual_seed(123)  # the global generator does not decide a view
+    again = FeatureCache(cache.folder.parent / "other", tiny_backbone).image_features(samples, augment, "toy", "train", 1)
+    assert torch.equal(again, first[1])
+    assert not torch.allclose(first[0], first[1])
+
+
+def _protocol(samples) -> ProtocolData:
+    return ProtocolData(samples, samples[:3], ["class0", "class1", "class2"], ["a photo of a {}."],
+                        [EvalSet("test", samples, ["class0", "class1", "class2"], ["a photo of a {}."])],
+                        protocol="few_shot", dataset="toy", shots=2, seed=0)
+
+
+def test_feature_loaders_follow_the_image_loaders_batches(setup, tiny_backbone):
+    cache, samples, transform = setup
+    cfg = tiny_backbone.preprocess_cfg
+    args = (_protocol(samples), tiny_backbone.image_size, cfg["mean"], cfg["std"])
+    images = PromptDataModule(*args, batch_size=4, train_augment="none", seed=3)
+    stored = CachedFeatureDataModule(*args, cache=cache, dataset="toy", batch_size=4, train_augment="none", seed=3)
+    assert stored.train_views == 1
+    for (x, y), (f, z) in zip(images.train_dataloader(), stored.train_dataloader()):
+        assert torch.equal(y, z)
+        with torch.no_grad():
+            torch.testing.assert_close(tiny_backbone.encode_image(x), f, rtol=1e-4, atol=1e-5)
+    # the training view of a deterministic transform is the entry of the un-augmented training images
+    stored.train_eval_dataloader()
+    assert len(cache.computed) == 1 and len(cache.loaded) == 1
+    views = CachedFeatureDataModule(*args, cache=cache, dataset="toy", train_views=3, train_augment="flip")
+    assert views.train_views == 3 and next(iter(views.train_dataloader()))[0].shape[-1] == tiny_backbone.embed_dim
+
+
+def test_suite_with_and_without_cache_gives_the_same_results(tmp_path):
+    experiment = {"protocol": "few_shot", "dataset": "starter_shapes", "shots": [2], "seeds": [1],
+                  "train_augment": "none", "params": {"epochs": 2},
+                  "methods": ["zeroshot", "coop_m4", "kgcoop", "linear_probe"]}
+    records = {}
+    for enabled in (True, False):
+        out = tmp_path / f"out-{enabled}"
+        path = write_suite(tmp_path, output=str(out), experiments=[experiment],
+                           backbone={"model": "vlpt-starter-vit", "pretrained": "vlpt-starter"},
+                           feature_cache={"enabled": enabled, "folder": str(tmp_path / "cache")})
+        harness = Harness(load_suite(path), progress=False)
+        harness.run_all()
+        records[enabled] = {r.identity.method: r for r in RecordStore(out / "records").records()}
+        if enabled:  # four methods evaluated on one test set: each test image was encoded once
+            test_entries = [k for k in harness.feature_cache.computed if k.split == "test"]
+            assert len(test_entries) == 1
+            assert len([k for k in harness.feature_cache.loaded if k.split == "test"]) == 3
+            assert records[True]["coop"].config["feature_cache"] == {"train_views": 1}
+    assert records[True].keys() == records[False].keys() == {"zeroshot", "coop", "kgcoop", "linear_probe"}
+    assert "feature_cache" not in records[False]["coop"].config
+    for method in records[True]:
+        cached, plain = records[True][method].metrics["test"], records[False][method].metrics["test"]
+        assert cached["n"] == plain["n"]
+        assert abs(cached["accuracy"] - plain["accuracy"]) <= 100.0 / plain["n"], method  # at most one image

@@ -1,0 +1,192 @@
+"""A disk cache of frozen image features: encode each image (or augmented view) once, reuse it everywhere.
+
+Methods that see images only through the frozen, unprompted image tower (zero-shot, linear probe,
+CoOp, KgCoOp, CoCoOp: ``PromptMethod.frozen_image_features``) need nothing but ``encode_image`` of
+each image. Those features are computed once per (backbone, weights, samples, transform, view) and
+stored as one safetensors file, so every method, seed and suite that evaluates on the same test set
+encodes each test image once, and training text-prompt methods runs on stored features of a fixed
+number of augmented views per training image (view 0 is the only view of a deterministic transform).
+
+Every entry holds its full key and a checksum in the file's metadata: an entry whose key or size does
+not match (stale) or that cannot be read (truncated, corrupt) is recomputed and replaced. Entries are
+written to a private temporary file and renamed into place, so runs filling the cache at once never
+read a partial file; two writers of one entry write identical tensors and the last rename wins.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from vlpt.data.image_dataset import load_sample
+from vlpt.data.samples import Sample
+
+FORMAT_VERSION = "1"
+log = logging.getLogger(__name__)
+
+
+def default_cache_folder() -> Path:
+    """``$VLPT_CACHE`` if set, else ``~/.cache/vlpt/features``."""
+    return Path(os.environ.get("VLPT_CACHE", "~/.cache/vlpt/features")).expanduser()
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    """A hash of every tensor of a model's state dict (names, shapes, dtypes and values)."""
+    digest = hashlib.blake2b(digest_size=16)
+    for name, tensor in model.state_dict().items():
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+        digest.update(_bytes(tensor))
+    return digest.hexdigest()
+
+
+def samples_digest(samples: Sequence[Sample]) -> str:
+    """A hash of the sample list: order, paths, labels, corruptions, and each file's size and mtime."""
+    digest = hashlib.blake2b(digest_size=16)
+    for sample in samples:
+        stat = os.stat(sample.path)
+        digest.update(f"{sample.path}|{sample.label}|{sample.corruption}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def _bytes(tensor: torch.Tensor) -> bytes:
+    return tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+
+
+def tensor_checksum(tensor: torch.Tensor) -> str:
+    """A hash of a tensor's values (stored with each entry, checked when it is read)."""
+    return hashlib.blake2b(_bytes(tensor), digest_size=16).hexdigest()
+
+
+@dataclass(frozen=True)
+class FeatureKey:
+    """Everything a stored feature tensor depends on."""
+
+    backbone: str
+    weights: str
+    dataset: str
+    split: str
+    samples: str
+    transform: str
+    view: int
+
+    def digest(self) -> str:
+        text = json.dumps({**asdict(self), "format": FORMAT_VERSION}, sort_keys=True)
+        return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
+
+    def filename(self) -> str:
+        safe = lambda text: "".join(c if c.isalnum() or c in "-_" else "-" for c in text)  # noqa: E731
+        return f"{safe(self.dataset)}.{safe(self.split)}.v{self.view}.{self.digest()}.safetensors"
+
+
+class ViewDataset(Dataset):
+    """Samples as (transform(image), label); with ``view`` > 0 a random transform draws from a generator
+    seeded by the view index and the file path, so view v of an image is the same in every run."""
+
+    def __init__(self, samples: Sequence[Sample], transform: Callable, view: int):
+        self.samples, self.transform, self.view = list(samples), transform, view
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int):
+        sample = self.samples[index]
+        image = load_sample(sample)
+        seed = int.from_bytes(hashlib.blake2b(f"{self.view}|{sample.path}".encode(), digest_size=8).digest(), "little")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self.transform(image), sample.label
+
+
+class FeatureCache:
+    """Image features of a frozen backbone, stored under ``folder`` (see the module docstring)."""
+
+    def __init__(self, folder: str | Path, backbone, batch_size: int = 256, num_workers: int = 0):
+        self.folder = Path(folder)
+        self.backbone = backbone
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self._weights: str | None = None
+        #: entries computed / read by this cache object (for reports and tests)
+        self.computed: list[FeatureKey] = []
+        self.loaded: list[FeatureKey] = []
+
+    @property
+    def weights(self) -> str:
+        if self._weights is None:
+            self._weights = weights_digest(self.backbone.model)
+        return self._weights
+
+    def key(self, samples: Sequence[Sample], transform: Callable, dataset: str, split: str, view: int) -> FeatureKey:
+        return FeatureKey(self.backbone.describe(), self.weights, dataset, split, samples_digest(samples),
+                          repr(transform), view)
+
+    def path_for(self, key: FeatureKey) -> Path:
+        return self.folder / key.filename()
+
+    def image_features(self, samples: Sequence[Sample], transform: Callable, dataset: str, split: str,
+                       view: int = 0) -> torch.Tensor:
+        """Features ``[N, D]`` (float32, CPU) of ``samples`` under ``transform`` (its view ``view``),
+        read from the cache when a valid entry exists, else computed and stored."""
+        key = self.key(samples, transform, dataset, split, view)
+        path = self.path_for(key)
+        features = self._read(path, key, len(samples))
+        if features is not None:
+            self.loaded.append(key)
+            return features
+        features = self._compute(samples, transform, view)
+        self._write(path, key, features)
+        self.computed.append(key)
+        return features
+
+    @torch.no_grad()
+    def _compute(self, samples: Sequence[Sample], transform: Callable, view: int) -> torch.Tensor:
+        device = self.backbone.model.token_embedding.weight.device
+        loader = DataLoader(ViewDataset(samples, transform, view), batch_size=self.batch_size,
+                            num_workers=self.num_workers)
+        return torch.cat([self.backbone.encode_image(images.to(device)).float().cpu() for images, _ in loader])
+
+    def _read(self, path: Path, key: FeatureKey, count: int) -> torch.Tensor | None:
+        """The entry's features, or None when it is absent, unreadable, stale or of the wrong size."""
+        if not path.is_file():
+            return None
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                metadata = handle.metadata() or {}
+                features = handle.get_tensor("features")
+        except Exception as exc:  # a truncated or overwritten file: recompute it
+            log.warning("feature cache entry %s cannot be read (%s); recomputing it", path, exc)
+            return None
+        problem = None
+        if metadata.get("key") != json.dumps(asdict(key), sort_keys=True):
+            problem = "was made for other inputs"
+        elif features.shape[0] != count:
+            problem = f"holds {features.shape[0]} rows for {count} samples"
+        elif metadata.get("checksum") != tensor_checksum(features):
+            problem = "fails its checksum"
+        if problem:
+            log.warning("feature cache entry %s %s; recomputing it", path, problem)
+            return None
+        return features
+
+    def _write(self, path: Path, key: FeatureKey, features: torch.Tensor) -> None:
+        from safetensors.torch import save_file
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
+        metadata = {"key": json.dumps(asdict(key), sort_keys=True), "checksum": tensor_checksum(features),
+                    "format": FORMAT_VERSION}
+        try:
+            save_file({"features": features.contiguous()}, str(tmp), metadata=metadata)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
