@@ -1,0 +1,44 @@
+"""Trainer settings of a suite: torch.compile of the backbone's blocks, and precision on a CPU."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vlpt.backbone import ClipBackbone
+from vlpt.eval.harness import Harness
+from vlpt.eval.suite import load_suite
+from vlpt.errors import ConfigError
+
+from test_harness import write_suite
+
+
+def test_compiled_blocks_give_the_same_features():
+    torch.manual_seed(0)
+    plain = ClipBackbone("vlpt-starter-vit", pretrained="vlpt-starter")
+    compiled = ClipBackbone("vlpt-starter-vit", pretrained="vlpt-starter")
+    compiled.compile_blocks(backend="eager")
+    blocks = [*compiled.model.transformer.resblocks, *compiled.model.visual.transformer.resblocks]
+    assert all(block._compiled_call_impl is not None for block in blocks)
+    images, tokens = torch.randn(2, 3, 32, 32), plain.tokenize(["a photo of a cat.", "a dog."])
+    with torch.no_grad():
+        torch.testing.assert_close(compiled.encode_image(images), plain.encode_image(images))
+        torch.testing.assert_close(compiled.encode_text(tokens), plain.encode_text(tokens))
+        embeds, eot = plain.embed_tokens(tokens), plain.eot_positions(tokens)
+        torch.testing.assert_close(compiled.encode_text_embeds(embeds, eot), plain.encode_text_embeds(embeds, eot))
+
+
+def test_suite_compile_switch_and_cpu_precision(tmp_path):
+    path = write_suite(tmp_path, trainer={"accelerator": "cpu", "compile": True, "compile_backend": "eager",
+                                          "precision": "bf16-mixed"})
+    harness = Harness(load_suite(path), progress=False)
+    assert harness.precision == "32-true"  # a CPU trains in fp32 whatever the suite asks for GPUs
+    assert harness.backbone.model.transformer.resblocks[0]._compiled_call_impl is not None
+    record = harness.execute(harness.pending()[0])
+    assert record.config["trainer"]["precision"] == "32-true" and record.config["trainer"]["compile"] is True
+
+
+def test_bad_trainer_settings_are_named(tmp_path):
+    with pytest.raises(ConfigError, match="trainer: key 'compile' has value 'yes'"):
+        load_suite(write_suite(tmp_path, trainer={"compile": "yes"}))
+    with pytest.raises(ConfigError, match="feature_cache: train_views must be 0 or more, got -1"):
+        load_suite(write_suite(tmp_path, feature_cache={"train_views": -1}))
