@@ -149,8 +149,9 @@ class FeatureCache:
     @torch.no_grad()
     def _compute(self, samples: Sequence[Sample], transform: Callable, view: int) -> torch.Tensor:
         device = self.backbone.model.token_embedding.weight.device
+        # a private generator: filling the cache leaves the run's random stream as reading it would
         loader = DataLoader(ViewDataset(samples, transform, view), batch_size=self.batch_size,
-                            num_workers=self.num_workers)
+                            num_workers=self.num_workers, generator=torch.Generator().manual_seed(0))
         return torch.cat([self.backbone.encode_image(images.to(device)).float().cpu() for images, _ in loader])
 
     def _read(self, path: Path, key: FeatureKey, count: int) -> torch.Tensor | None:

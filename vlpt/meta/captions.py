@@ -209,7 +209,7 @@ def caption_shards(paths: str | Path | Sequence[str | Path], domain: str,
             manifest = json.loads(manifest_file.read_text())
         else:
             manifest = _extract_shard(shard, target)
-            tmp = manifest_file.with_name("manifest.json.tmp")
+            tmp = manifest_file.with_name(f"manifest.json.{os.getpid()}.tmp")
             tmp.write_text(json.dumps({"shard": str(shard.resolve()), "pairs": manifest}))
             tmp.replace(manifest_file)
             manifest = {"pairs": manifest}

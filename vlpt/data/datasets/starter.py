@@ -10,7 +10,9 @@ with ``classnames.txt`` fixing the label order.
 """
 from __future__ import annotations
 
+import os
 import shutil
+import uuid
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -61,8 +63,7 @@ def generate_starter_dataset(name: str, root: Path) -> Path:
     if (folder / "classnames.txt").is_file():
         return folder
     classnames, _, images_of = STARTER[name]
-    tmp = folder.with_name(folder.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = folder.with_name(f"{folder.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")  # one per writer
     for split in SPLITS:
         counters: dict[str, int] = {}
         for item in images_of(split):
@@ -72,7 +73,12 @@ def generate_starter_dataset(name: str, root: Path) -> Path:
             target.parent.mkdir(parents=True, exist_ok=True)
             item.image.save(target)
     (tmp / "classnames.txt").write_text("\n".join(classnames) + "\n")
-    tmp.rename(folder)
+    try:
+        tmp.rename(folder)
+    except OSError:  # another process (a parallel shard) finished the same dataset first
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not (folder / "classnames.txt").is_file():
+            raise
     return folder
 
 
