@@ -71,3 +71,28 @@ def test_prompt_learning_beats_zero_shot_on_the_shifted_digits(tmp_path):
     accuracy = {r.identity.method: r.metrics["test"]["accuracy"] for r in harness.store.records()}
     assert accuracy["coop"] > accuracy["zeroshot"] + 3.0
     assert accuracy["kgcoop"] > accuracy["zeroshot"]
+
+
+def test_parallel_writers_of_one_starter_dataset_all_succeed(tmp_path):
+    import threading
+
+    from vlpt.data.datasets.starter import generate_starter_dataset, load_starter
+
+    errors, start = [], threading.Barrier(3)
+
+    def write():
+        start.wait()
+        try:
+            generate_starter_dataset("starter_digits", tmp_path)
+        except Exception as exc:  # noqa: BLE001 - any failure of a writer is the finding
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    assert [p.name for p in (tmp_path / "starter").iterdir()] == ["starter_digits"]  # no temporary folder left
+    splits = load_starter("starter_digits", tmp_path)
+    assert len(splits.train) > 0 and len(splits.test) > 0

@@ -16,6 +16,18 @@ def _bench(args) -> None:
 
     from vlpt.tta.generate import parse_shard
 
+    if args.slurm is not None and args.shard:
+        raise ConfigError(f"--slurm {args.slurm} submits every shard itself; leave out --shard {args.shard}")
+    launch = {"--slurm-folder": args.slurm_folder, "--partition": args.partition, "--time-min": args.time_min,
+              "--gpus": args.gpus, "--cpus": args.cpus, "--mem-gb": args.mem_gb, "--parallel": args.parallel,
+              "--slurm-option": args.slurm_option, "--slurm-cluster": args.slurm_cluster}
+    if args.slurm is None and any(value not in (None, []) for value in launch.values()):
+        given = [name for name, value in launch.items() if value not in (None, [])]
+        raise ConfigError(f"{', '.join(given)} only appl{'y' if len(given) > 1 else 'ies'} to submitting jobs; "
+                          f"add --slurm N (the number of shard jobs)")
+    for item in args.slurm_option:
+        if "=" not in item or not item.partition("=")[0]:
+            raise ConfigError(f"--slurm-option {item!r} must be KEY=VALUE, e.g. account=lab")
     suite = load_suite(args.suite or DEFAULT_SUITE)
     shard = parse_shard(args.shard) if args.shard else (0, 1)
     harness = Harness(suite, output=args.output, data_root=args.data_root, shard=shard)
@@ -26,7 +38,23 @@ def _bench(args) -> None:
         for run in pending:
             print("  ", json.dumps(run.identity.to_dict()))
         return
-    paths = harness.run_all()
+    if args.slurm is not None:
+        from vlpt.eval.slurm import rebuild_leaderboard, submit_suite, wait_for_shards
+
+        options = dict(item.partition("=")[::2] for item in args.slurm_option)
+        folder = Path(args.slurm_folder) if args.slurm_folder else harness.output / "slurm"
+        jobs = submit_suite(suite.path, args.slurm, folder, harness.output, harness.data_root, args.slurm_cluster,
+                            partition=args.partition, time_min=args.time_min, gpus=args.gpus, cpus=args.cpus,
+                            mem_gb=args.mem_gb, parallel=args.parallel, additional=options or None)
+        print(f"submitted {len(jobs)} shard jobs:", *[job.job_id for job in jobs])
+        print(f"submitit logs in {folder.resolve()}")
+        if args.slurm_cluster not in ("local", "debug"):
+            print(f"records fill {harness.store.directory} and each shard rebuilds the leaderboard as it ends")
+            return
+        wait_for_shards(jobs)
+        paths = rebuild_leaderboard(harness.output)
+    else:
+        paths = harness.run_all()
     print("leaderboard written to:", *[str(p) for p in paths], sep="\n  ")
 
 
@@ -127,6 +155,21 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--dry-run", action="store_true", help="validate the suite and list the runs to do")
     bench.add_argument("--shard", help="I/N: run only shard I of N (0-based), e.g. one SLURM array task each; "
                                        "shards share the output folder and merge by construction")
+    slurm = bench.add_argument_group("SLURM", "submit the suite as an array of shard jobs (needs vlpt[slurm])")
+    slurm.add_argument("--slurm", type=int, metavar="N",
+                       help="submit N shard jobs (job I runs --shard I/N) instead of running here")
+    slurm.add_argument("--slurm-folder", help="submitit logs and job files (default: <output>/slurm)")
+    slurm.add_argument("--partition", help="SLURM partition")
+    slurm.add_argument("--time-min", type=int, help="time limit of each job in minutes (required on SLURM)")
+    slurm.add_argument("--gpus", type=int, help="GPUs per job")
+    slurm.add_argument("--cpus", type=int, help="CPUs per job")
+    slurm.add_argument("--mem-gb", type=float, help="memory per job in GB")
+    slurm.add_argument("--parallel", type=int, help="at most this many shard jobs at once (array parallelism)")
+    slurm.add_argument("--slurm-option", action="append", default=[], metavar="KEY=VALUE",
+                       help="further sbatch option, e.g. account=lab or qos=high (repeatable)")
+    slurm.add_argument("--slurm-cluster", choices=("slurm", "local", "debug"),
+                       help="local or debug: run the shard jobs on this machine through submitit (in subprocesses, "
+                            "or one after another in this process) and wait for them, to try a launch")
     bench.set_defaults(func=_bench)
 
     board = commands.add_parser("leaderboard", help="rebuild LEADERBOARD.md and leaderboard.csv from records")
