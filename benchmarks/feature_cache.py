@@ -159,6 +159,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--part", choices=("methods", "eval", "suite"), action="append")
     parser.add_argument("--data-root", default=os.environ.get("VLPT_DATA", str(ROOT / "data")))
+    parser.add_argument("--scratch", help="keep the runs' outputs in this folder (default: a temporary one)")
     args = parser.parse_args()
     parts = args.part or ["methods", "eval"]
     path = RESULTS / "feature_cache.json"
@@ -171,7 +172,8 @@ def main() -> None:
             machine = torch.cuda.get_device_name(0)
     except ImportError:
         pass
-    with tempfile.TemporaryDirectory() as scratch:
+    with tempfile.TemporaryDirectory() as temporary:
+        scratch = args.scratch or temporary
         for part in parts:
             rows = {"methods": part_methods, "eval": part_eval, "suite": part_suite}[part](args.data_root,
                                                                                            Path(scratch))

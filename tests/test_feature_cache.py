@@ -197,3 +197,19 @@ def test_suite_with_and_without_cache_gives_the_same_results(tmp_path):
         cached, plain = records[True][method].metrics["test"], records[False][method].metrics["test"]
         assert cached["n"] == plain["n"]
         assert abs(cached["accuracy"] - plain["accuracy"]) <= 100.0 / plain["n"], method  # at most one image
+
+
+def test_methods_on_stored_features_score_as_on_images(tiny_backbone):
+    from vlpt.registry import METHODS
+
+    classnames, templates = ["cat", "dog", "red car"], ["a photo of a {}."]
+    images = torch.randn(5, 3, tiny_backbone.image_size, tiny_backbone.image_size)
+    with torch.no_grad():
+        features = tiny_backbone.encode_image(images)
+    served = [name for name in METHODS.names() if METHODS.get(name).frozen_image_features]
+    assert {"zeroshot", "linear_probe", "coop", "kgcoop", "cocoop"} <= set(served)
+    for name in served:
+        torch.manual_seed(0)
+        method = METHODS.get(name)(tiny_backbone, classnames, templates)
+        with torch.no_grad():
+            torch.testing.assert_close(method.logits(features), method.logits(images), rtol=1e-4, atol=1e-4)
