@@ -136,9 +136,32 @@ def part_suite(data_root: str, scratch: Path) -> list[dict]:
     return rows
 
 
+NOTES = """\
+## Reading these figures
+
+- The cache serves runs of methods that see images only through the frozen, unprompted image tower
+  (zero-shot, linear probe, CoOp, KgCoOp, CoCoOp) in the classification protocols. Their training
+  then costs the text tower only: CoOp and KgCoOp train about 3x faster. CoCoOp gains little, because
+  its cost is its per-image prompts through the text tower, which no cache can hold.
+- A cold cache computes the features inside the run that first needs them, so a single cold
+  evaluation is slower than no cache (hashing, writing); every later method and seed on the same
+  set reads them (the warm row).
+- The starter suite's wall time is bounded by the runs the cache cannot serve: segmentation (every
+  method but the decoder-only and text-prompt ones prompts the image tower, and the decoder is
+  trained), TPT and DiffTPT (views drawn per test image and seed) and the image-prompt methods
+  (VPT, MaPLe). In the measured run (2026-11-24) these took 965 of the 1317 seconds its 99 runs
+  spent, so even an instant cache could make the suite at most 1.36x faster, and the issue's 3x
+  target for the suite is out of reach; the 48 runs the cache serves went from 351 to 149 seconds
+  (2.4x, cold cache included). Those figures are sums of the records' `wall_s` by run kind.
+- Peak memory is the process's peak resident memory (the suite runs in one process, so its peak is
+  that of its largest run); a warm cache lowers a served run's peak, a cold one leaves it within a
+  few percent.
+"""
+
+
 def render(results: dict) -> str:
     lines = ["# Frozen-feature cache: speed, memory and results", "",
-             "Written by `benchmarks/feature_cache.py`; see its docstring for what is measured.", ""]
+             "Written by `benchmarks/feature_cache.py`; see its docstring for what is measured.", "", NOTES]
     for key, entry in sorted(results.items()):
         lines += [f"## {key}", "", f"Machine: {entry['machine']}; measured {entry['date']}.", ""]
         rows = [r for r in entry["rows"] if "differences" not in r]
