@@ -11,14 +11,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import resource
 import sys
 import time
 import warnings
+from datetime import timedelta
 from functools import partial
 from pathlib import Path
 
 import lightning as L
+from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.utilities import rank_zero_only
 import torch
 from tqdm import tqdm
@@ -47,8 +50,13 @@ from vlpt.seg.vlsm import SegmentationModel, VLSMSpec, build_vlsm
 
 
 def _device(trainer_accelerator: str) -> torch.device:
+    """The GPU of this process (its ``LOCAL_RANK`` under DDP) when one is wanted and present, else the CPU."""
     wants_gpu = trainer_accelerator in ("auto", "gpu", "cuda")
-    return torch.device("cuda") if wants_gpu and torch.cuda.is_available() else torch.device("cpu")
+    if not (wants_gpu and torch.cuda.is_available()):
+        return torch.device("cpu")
+    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    torch.cuda.set_device(device)
+    return device
 
 
 def limit_eval_set(eval_set: EvalSet, dataset: str, limit: int | None) -> EvalSet:
@@ -165,11 +173,14 @@ class Harness:
     def init_path(self, name: str) -> Path:
         return self.inits / f"{name}.pt"
 
-    def prepare_initializations(self) -> None:
-        """Meta-learn each initialisation of the suite that is not on disk yet (GRAM)."""
+    def prepare_initializations(self, names: set[str] | None = None) -> None:
+        """Meta-learn each initialisation of the suite (of ``names`` only, when given: those a shard's
+        runs start from) that is not on disk yet (GRAM)."""
         from vlpt.meta.gram import run_gram
 
         for init in self.suite.initializations:
+            if names is not None and init.name not in names:
+                continue
             path, spec_path = self.init_path(init.name), self.init_path(init.name).with_suffix(".spec.json")
             spec = json.dumps({**dataclasses.asdict(init), "backbone": self.suite.backbone.describe()}, sort_keys=True)
             if path.is_file() and spec_path.is_file():
@@ -185,8 +196,9 @@ class Harness:
     def run_all(self) -> list[Path]:
         """Execute every run without a record, then rebuild the leaderboard; returns its files."""
         todo = self.pending()
-        if any(run.init_name for run in todo):
-            self.prepare_initializations()
+        needed = {run.init_name for run in todo if run.init_name}
+        if needed:
+            self.prepare_initializations(needed)
         bar = tqdm(todo, desc=f"suite {self.suite.name}", unit="run",
                    disable=None if self.progress else True)
         for run in bar:
@@ -222,6 +234,8 @@ class Harness:
         """Train and evaluate one run, keep its prompt checkpoint, and return its record (None in DDP
         processes other than the first: they only train)."""
         identity, experiment, resolved = run.identity, run.experiment, run.method
+        if not resolved.cls.trains and not is_global_zero():
+            return None  # nothing to train: the first DDP process evaluates it alone
         started = time.perf_counter()
         backbone = self.backbone  # built (consuming random draws) before the run's seed is set
         vlsm = self.vlsm(experiment) if identity.protocol == SEGMENTATION else None
@@ -270,10 +284,12 @@ class Harness:
         epochs = config.epochs_for(identity.shots) if resolved.cls.trains else 0
         method.to(self.device)
         world_size = self._fit(method, datamodule, epochs, tasks)
+        if resolved.cls.trains and is_global_zero():
+            method.save_checkpoint(self.checkpoint_path(identity))
+        if world_size > 1 and torch.distributed.is_initialized():
+            torch.distributed.barrier()  # a later run of any process may start from this checkpoint
         if not is_global_zero():
             return None
-        if resolved.cls.trains:
-            method.save_checkpoint(self.checkpoint_path(identity))
         trained = time.perf_counter()
         method.to(self.device).eval()
         metrics = {}
@@ -339,9 +355,12 @@ class Harness:
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")  # the frozen backbone, by design
         warnings.filterwarnings("ignore", message=".*LeafSpec.*is deprecated.*")  # inside Lightning itself
+        strategy = spec.strategy
+        if strategy == "ddp":
+            strategy = DDPStrategy(timeout=timedelta(minutes=spec.ddp_timeout_min))
         return L.Trainer(
             max_epochs=epochs, accelerator=spec.accelerator, devices=spec.devices, num_nodes=spec.num_nodes,
-            strategy=spec.strategy, precision=self.precision, use_distributed_sampler=False,  # GlobalBatchSampler
+            strategy=strategy, precision=self.precision, use_distributed_sampler=False,  # GlobalBatchSampler
             logger=False, enable_checkpointing=False, enable_model_summary=False,
             enable_progress_bar=self.progress, num_sanity_val_steps=0, limit_val_batches=0,
             deterministic="warn", default_root_dir=str(self.output / ".lightning"),

@@ -81,6 +81,8 @@ class TrainerSpec:
     #: torch.compile the backbone's transformer blocks (``compile_backend``: inductor, or eager to check)
     compile: bool = False
     compile_backend: str = "inductor"
+    #: DDP: how long processes wait for each other (the first process evaluates while the others wait)
+    ddp_timeout_min: int = 240
     num_workers: int = 0
 
 
@@ -306,12 +308,15 @@ def _init_source(method_spec: MethodSpec, named: dict[str, dict[tuple, RunIdenti
 
 #: config fields that name files resolved at run time, not settings of the run
 _LOCATION_FIELDS = ("init_from", "regulator_from")
+#: method parameters that trade memory for speed and leave results unchanged (CoCoOp's text-tower chunks)
+_RESOURCE_FIELDS = ("images_per_chunk", "chunk_memory_mb")
 
 
 def run_settings(params: dict, train_augment: str, sampling: str | None, init: str | None,
                  eval_limit: int | None = None) -> dict:
     """What a run's identity does not show but its result depends on, in JSON form (for comparisons)."""
-    settings = {"params": {k: v for k, v in params.items() if k not in _LOCATION_FIELDS},
+    ignored = _LOCATION_FIELDS + _RESOURCE_FIELDS
+    settings = {"params": {k: v for k, v in params.items() if k not in ignored},
                 "train_augment": train_augment, "sampling": sampling, "init": init, "eval_limit": eval_limit}
     return json.loads(json.dumps(settings, sort_keys=True))
 

@@ -28,6 +28,7 @@ import json
 import os
 import tarfile
 import tempfile
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
@@ -209,7 +210,7 @@ def caption_shards(paths: str | Path | Sequence[str | Path], domain: str,
             manifest = json.loads(manifest_file.read_text())
         else:
             manifest = _extract_shard(shard, target)
-            tmp = manifest_file.with_name(f"manifest.json.{os.getpid()}.tmp")
+            tmp = manifest_file.with_name(f"manifest.json.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
             tmp.write_text(json.dumps({"shard": str(shard.resolve()), "pairs": manifest}))
             tmp.replace(manifest_file)
             manifest = {"pairs": manifest}

@@ -58,6 +58,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import uuid
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -510,7 +512,7 @@ def save_gram(method, regulator: GradientRegulator, out_path: str | Path, config
         "config": config,
         "history": history,
     }
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")  # one per writer
     torch.save(payload, tmp)
     tmp.replace(path)
     return checkpoint, path

@@ -16,6 +16,8 @@ from __future__ import annotations
 import abc
 import dataclasses
 import math
+import os
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Literal, Sequence
@@ -213,7 +215,7 @@ class PromptMethod(L.LightningModule, abc.ABC):
             "config": dataclasses.asdict(self.config),
             "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()},
         }
-        tmp = path.with_name(path.name + ".tmp")
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")  # one per writer
         torch.save(payload, tmp)
         tmp.replace(path)
         return path
