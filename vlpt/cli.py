@@ -1,4 +1,5 @@
-"""The `vlpt` command: bench, leaderboard (validate, merge), pretrain, gram, data prepare, tta generate, list."""
+"""The `vlpt` command: bench, leaderboard (validate, merge), compare, pretrain, gram, data prepare, tta generate,
+list."""
 from __future__ import annotations
 
 import argparse
@@ -92,6 +93,35 @@ def _leaderboard_merge(args) -> int:
           f"already there{repeated}, {refused} refused, {len(report.conflicts)} conflict(s)")
     print("leaderboard written to:", *[str(p) for p in report.leaderboard], sep="\n  ")
     return 0 if report.ok else 1
+
+
+def _compare(args) -> None:
+    import warnings
+
+    from vlpt.results.compare import ALPHA, compare_records, format_rows, parse_side
+    from vlpt.results.store import RecordStore, RecordWarning
+    from vlpt.results.validate import records_folder
+
+    folder = records_folder(args.output)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", RecordWarning)
+        records = RecordStore(folder).records()
+    for warning in caught:
+        if issubclass(warning.category, RecordWarning):
+            print(f"vlpt: warning: {warning.message}", file=sys.stderr)
+        else:
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+    a, b = parse_side(args.a, records), parse_side(args.b, records)
+    rows = compare_records(records, a, b, metric=args.metric)
+    if not rows:
+        what = f"metric {args.metric!r}" if args.metric else "a metric"
+        raise ConfigError(f"{a} and {b} share no runs with {what} in {folder} (same protocol, backbone, dataset, "
+                          f"shots, targets and seed)")
+    if args.json:
+        print(json.dumps({"a": str(a), "b": str(b), "metric": args.metric, "alpha": ALPHA,
+                          "rows": [row.to_dict() for row in rows]}, indent=2))
+    else:
+        print(format_rows(rows, a, b), end="")
 
 
 def _pretrain(args) -> None:
@@ -218,6 +248,17 @@ def build_parser() -> argparse.ArgumentParser:
     merge.add_argument("--into", required=True, metavar="OUTPUT", help="leaderboard folder (records go to "
                                                                        "OUTPUT/records)")
     merge.set_defaults(func=_leaderboard_merge)
+
+    compare = commands.add_parser("compare", help="two methods or variants side by side: paired differences "
+                                                  "over seeds and a paired t-test")
+    compare.add_argument("a", metavar="A", help="METHOD or METHOD/VARIANT (METHOD alone: its default variant, "
+                                                "or its only one)")
+    compare.add_argument("b", metavar="B", help="METHOD or METHOD/VARIANT; differences are B - A")
+    compare.add_argument("--output", default=str(LEADERBOARD_DIR),
+                         help="folder holding records/, or the records folder (default: leaderboard/)")
+    compare.add_argument("--metric", help="metric to compare (default: accuracy; dice for segmentation)")
+    compare.add_argument("--json", action="store_true", help="print the rows as JSON")
+    compare.set_defaults(func=_compare)
 
     pretrain = commands.add_parser("pretrain", help="train the starter CLIP from scratch on generated data")
     pretrain.add_argument("--steps", type=int, default=700)
