@@ -1,4 +1,5 @@
-"""The `vlpt` command: bench, leaderboard, pretrain, gram, data prepare, tta generate, list."""
+"""The `vlpt` command: bench, leaderboard (validate, merge), compare, pretrain, gram, data prepare, tta generate,
+list."""
 from __future__ import annotations
 
 import argparse
@@ -64,6 +65,63 @@ def _leaderboard(args) -> None:
     output = Path(args.output)
     paths = write_leaderboard(output / "records", output)
     print("leaderboard written to:", *[str(p) for p in paths], sep="\n  ")
+
+
+def _leaderboard_validate(args) -> int:
+    from vlpt.results.validate import validate_records
+
+    report = validate_records(args.directory)
+    for problem in report.problems:
+        print(problem)
+    bad = len(report.invalid_files)
+    print(f"{report.checked} record file(s) checked: {len(report.valid)} valid, {bad} with problems "
+          f"({len(report.problems)} problem(s))", file=sys.stderr if bad else sys.stdout)
+    return 1 if report.problems else 0
+
+
+def _leaderboard_merge(args) -> int:
+    from vlpt.results.merge import merge_records
+
+    report = merge_records(args.sources, args.into)
+    for problem in report.problems:
+        print(f"refused: {problem}")
+    for conflict in report.conflicts:
+        print(f"conflict: {conflict}")
+    refused = len({p.file for p in report.problems})
+    repeated = f", {len(report.repeated)} given twice" if report.repeated else ""
+    print(f"merged {len(report.copied)} record(s) into {Path(args.into) / 'records'}; {len(report.unchanged)} "
+          f"already there{repeated}, {refused} refused, {len(report.conflicts)} conflict(s)")
+    print("leaderboard written to:", *[str(p) for p in report.leaderboard], sep="\n  ")
+    return 0 if report.ok else 1
+
+
+def _compare(args) -> None:
+    import warnings
+
+    from vlpt.results.compare import ALPHA, compare_records, format_rows, parse_side
+    from vlpt.results.store import RecordStore, RecordWarning
+    from vlpt.results.validate import records_folder
+
+    folder = records_folder(args.output)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", RecordWarning)
+        records = RecordStore(folder).records()
+    for warning in caught:
+        if issubclass(warning.category, RecordWarning):
+            print(f"vlpt: warning: {warning.message}", file=sys.stderr)
+        else:
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+    a, b = parse_side(args.a, records), parse_side(args.b, records)
+    rows = compare_records(records, a, b, metric=args.metric)
+    if not rows:
+        what = f"metric {args.metric!r}" if args.metric else "a metric"
+        raise ConfigError(f"{a} and {b} share no runs with {what} in {folder} (same protocol, backbone, dataset, "
+                          f"shots, targets and seed)")
+    if args.json:
+        print(json.dumps({"a": str(a), "b": str(b), "metric": args.metric, "alpha": ALPHA,
+                          "rows": [row.to_dict() for row in rows]}, indent=2))
+    else:
+        print(format_rows(rows, a, b), end="")
 
 
 def _pretrain(args) -> None:
@@ -172,9 +230,35 @@ def build_parser() -> argparse.ArgumentParser:
                             "or one after another in this process) and wait for them, to try a launch")
     bench.set_defaults(func=_bench)
 
-    board = commands.add_parser("leaderboard", help="rebuild LEADERBOARD.md and leaderboard.csv from records")
+    board = commands.add_parser(
+        "leaderboard", help="rebuild LEADERBOARD.md and leaderboard.csv from records; validate or merge records",
+        description="Without a subcommand: rebuild LEADERBOARD.md and leaderboard.csv in --output from its records/. "
+                    "`validate DIR` checks record files; `merge SRC... --into OUTPUT` adds valid external records.")
     board.add_argument("--output", default=str(LEADERBOARD_DIR), help="folder holding records/ (default: leaderboard/)")
     board.set_defaults(func=_leaderboard)
+    board_commands = board.add_subparsers(dest="board_command", metavar="{validate,merge}")
+    check = board_commands.add_parser("validate", help="check record files against the record schema (exit 1 on "
+                                                       "any problem)")
+    check.add_argument("directory", metavar="DIR", help="records folder, output folder holding records/, or one "
+                                                        "record file")
+    check.set_defaults(func=_leaderboard_validate)
+    merge = board_commands.add_parser("merge", help="validate external records, copy the valid ones into "
+                                                    "OUTPUT/records and rebuild OUTPUT's leaderboard")
+    merge.add_argument("sources", nargs="+", metavar="SRC", help="records folder, output folder or record file")
+    merge.add_argument("--into", required=True, metavar="OUTPUT", help="leaderboard folder (records go to "
+                                                                       "OUTPUT/records)")
+    merge.set_defaults(func=_leaderboard_merge)
+
+    compare = commands.add_parser("compare", help="two methods or variants side by side: paired differences "
+                                                  "over seeds and a paired t-test")
+    compare.add_argument("a", metavar="A", help="METHOD or METHOD/VARIANT (METHOD alone: its default variant, "
+                                                "or its only one)")
+    compare.add_argument("b", metavar="B", help="METHOD or METHOD/VARIANT; differences are B - A")
+    compare.add_argument("--output", default=str(LEADERBOARD_DIR),
+                         help="folder holding records/, or the records folder (default: leaderboard/)")
+    compare.add_argument("--metric", help="metric to compare (default: accuracy; dice for segmentation)")
+    compare.add_argument("--json", action="store_true", help="print the rows as JSON")
+    compare.set_defaults(func=_compare)
 
     pretrain = commands.add_parser("pretrain", help="train the starter CLIP from scratch on generated data")
     pretrain.add_argument("--steps", type=int, default=700)
@@ -235,11 +319,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        args.func(args)
+        status = args.func(args)
     except VlptError as exc:
         print(f"vlpt: error: {exc}", file=sys.stderr)
         return 2
-    return 0
+    return int(status or 0)
 
 
 if __name__ == "__main__":

@@ -18,8 +18,8 @@ def load_yaml(path: str | Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
     if data is None:
         return {}
@@ -63,21 +63,41 @@ def build_dataclass(cls: type, values: dict, where: str):
         raise ConfigError(f"{where}: expected a mapping of keys to values, found {values!r}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
+    not_text = [key for key in values if not isinstance(key, str)]
+    if not_text:
+        raise ConfigError(f"{where}: key {not_text[0]!r} of type {type(not_text[0]).__name__} is not a name; "
+                          f"allowed keys: {', '.join(sorted(fields))}")
     unknown = sorted(set(values) - set(fields))
     if unknown:
         raise ConfigError(
             f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; allowed keys: {', '.join(sorted(fields))}"
         )
+    missing = [name for name, f in fields.items() if f.init and name not in values
+               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise ConfigError(f"{where}: missing key(s) {', '.join(map(repr, missing))}")
     for key, value in values.items():
         if not _matches(value, hints[key]):
             raise ConfigError(
-                f"{where}: key {key!r} has value {value!r} of type {type(value).__name__}, expected {_type_name(hints[key])}"
+                f"{where}: key {key!r} has value {_short(value)} of type {type(value).__name__}, "
+                f"expected {_type_name(hints[key])}"
             )
-    converted = {k: float(v) if hints[k] is float else v for k, v in values.items()}
+    converted = {}
+    for key, value in values.items():
+        try:
+            converted[key] = float(value) if hints[key] is float else value
+        except OverflowError:
+            raise ConfigError(f"{where}: key {key!r} has value {_short(value)}, too large for a float") from None
     try:
         return cls(**converted)
-    except ValueError as exc:  # a dataclass's own value checks (__post_init__)
+    except (ValueError, ConfigError) as exc:  # a dataclass's own value checks (__post_init__)
         raise ConfigError(f"{where}: {exc}") from exc
+
+
+def _short(value: Any) -> str:
+    """``repr(value)``, cut to a readable length."""
+    text = repr(value)
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def _type_name(annotation: Any) -> str:

@@ -201,10 +201,10 @@ class Suite:
 
 def load_method_config(name: str, overrides: dict[str, Any], where: str) -> ResolvedMethod:
     """Resolve ``configs/methods/<name>.yaml`` plus overrides into a method class and typed config."""
-    path = METHOD_CONFIG_DIR / f"{name}.yaml"
-    if not path.is_file():
-        known = sorted(p.stem for p in METHOD_CONFIG_DIR.glob("*.yaml"))
+    known = sorted(p.stem for p in METHOD_CONFIG_DIR.glob("*.yaml"))
+    if name not in known:  # also keeps names such as "../x" from reaching outside the folder
         raise ConfigError(f"{where}: unknown method config {name!r}; available: {', '.join(known)}")
+    path = METHOD_CONFIG_DIR / f"{name}.yaml"
     data = load_yaml(path)
     for key in data:
         if key not in ("method", "params"):
@@ -390,6 +390,8 @@ def load_suite(path: str | Path) -> Suite:
                                   f"defined: {', '.join(i.name for i in initializations) or 'none'}")
             overrides = {**experiment.params, **method_spec.params}
             if reference and init_name is None and not reference.startswith(EXPERIMENT_REFERENCE):
+                if "\0" in reference:
+                    raise ConfigError(f"{where}: init_from {reference!r} is not a file path (it holds a NUL character)")
                 checkpoint = (path.parent / reference).resolve()
                 if not checkpoint.is_file():
                     raise ConfigError(f"{where}: init_from checkpoint {reference} does not exist ({checkpoint})")

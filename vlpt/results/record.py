@@ -20,6 +20,11 @@ and dirty flag). Layout of a record file (``schema_version`` 1)::
       "git_dirty": false or null
     }
 
+The layout is published as a JSON Schema (draft 2020-12) in ``record.schema.json`` next to this
+module; ``vlpt leaderboard validate`` (:mod:`vlpt.results.validate`) checks record files against it
+and against what a schema cannot express (the run_id hash, registered methods, each protocol's
+evaluation sets). A change of the layout bumps ``SCHEMA_VERSION``.
+
 Metric conventions read by the leaderboard: accuracies are percentages under
 the metric name ``"accuracy"``; the evaluation sets are ``"test"`` (few_shot and
 the source set of cross_dataset / domain_generalization), ``"base"`` and
@@ -222,7 +227,12 @@ def _is_int(v: Any) -> bool:
 
 
 def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    if not isinstance(v, (int, float)) or isinstance(v, bool):
+        return False
+    try:
+        return math.isfinite(v)
+    except OverflowError:  # an integer beyond the float range
+        return False
 
 
 def _require(d: dict, key: str, ok, expected: str, where: str, prefix: str = "") -> None:

@@ -1,0 +1,419 @@
+"""Checking run record files, with one message per problem that names the file and the field.
+
+The checks cover the versioned layout described by ``record.schema.json`` (missing, unknown
+and wrongly typed fields, ``schema_version``, metric ranges) and what a JSON Schema cannot
+express: ``run_id`` must be the hash of the identity and the file's name, the protocol must be
+known and the method registered, every evaluation set the protocol reports must be there, no
+number may be NaN or infinite, and no two files may hold the same run. Records that pass can
+be merged into a leaderboard (:mod:`vlpt.results.merge`).
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from vlpt.errors import ConfigError
+from vlpt.results.record import ACCURACY, ADAPT_MS, DICE, IOU, SCHEMA_VERSION, RunIdentity, RunRecord
+
+SCHEMA_PATH = Path(__file__).with_name("record.schema.json")
+SAMPLE_COUNT = "n"
+FIELDS = ("schema_version", "run_id", "identity", "config", "metrics", "timings", "peak_memory_mb",
+          "library_versions", "git_commit", "git_dirty")
+IDENTITY_FIELDS = ("method", "variant", "backbone", "dataset", "protocol", "shots", "seed", "targets")
+PERCENT_METRICS = (ACCURACY, DICE, IOU)
+#: protocols whose runs are also evaluated on each target (required: cross_dataset, domain_generalization)
+TARGET_PROTOCOLS = ("cross_dataset", "domain_generalization", "test_time", "segmentation")
+TARGETS_REQUIRED = ("cross_dataset", "domain_generalization")
+SEGMENTATION = "segmentation"
+MULTITASK = "multitask"
+_RUN_ID = re.compile(r"[0-9a-f]{16}")
+_COMMIT = re.compile(r"[0-9a-f]{7,64}")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with one record file; ``field`` is a dotted path, "" for the whole file."""
+
+    file: str
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}: {self.message}"
+
+
+@dataclass
+class ValidRecord:
+    """A record file that passed every check: its path, text, parsed JSON and record."""
+
+    path: Path
+    text: str
+    data: dict
+    record: RunRecord
+
+
+@dataclass
+class ValidationReport:
+    """The outcome of checking record files: the valid ones and every problem found."""
+
+    valid: list[ValidRecord] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    checked: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    @property
+    def invalid_files(self) -> list[str]:
+        return sorted({p.file for p in self.problems})
+
+
+def expected_eval_sets(protocol: str, dataset: str, targets: Iterable[str]) -> list[str] | None:
+    """The evaluation sets a run of ``protocol`` reports, or None for an unknown protocol."""
+    if protocol == "few_shot":
+        return ["test"]
+    if protocol == "base_to_novel":
+        return ["base", "novel"]
+    if protocol == MULTITASK:
+        return dataset.split("+")
+    if protocol in TARGET_PROTOCOLS:
+        return ["test", *targets]
+    return None
+
+
+def headline_metrics(protocol: str) -> tuple[str, ...]:
+    """The metrics every evaluation set of ``protocol`` reports."""
+    return (DICE, IOU) if protocol == SEGMENTATION else (ACCURACY,)
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _type(value: Any) -> str:
+    return {dict: "object", list: "list", str: "string", bool: "boolean", type(None): "null"}.get(
+        type(value), type(value).__name__)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _finite(v: int | float) -> bool:
+    """Whether ``v`` is a finite number that a float can hold (records store metrics as floats)."""
+    try:
+        return math.isfinite(v)
+    except OverflowError:
+        return False
+
+
+class _Checker:
+    """Collects the problems of one parsed record file."""
+
+    def __init__(self, file: str, methods: Iterable[str], protocols: Iterable[str]):
+        self.file = file
+        self.methods = set(methods)
+        self.protocols = tuple(protocols)
+        self.problems: list[Problem] = []
+
+    def add(self, field_path: str, message: str) -> None:
+        self.problems.append(Problem(self.file, field_path, message))
+
+    def wrong(self, field_path: str, value: Any, expected: str) -> None:
+        self.add(field_path, f"{field_path} = {_describe(value)} ({_type(value)}) is not {expected}")
+
+    def fields(self, d: dict, allowed: tuple[str, ...], prefix: str, what: str) -> list[str]:
+        """Report missing and unknown keys of ``d``; returns the keys present and allowed."""
+        for key in allowed:
+            if key not in d:
+                self.add(prefix + key, f"{prefix + key} is missing")
+        for key in d:
+            if key not in allowed:
+                self.add(prefix + key, f"{prefix + key} is not a field of {what} (fields: {', '.join(allowed)})")
+        return [k for k in allowed if k in d]
+
+    def number(self, field_path: str, value: Any, low: float | None = None, high: float | None = None,
+               integer: bool = False) -> bool:
+        """Check a finite number in [low, high] (an integral value when ``integer``)."""
+        if not _is_number(value):
+            self.wrong(field_path, value, "an integer" if integer else "a number")
+            return False
+        if not _finite(value):
+            self.add(field_path, f"{field_path} = {_describe(value)} is not a finite number")
+            return False
+        if integer and value != int(value):
+            self.wrong(field_path, value, "an integer")
+            return False
+        if (low is not None and value < low) or (high is not None and value > high):
+            bounds = f"[{_bound(low, '-inf')}, {_bound(high, 'inf')}]"
+            self.add(field_path, f"{field_path} = {value!r} is out of range {bounds}")
+            return False
+        return True
+
+    # ------------------------------------------------------------ the record
+
+    def record(self, d: Any) -> RunIdentity | None:
+        """Check a parsed record; returns its identity when the identity itself is valid."""
+        if not isinstance(d, dict):
+            self.add("", f"expected a JSON object (a run record), found {_type(d)}")
+            return None
+        version = d.get("schema_version")
+        if "schema_version" not in d:
+            self.add("schema_version", f"schema_version is missing (this vlpt reads {SCHEMA_VERSION})")
+            return None
+        if version != SCHEMA_VERSION or not _is_int(version):
+            self.add("schema_version", f"schema_version = {_describe(version)} is unknown "
+                                       f"(this vlpt reads schema_version {SCHEMA_VERSION})")
+            return None
+        present = self.fields(d, FIELDS, "", "a run record")
+        identity = self.identity(d["identity"]) if "identity" in present else None
+        if "run_id" in present:
+            self.run_id(d["run_id"], identity)
+        if "config" in present and not isinstance(d["config"], dict):
+            self.wrong("config", d["config"], "an object (the resolved config)")
+        if "metrics" in present:
+            self.metrics(d["metrics"], identity)
+        if "timings" in present:
+            self.timings(d["timings"])
+        if "peak_memory_mb" in present and d["peak_memory_mb"] is not None:
+            self.number("peak_memory_mb", d["peak_memory_mb"], low=0)
+        if "library_versions" in present:
+            self.library_versions(d["library_versions"])
+        commit = d.get("git_commit")
+        if "git_commit" in present and commit is not None and not (
+                isinstance(commit, str) and _COMMIT.fullmatch(commit)):
+            self.wrong("git_commit", commit, "a commit hash (7-64 lowercase hex digits) or null")
+        dirty = d.get("git_dirty")
+        if "git_dirty" in present and dirty is not None and not isinstance(dirty, bool):
+            self.wrong("git_dirty", dirty, "true, false or null")
+        return identity
+
+    def identity(self, d: Any) -> RunIdentity | None:
+        if not isinstance(d, dict):
+            self.wrong("identity", d, "an object")
+            return None
+        before = len(self.problems)
+        present = self.fields(d, IDENTITY_FIELDS, "identity.", "an identity")
+        for key in ("method", "variant", "backbone", "dataset", "protocol"):
+            if key in present and not (isinstance(d[key], str) and d[key]):
+                self.wrong(f"identity.{key}", d[key], "a non-empty string")
+        if "shots" in present and not (_is_int(d["shots"]) and d["shots"] >= 0):
+            self.wrong("identity.shots", d["shots"], "an integer >= 0")
+        if "seed" in present and not _is_int(d["seed"]):
+            self.wrong("identity.seed", d["seed"], "an integer")
+        targets = d.get("targets")
+        if "targets" in present:
+            if not (isinstance(targets, list) and all(isinstance(t, str) and t for t in targets)):
+                self.wrong("identity.targets", targets, "a list of non-empty strings")
+                targets = None
+            elif len(set(targets)) != len(targets):
+                self.add("identity.targets", f"identity.targets = {_describe(targets)} names a target twice")
+        protocol = d.get("protocol")
+        if isinstance(protocol, str) and protocol and protocol not in self.protocols:
+            self.add("identity.protocol", f"identity.protocol = {protocol!r} is not a known protocol "
+                                          f"(valid: {', '.join(self.protocols)})")
+        elif isinstance(protocol, str) and protocol and targets is not None:
+            if targets and protocol not in TARGET_PROTOCOLS:
+                self.add("identity.targets", f"identity.targets = {_describe(targets)} must be empty: protocol "
+                                             f"{protocol} has no targets")
+            elif not targets and protocol in TARGETS_REQUIRED:
+                self.add("identity.targets", f"identity.targets is empty: protocol {protocol} needs at least "
+                                             "one target")
+        method = d.get("method")
+        if isinstance(method, str) and method and method not in self.methods:
+            self.add("identity.method", f"identity.method = {method!r} is not a registered method "
+                                        f"(valid: {', '.join(sorted(self.methods))})")
+        if len(self.problems) != before:
+            return None
+        return RunIdentity(**{key: d[key] for key in IDENTITY_FIELDS})
+
+    def run_id(self, run_id: Any, identity: RunIdentity | None) -> None:
+        if not (isinstance(run_id, str) and _RUN_ID.fullmatch(run_id)):
+            self.wrong("run_id", run_id, "16 lowercase hex digits")
+        elif identity is not None and run_id != identity.run_id:
+            self.add("run_id", f"run_id = {run_id!r} does not match the identity, which hashes to "
+                               f"{identity.run_id!r} (was the identity edited by hand?)")
+        if isinstance(run_id, str) and _RUN_ID.fullmatch(run_id) and Path(self.file).name != f"{run_id}.json":
+            self.add("run_id", f"run_id = {run_id!r} but the file is named {Path(self.file).name} "
+                               f"(a record is stored as {run_id}.json)")
+
+    def metrics(self, metrics: Any, identity: RunIdentity | None) -> None:
+        if not isinstance(metrics, dict):
+            self.wrong("metrics", metrics, "an object {evaluation set: {metric: number}}")
+            return
+        for eval_set, values in metrics.items():
+            where = f"metrics.{eval_set}"
+            if not eval_set:
+                self.add(where, "metrics has an evaluation set with an empty name")
+            if not isinstance(values, dict):
+                self.wrong(where, values, "an object {metric: number}")
+                continue
+            for metric, value in values.items():
+                self.metric(f"{where}.{metric}", metric, value)
+        if identity is None:
+            return
+        expected = expected_eval_sets(identity.protocol, identity.dataset, identity.targets)
+        if expected is None:
+            return
+        for eval_set in expected:
+            if eval_set not in metrics:
+                self.add(f"metrics.{eval_set}", f"metrics.{eval_set} is missing (protocol {identity.protocol} "
+                                                f"reports {', '.join(expected)})")
+            elif isinstance(metrics[eval_set], dict):
+                for metric in headline_metrics(identity.protocol):
+                    if metric not in metrics[eval_set]:
+                        self.add(f"metrics.{eval_set}.{metric}", f"metrics.{eval_set}.{metric} is missing "
+                                 f"(protocol {identity.protocol} reports {metric} on every evaluation set)")
+        for eval_set in metrics:
+            if eval_set not in expected:
+                self.add(f"metrics.{eval_set}", f"metrics.{eval_set} is not an evaluation set of protocol "
+                                                f"{identity.protocol} (expected: {', '.join(expected)})")
+
+    def metric(self, where: str, metric: str, value: Any) -> None:
+        if not metric:
+            self.add(where, f"{where} has an empty metric name")
+        if metric in PERCENT_METRICS:
+            self.number(where, value, 0, 100)
+        elif metric == SAMPLE_COUNT:
+            self.number(where, value, low=1, integer=True)
+        elif metric == ADAPT_MS:
+            self.number(where, value, low=0)
+        else:
+            self.number(where, value)
+
+    def timings(self, timings: Any) -> None:
+        if not isinstance(timings, dict):
+            self.wrong("timings", timings, "an object {name: seconds}")
+            return
+        for name, seconds in timings.items():
+            self.number(f"timings.{name}", seconds, low=0)
+
+    def library_versions(self, versions: Any) -> None:
+        if not isinstance(versions, dict):
+            self.wrong("library_versions", versions, "an object {library: version string}")
+            return
+        for name, version in versions.items():
+            if not isinstance(version, str):
+                self.wrong(f"library_versions.{name}", version, "a version string")
+
+
+def _bound(value: float | None, default: str) -> str:
+    if value is None:
+        return default
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def check_record(data: Any, file: str | Path, methods: Iterable[str] | None = None,
+                 protocols: Iterable[str] | None = None) -> list[Problem]:
+    """Every problem of one parsed record (``file`` names it in the messages).
+
+    ``methods`` and ``protocols`` default to vlpt's registered methods and known protocols.
+    """
+    checker = _Checker(str(file), *_known(methods, protocols))
+    checker.record(data)
+    return checker.problems
+
+
+def _known(methods: Iterable[str] | None, protocols: Iterable[str] | None) -> tuple[list[str], list[str]]:
+    if methods is None:
+        from vlpt.registry import METHODS
+
+        methods = METHODS.names()
+    if protocols is None:
+        from vlpt.eval.suite import PROTOCOLS
+
+        protocols = PROTOCOLS
+    return list(methods), list(protocols)
+
+
+def records_folder(path: str | Path) -> Path:
+    """The records folder of ``path``: ``path/records`` when ``path`` is an output folder, else ``path``."""
+    path = Path(path)
+    if (path / "records").is_dir():
+        return path / "records"
+    if not path.is_dir():
+        raise ConfigError(f"records folder {path} does not exist")
+    return path
+
+
+def validate_files(paths: Iterable[str | Path], methods: Iterable[str] | None = None,
+                   protocols: Iterable[str] | None = None) -> ValidationReport:
+    """Check record files one by one, then across files for duplicated runs."""
+    methods, protocols = _known(methods, protocols)
+    report = ValidationReport()
+    runs: dict[str, str] = {}  # run id -> first file holding it
+    for path in map(Path, paths):
+        report.checked += 1
+        checker = _Checker(str(path), methods, protocols)
+        text, data = _read(path, checker)
+        identity = checker.record(data) if checker.problems == [] else None
+        if identity is not None:
+            first = runs.setdefault(identity.run_id, str(path))
+            if first != str(path):
+                checker.add("identity", f"identity duplicates the run in {first} (run_id {identity.run_id}); "
+                                        "a run has one record")
+        if checker.problems:
+            report.problems += checker.problems
+            continue
+        try:
+            record = RunRecord.from_dict(data, source=path)
+        except ConfigError as exc:  # the checks above are meant to catch everything from_dict refuses
+            report.problems.append(Problem(str(path), "", str(exc)))
+            continue
+        report.valid.append(ValidRecord(path, text, data, record))
+    return report
+
+
+def validate_records(source: str | Path, methods: Iterable[str] | None = None,
+                     protocols: Iterable[str] | None = None) -> ValidationReport:
+    """Check every ``*.json`` record in a records folder (or an output folder holding ``records/``).
+
+    A single ``.json`` file is checked on its own.
+    """
+    source = Path(source)
+    if source.is_file():
+        return validate_files([source], methods, protocols)
+    return validate_files(sorted(records_folder(source).glob("*.json")), methods, protocols)
+
+
+def _read(path: Path, checker: _Checker) -> tuple[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+        return text, json.loads(text)
+    except (OSError, UnicodeDecodeError) as exc:
+        checker.add("", f"cannot be read: {exc}")
+    except json.JSONDecodeError as exc:
+        checker.add("", f"is not valid JSON: {exc}")
+    except RecursionError:
+        checker.add("", "is not valid JSON: nested too deeply")
+    return "", None
+
+
+def schema() -> dict:
+    """The JSON Schema (draft 2020-12) of a record file, as shipped with vlpt."""
+    return json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+
+
+__all__ = [
+    "Problem",
+    "SCHEMA_PATH",
+    "ValidRecord",
+    "ValidationReport",
+    "check_record",
+    "expected_eval_sets",
+    "headline_metrics",
+    "records_folder",
+    "schema",
+    "validate_files",
+    "validate_records",
+]
