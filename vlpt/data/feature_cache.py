@@ -18,7 +18,6 @@ import hashlib
 import json
 import logging
 import os
-import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -28,6 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from vlpt.data.image_dataset import load_sample
 from vlpt.data.samples import Sample
+from vlpt.paths import writer_temp_path
 
 FORMAT_VERSION = "1"
 log = logging.getLogger(__name__)
@@ -183,7 +183,7 @@ class FeatureCache:
         from safetensors.torch import save_file
 
         self.folder.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
+        tmp = writer_temp_path(path)
         metadata = {"key": json.dumps(asdict(key), sort_keys=True), "checksum": tensor_checksum(features),
                     "format": FORMAT_VERSION}
         try:

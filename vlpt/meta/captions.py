@@ -28,7 +28,6 @@ import json
 import os
 import tarfile
 import tempfile
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
@@ -41,6 +40,7 @@ from torch.utils.data import DataLoader, Dataset
 from vlpt.data.image_dataset import load_rgb
 from vlpt.data.samples import IMAGE_EXTENSIONS
 from vlpt.errors import ConfigError, DatasetError
+from vlpt.results.store import atomic_write_text
 
 CAPTION_SUFFIX = ".txt"
 #: bump when the layout written by ``starter_caption_pairs`` or the shard cache changes
@@ -210,9 +210,7 @@ def caption_shards(paths: str | Path | Sequence[str | Path], domain: str,
             manifest = json.loads(manifest_file.read_text())
         else:
             manifest = _extract_shard(shard, target)
-            tmp = manifest_file.with_name(f"manifest.json.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-            tmp.write_text(json.dumps({"shard": str(shard.resolve()), "pairs": manifest}))
-            tmp.replace(manifest_file)
+            atomic_write_text(manifest_file, json.dumps({"shard": str(shard.resolve()), "pairs": manifest}))
             manifest = {"pairs": manifest}
         for item in manifest["pairs"]:
             pairs.append(CaptionPair(str((target / item["file"]).resolve()), item["caption"], domain))

@@ -58,8 +58,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
-import uuid
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,6 +71,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from vlpt.errors import CheckpointError, ConfigError
 from vlpt.meta.captions import CaptionDataset, CaptionPair
+from vlpt.paths import writer_temp_path
 
 Params = dict[str, torch.Tensor]
 LossFn = Callable[[Params], torch.Tensor]
@@ -512,7 +511,7 @@ def save_gram(method, regulator: GradientRegulator, out_path: str | Path, config
         "config": config,
         "history": history,
     }
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")  # one per writer
+    tmp = writer_temp_path(path)
     torch.save(payload, tmp)
     tmp.replace(path)
     return checkpoint, path

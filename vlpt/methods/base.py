@@ -16,8 +16,6 @@ from __future__ import annotations
 import abc
 import dataclasses
 import math
-import os
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Literal, Sequence
@@ -28,6 +26,7 @@ import torch.nn.functional as F
 
 from vlpt.backbone import ClipBackbone
 from vlpt.errors import CheckpointError
+from vlpt.paths import writer_temp_path
 
 BACKBONE_PREFIX = "backbone."
 
@@ -215,7 +214,7 @@ class PromptMethod(L.LightningModule, abc.ABC):
             "config": dataclasses.asdict(self.config),
             "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()},
         }
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")  # one per writer
+        tmp = writer_temp_path(path)
         torch.save(payload, tmp)
         tmp.replace(path)
         return path

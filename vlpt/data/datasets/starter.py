@@ -10,9 +10,7 @@ with ``classnames.txt`` fixing the label order.
 """
 from __future__ import annotations
 
-import os
 import shutil
-import uuid
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -20,6 +18,7 @@ import numpy as np
 
 from vlpt.data.samples import DatasetSplits, Sample, list_images
 from vlpt.errors import DatasetError
+from vlpt.paths import writer_temp_path
 from vlpt.registry import register_dataset
 from vlpt.starter import synthetic
 from vlpt.starter.pretrain import DIGIT_CAPTIONS, SHAPE_CAPTIONS, is_pretraining_digit
@@ -63,7 +62,7 @@ def generate_starter_dataset(name: str, root: Path) -> Path:
     if (folder / "classnames.txt").is_file():
         return folder
     classnames, _, images_of = STARTER[name]
-    tmp = folder.with_name(f"{folder.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")  # one per writer
+    tmp = writer_temp_path(folder)
     for split in SPLITS:
         counters: dict[str, int] = {}
         for item in images_of(split):
