@@ -82,8 +82,10 @@ def test_writes_both_files_and_mean_std_over_seeds(board):
     assert float(coop["mean"]) == pytest.approx(82.0)
     assert float(coop["std"]) == pytest.approx(2.0)  # sample std of 80, 82, 84
     assert coop["n_seeds"] == "3"
+    assert float(coop["ci95"]) == pytest.approx(4.302653 * 2.0 / math.sqrt(3), abs=1e-5)  # t(0.975, 2) * s / sqrt(n)
+    assert coop["paper"] == ""  # CoOp's published few-shot figures are averages over 11 datasets, not DTD alone
     single = csv_row(rows, protocol="few_shot", method="cocoop", eval_set="test")
-    assert float(single["std"]) == 0.0 and single["n_seeds"] == "1"
+    assert float(single["std"]) == 0.0 and single["n_seeds"] == "1" and single["ci95"] == ""
 
     md = (out / "LEADERBOARD.md").read_text()
     few = table_rows(md, "(`few_shot`)")
@@ -175,7 +177,7 @@ def test_empty_records_dir_gives_a_valid_leaderboard(tmp_path):
     assert md.startswith("# vlpt leaderboard\n")
     assert "from 0 records in `records`" in md and "No run records found" in md and "|" not in md
     assert csv_path.read_text().splitlines() == [
-        "protocol,backbone,dataset,method,variant,shots,targets,eval_set,metric,mean,std,n_seeds"
+        "protocol,backbone,dataset,method,variant,shots,targets,eval_set,metric,mean,std,n_seeds,ci95,paper"
     ]
 
 

@@ -63,7 +63,7 @@ def _leaderboard(args) -> None:
     from vlpt.results import write_leaderboard
 
     output = Path(args.output)
-    paths = write_leaderboard(output / "records", output)
+    paths = write_leaderboard(output / "records", output, html=args.html)
     print("leaderboard written to:", *[str(p) for p in paths], sep="\n  ")
 
 
@@ -231,10 +231,15 @@ def build_parser() -> argparse.ArgumentParser:
     bench.set_defaults(func=_bench)
 
     board = commands.add_parser(
-        "leaderboard", help="rebuild LEADERBOARD.md and leaderboard.csv from records; validate or merge records",
-        description="Without a subcommand: rebuild LEADERBOARD.md and leaderboard.csv in --output from its records/. "
+        "leaderboard", help="rebuild LEADERBOARD.md, leaderboard.csv (and index.html) from records; validate or merge "
+                            "records",
+        description="Without a subcommand: rebuild LEADERBOARD.md and leaderboard.csv in --output from its records/ "
+                    "(and index.html, the web page, with --html or once one is there). "
                     "`validate DIR` checks record files; `merge SRC... --into OUTPUT` adds valid external records.")
     board.add_argument("--output", default=str(LEADERBOARD_DIR), help="folder holding records/ (default: leaderboard/)")
+    board.add_argument("--html", action="store_true",
+                       help="also write OUTPUT/index.html: a self-contained page with sortable tables and plots "
+                            "(every later rebuild of OUTPUT keeps it up to date)")
     board.set_defaults(func=_leaderboard)
     board_commands = board.add_subparsers(dest="board_command", metavar="{validate,merge}")
     check = board_commands.add_parser("validate", help="check record files against the record schema (exit 1 on "

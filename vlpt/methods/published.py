@@ -10,8 +10,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from vlpt.results.record import ACCURACY
-
 #: the 11 datasets of CoOp's benchmark: the papers' averages "over 11 datasets" are over these
 COOP_DATASETS = (
     "imagenet", "caltech101", "oxford_pets", "stanford_cars", "oxford_flowers", "food101",
@@ -74,7 +72,7 @@ def published_results(
     dataset: str | tuple[str, ...],
     shots: int,
     values: dict[str, float],
-    metric: str = ACCURACY,
+    metric: str = "accuracy",
     variant: str | None = None,
     unverified: bool = False,
 ) -> tuple[PublishedResult, ...]:

@@ -1,4 +1,5 @@
-"""Aggregate run records over seeds and render ``LEADERBOARD.md`` and ``leaderboard.csv``.
+"""Aggregate run records over seeds and render ``LEADERBOARD.md`` and ``leaderboard.csv`` (and the web page,
+``index.html``, through :mod:`vlpt.results.site`).
 
 The records folder is the only input, and the output holds no timestamps, so
 rebuilding from the same records gives byte-identical files.
@@ -7,12 +8,15 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import os
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vlpt.errors import ConfigError
+from vlpt.results.paper import format_value, paper_results
 from vlpt.results.record import ACCURACY, ADAPT_MS, DICE, IOU, RunRecord
 from vlpt.results.store import RecordStore, atomic_write_text
 
@@ -20,9 +24,11 @@ MARKDOWN_NAME = "LEADERBOARD.md"
 CSV_NAME = "leaderboard.csv"
 CSV_COLUMNS = [
     "protocol", "backbone", "dataset", "method", "variant", "shots", "targets",
-    "eval_set", "metric", "mean", "std", "n_seeds",
+    "eval_set", "metric", "mean", "std", "n_seeds", "ci95", "paper",
 ]
 MISSING = "–"
+#: the dataset of a row averaged over datasets (``dataset_averages``)
+AVERAGE = "average"
 
 PROTOCOL_TITLES = {
     "few_shot": "Few-shot classification",
@@ -57,6 +63,10 @@ class Group:
     targets: tuple[str, ...]
     seeds: int = 0
     stats: dict[tuple[str, str], Stat] = field(default_factory=dict)  # (eval_set, metric) -> Stat
+    #: the records behind the row, by seed (for an average over datasets: those of every dataset)
+    records: list[RunRecord] = field(default_factory=list, repr=False, compare=False)
+    #: for an average over datasets (``dataset`` is AVERAGE): the datasets averaged
+    over: tuple[str, ...] = ()
 
     def get(self, eval_set: str, metric: str = ACCURACY) -> Stat | None:
         return self.stats.get((eval_set, metric))
@@ -94,7 +104,8 @@ def aggregate(records: list[RunRecord]) -> list[Group]:
 
     groups = []
     for (protocol, backbone, dataset, method, variant, shots, targets), members in grouped.items():
-        group = Group(protocol, backbone, dataset, method, variant, shots, targets, seeds=len(members))
+        group = Group(protocol, backbone, dataset, method, variant, shots, targets, seeds=len(members),
+                      records=members)
         values: dict[tuple[str, str], list[float]] = defaultdict(list)
         for record in members:
             for eval_set, metrics in record.metrics.items():
@@ -125,15 +136,128 @@ def _add_derived(group: Group) -> None:
             group.stats[("avg", ACCURACY)] = Stat(mean, None, min(s.n for s in stats))
 
 
+def dataset_averages(groups: list[Group]) -> list[Group]:
+    """Per (protocol, backbone, method, variant, shots, targets) run on two or more datasets: a row whose
+    every evaluation set holds the mean over the datasets of its mean over seeds (no std; the sets every
+    dataset has), and HM / Avg derived from those means, as the papers average "over N datasets"."""
+    by_key: dict[tuple, list[Group]] = defaultdict(list)
+    for g in groups:
+        if not g.over:
+            by_key[(g.protocol, g.backbone, g.method, g.variant, g.shots, g.targets)].append(g)
+    averages = []
+    for (protocol, backbone, method, variant, shots, targets), members in by_key.items():
+        if len(members) < 2:
+            continue
+        average = Group(protocol, backbone, AVERAGE, method, variant, shots, targets,
+                        seeds=min(g.seeds for g in members), over=tuple(g.dataset for g in members),
+                        records=[r for g in members for r in g.records])
+        shared = set.intersection(*({k for k, stat in g.stats.items() if stat.std is not None} for g in members))
+        for key in sorted(shared):
+            stats = [g.stats[key] for g in members]
+            average.stats[key] = Stat(statistics.fmean(s.mean for s in stats), None, min(s.n for s in stats))
+        _add_derived(average)
+        averages.append(average)
+    averages.sort(key=lambda g: (_protocol_rank(g.protocol), g.backbone, g.shots, g.method, g.variant, g.targets))
+    return averages
+
+
+def ci95(stat: Stat | None) -> float | None:
+    """Half-width of the 95% Student-t confidence interval of the mean over seeds, ``t(0.975, n-1)·std/√n``;
+    None for one seed and for values derived from means (HM, Avg, averages over datasets)."""
+    if stat is None or stat.std is None or stat.n < 2:
+        return None
+    from scipy.stats import t
+
+    return float(t.ppf(0.975, stat.n - 1)) * stat.std / math.sqrt(stat.n)
+
+
+# ---------------------------------------------------------------- tables
+
+
+@dataclass(frozen=True)
+class Column:
+    """One value column of a protocol's table: the (eval_set, metric) it shows.
+
+    ``eval_set`` None averages the metric over the row's evaluation sets (ms / image); ``target``
+    columns are empty for rows not evaluated on that target.
+    """
+
+    header: str
+    eval_set: str | None
+    metric: str = ACCURACY
+    target: bool = False
+    digits: int = 2
+
+    def stat(self, group: Group) -> Stat | None:
+        if self.eval_set is None:
+            stats = [stat for (_, metric), stat in group.stats.items() if metric == self.metric]
+            if not stats:
+                return None
+            return Stat(statistics.fmean(s.mean for s in stats), None, min(s.n for s in stats))
+        if self.target and self.eval_set not in group.targets:
+            return None
+        return group.get(self.eval_set, self.metric)
+
+    def cell(self, group: Group) -> str:
+        """``mean ± std`` (``mean`` alone for derived values), MISSING where there is none."""
+        stat = self.stat(group)
+        if stat is None:
+            return MISSING
+        if stat.std is None:
+            return f"{stat.mean:.{self.digits}f}"
+        return f"{stat.mean:.{self.digits}f} ± {stat.std:.{self.digits}f}"
+
+
+SAMPLE_COUNT = "n"
+
+
+def protocol_table(protocol: str, groups: list[Group]) -> tuple[list[Column], list[str]]:
+    """The value columns of ``protocol``'s table over ``groups`` and the notes that explain them."""
+    notes: list[str] = []
+    if protocol == "few_shot":
+        columns = [Column("Accuracy (mean ± std)", "test")]
+    elif protocol == "base_to_novel":
+        columns = [Column("Base", "base"), Column("Novel", "novel"), Column("HM", "hm")]
+        notes.append(
+            "HM = 2·B·N / (B + N), computed from the mean base (B) and mean novel (N) accuracy "
+            "over seeds, not averaged over per-seed HMs."
+        )
+    elif protocol in _TRANSFER:
+        targets = list(dict.fromkeys(t for g in groups for t in g.targets))
+        columns = [Column("Source", "test"), *(Column(t, t, target=True) for t in targets), Column("Avg", "avg")]
+        notes.append(
+            "Source: accuracy on the source dataset's test set. Avg: mean of the row's target "
+            "accuracies (means over seeds); shown only when every target was evaluated."
+        )
+        if protocol == "test_time":
+            columns.append(Column("ms / image", None, ADAPT_MS, digits=1))
+            notes.append(
+                "ms / image: wall time to adapt to one test image and predict it, averaged over the row's "
+                "evaluation sets and seeds (– for methods that do not adapt; without DiffTPT's one-off view "
+                "generation). Shots: labelled images per class behind the starting prompt (0: none, the "
+                "hand-written prompt)."
+            )
+    elif protocol == "segmentation":
+        targets = list(dict.fromkeys(t for g in groups for t in g.targets))
+        columns = [Column("Dice", "test", DICE), Column("IoU", "test", IOU)]
+        columns += [Column(f"{t} {name}", t, metric, target=True)
+                    for t in targets for name, metric in (("Dice", DICE), ("IoU", IOU))]
+        notes.append(
+            "Dice: per-image Dice averaged over images; IoU: dataset-level IoU of the foreground (binary) or "
+            "averaged over classes (multi-class), in %. "
+            "Train images: K training images (0: nothing trained)."
+        )
+    else:  # every evaluation set and metric; sample counts ("n") stay in the CSV only
+        keys = list(dict.fromkeys(k for g in groups for k in g.ordered_keys() if k[1] != SAMPLE_COUNT))
+        columns = [Column(s if m == ACCURACY else f"{s} {m}", s, m) for s, m in keys]
+    return columns, notes
+
+
+def protocol_title(protocol: str) -> str:
+    return PROTOCOL_TITLES.get(protocol, protocol.replace("_", " ").capitalize())
+
+
 # ---------------------------------------------------------------- rendering
-
-
-def _cell(stat: Stat | None) -> str:
-    if stat is None:
-        return MISSING
-    if stat.std is None:
-        return f"{stat.mean:.2f}"
-    return f"{stat.mean:.2f} ± {stat.std:.2f}"
 
 
 def _text(value: object) -> str:
@@ -146,72 +270,14 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return lines
 
 
-SAMPLE_COUNT = "n"
-
-
-def _adapt_ms(group: Group) -> str:
-    times = [stat.mean for (eval_set, metric), stat in group.stats.items() if metric == ADAPT_MS]
-    return f"{statistics.fmean(times):.1f}" if times else MISSING
-
-
 def _protocol_section(protocol: str, groups: list[Group]) -> list[str]:
-    title = PROTOCOL_TITLES.get(protocol, protocol.replace("_", " ").capitalize())
-    lines = [f"## {title} (`{protocol}`)", ""]
+    lines = [f"## {protocol_title(protocol)} (`{protocol}`)", ""]
     model, shots = ("Model", "Train images") if protocol == "segmentation" else ("Backbone", "Shots")
-    header = [model, "Dataset", "Method", "Variant", shots]
-    notes: list[str] = []
-
-    if protocol == "few_shot":
-        header += ["Accuracy (mean ± std)"]
-        columns = [lambda g: _cell(g.get("test"))]
-    elif protocol == "base_to_novel":
-        header += ["Base", "Novel", "HM"]
-        columns = [lambda g, s=s: _cell(g.get(s)) for s in ("base", "novel", "hm")]
-        notes.append(
-            "HM = 2·B·N / (B + N), computed from the mean base (B) and mean novel (N) accuracy "
-            "over seeds, not averaged over per-seed HMs."
-        )
-    elif protocol in _TRANSFER:
-        targets = list(dict.fromkeys(t for g in groups for t in g.targets))
-        header += ["Source", *map(_text, targets), "Avg"]
-        columns = [lambda g: _cell(g.get("test"))]
-        columns += [lambda g, t=t: _cell(g.get(t)) if t in g.targets else MISSING for t in targets]
-        columns += [lambda g: _cell(g.get("avg"))]
-        notes.append(
-            "Source: accuracy on the source dataset's test set. Avg: mean of the row's target "
-            "accuracies (means over seeds); shown only when every target was evaluated."
-        )
-        if protocol == "test_time":
-            header += ["ms / image"]
-            columns += [_adapt_ms]
-            notes.append(
-                "ms / image: wall time to adapt to one test image and predict it, averaged over the row's "
-                "evaluation sets and seeds (– for methods that do not adapt; without DiffTPT's one-off view "
-                "generation). Shots: labelled images per class behind the starting prompt (0: none, the "
-                "hand-written prompt)."
-            )
-    elif protocol == "segmentation":
-        targets = list(dict.fromkeys(t for g in groups for t in g.targets))
-        header += ["Dice", "IoU"] + [f"{_text(t)} {name}" for t in targets for name in ("Dice", "IoU")]
-        columns = [lambda g, m=m: _cell(g.get("test", m)) for m in (DICE, IOU)]
-        columns += [
-            lambda g, t=t, m=m: _cell(g.get(t, m)) if t in g.targets else MISSING
-            for t in targets for m in (DICE, IOU)
-        ]
-        notes.append(
-            "Dice: per-image Dice averaged over images; IoU: dataset-level IoU of the foreground (binary) or "
-            "averaged over classes (multi-class), in %. "
-            "Train images: K training images (0: nothing trained)."
-        )
-    else:  # every evaluation set and metric; sample counts ("n") stay in the CSV only
-        keys = list(dict.fromkeys(k for g in groups for k in g.ordered_keys() if k[1] != SAMPLE_COUNT))
-        header += [_text(s if m == ACCURACY else f"{s} {m}") for s, m in keys]
-        columns = [lambda g, k=k: _cell(g.stats.get(k)) for k in keys]
-    header += ["Seeds"]
-
+    columns, notes = protocol_table(protocol, groups)
+    header = [model, "Dataset", "Method", "Variant", shots, *(_text(c.header) for c in columns), "Seeds"]
     rows = [
         [_text(g.backbone), _text(g.dataset), _text(g.method), _text(g.variant), str(g.shots)]
-        + [column(g) for column in columns]
+        + [column.cell(g) for column in columns]
         + [str(g.seeds)]
         for g in groups
     ]
@@ -246,16 +312,22 @@ def render_markdown(groups: list[Group], n_records: int, source: str) -> str:
 
 
 def render_csv(groups: list[Group]) -> str:
-    """Long format: one row per group, evaluation set and metric (HM and Avg rows have no std)."""
+    """Long format: one row per group, evaluation set and metric (HM and Avg rows have no std). ``ci95`` is
+    the half-width of the 95% confidence interval over seeds (empty for one seed), ``paper`` the published
+    figure for the row (see :mod:`vlpt.results.paper`), if any."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
     for g in groups:
+        paper = paper_results(g)
         for eval_set, metric in g.ordered_keys():
             stat = g.stats[(eval_set, metric)]
+            half_width = ci95(stat)
+            published = paper.get((eval_set, metric))
             writer.writerow([
                 g.protocol, g.backbone, g.dataset, g.method, g.variant, g.shots, ";".join(g.targets),
                 eval_set, metric, f"{stat.mean:.6f}", "" if stat.std is None else f"{stat.std:.6f}", stat.n,
+                "" if half_width is None else f"{half_width:.6f}", "" if published is None else format_value(published),
             ])
     return buffer.getvalue()
 
@@ -268,19 +340,34 @@ def _display_dir(records_dir: Path, out_dir: Path) -> str:
         return records_dir.name
 
 
-def write_leaderboard(records_dir: str | Path, out_dir: str | Path) -> list[Path]:
-    """Rebuild ``out_dir/LEADERBOARD.md`` and ``out_dir/leaderboard.csv`` from the records alone.
+def write_leaderboard(records_dir: str | Path, out_dir: str | Path, html: bool = False) -> list[Path]:
+    """Rebuild ``out_dir/LEADERBOARD.md`` and ``out_dir/leaderboard.csv`` from the records alone, and the web
+    page ``out_dir/index.html`` (:mod:`vlpt.results.site`) when ``html`` is set or a page written by vlpt is
+    already there, so that the three always show the same records.
 
     Unreadable record files are skipped with a RecordWarning. Returns the written paths.
     """
+    from vlpt.results.site import SITE_NAME, is_site, render_site
+
     records_dir, out_dir = Path(records_dir), Path(out_dir)
+    site_path = out_dir / SITE_NAME
+    if html and site_path.exists() and not is_site(site_path):
+        raise ConfigError(f"{site_path} exists and was not written by vlpt leaderboard; move it away or "
+                          f"choose another output folder for the leaderboard site")
+    write_site = html or is_site(site_path)
     records = RecordStore(records_dir).records()
     groups = aggregate(records)
-    markdown = render_markdown(groups, len(records), _display_dir(records_dir, out_dir))
-    return [
-        atomic_write_text(out_dir / MARKDOWN_NAME, markdown),
+    source = _display_dir(records_dir, out_dir)
+    paths = [
+        atomic_write_text(out_dir / MARKDOWN_NAME, render_markdown(groups, len(records), source)),
         atomic_write_text(out_dir / CSV_NAME, render_csv(groups)),
     ]
+    if write_site:
+        paths.append(atomic_write_text(site_path, render_site(groups, len(records), source)))
+    return paths
 
 
-__all__ = ["Group", "Stat", "aggregate", "render_csv", "render_markdown", "write_leaderboard"]
+__all__ = [
+    "AVERAGE", "Column", "Group", "Stat", "aggregate", "ci95", "dataset_averages", "protocol_table", "render_csv",
+    "render_markdown", "write_leaderboard",
+]
