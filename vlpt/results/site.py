@@ -392,7 +392,7 @@ def _published_section(page: _Page) -> str:
         "model name), protocol, dataset (or the same set of datasets, for an average), shots and evaluation set "
         "all match the row.</p>",
         f"<details><summary>All {len(page.published)} published figures of the methods on this board</summary>",
-        '<div class="table-wrap"><table class="board plain"><thead><tr><th>Method</th><th>Variant</th>'
+        '<div class="table-wrap"><table class="board"><thead><tr><th>Method</th><th>Variant</th>'
         "<th>Protocol</th><th>Backbone</th><th>Dataset</th><th class=\"num\">Shots</th><th>Set</th>"
         '<th class="num">Value</th><th>Ref.</th></tr></thead><tbody>',
         "\n".join(rows),
@@ -428,8 +428,9 @@ def render_site(groups: list[Group], n_records: int, source: str) -> str:
         sections.append("\n".join([
             f'<section class="protocol" id="{escape(protocol)}">',
             f"<h2>{escape(protocol_title(protocol))}<code>{escape(protocol)}</code></h2>",
-            f'<p class="section-sub">{_count(len(members), "row")} · {_count(len({g.method for g in members}), "method")}'
-            f' · {_count(len({g.dataset for g in members}), "dataset")} · '
+            f'<p class="section-sub">{_count(len(members), "row")} · '
+            f'{_count(len({g.method for g in members}), "method")} · '
+            f'{_count(len({g.dataset for g in members}), "dataset")} · '
             f"{'backbones' if len(backbones) > 1 else 'backbone'} {escape(', '.join(backbones))}</p>",
             _table(protocol, members, protocol_averages, page),
             "</section>",
