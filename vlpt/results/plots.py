@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass
 from html import escape
 
-#: colour-blind-safe, distinct categorical colours (Okabe-Ito, then Tableau's); cycled beyond twelve
+#: distinct categorical colours (Okabe-Ito's colour-blind-safe set, then Tableau's)
 PALETTE = (
     "#0072b2", "#e69f00", "#009e73", "#cc79a7", "#d55e00", "#56b4e9",
     "#7f7f7f", "#f0c808", "#8c564b", "#6a3d9a", "#17becf", "#b22222",
@@ -18,11 +18,6 @@ PALETTE = (
 _CHAR_PX = 7.2  # a generous advance of a 12 px sans-serif character, for sizing the legend
 _PLOT_W, _PLOT_H = 500, 260
 _MARGIN = {"left": 58, "right": 24, "top": 16, "bottom": 52}
-
-
-def colour(index: int) -> str:
-    """The ``index``-th categorical colour."""
-    return PALETTE[index % len(PALETTE)]
 
 
 @dataclass(frozen=True)
@@ -300,4 +295,4 @@ def bar_chart(title: str, description: str, categories: list[str], series: list[
     return "\n".join(parts + frame.legend_parts() + ["</svg>"])
 
 
-__all__ = ["PALETTE", "Point", "Series", "bar_chart", "colour", "line_chart", "nice_ticks", "scatter_chart"]
+__all__ = ["PALETTE", "Point", "Series", "bar_chart", "line_chart", "nice_ticks", "scatter_chart"]
