@@ -36,6 +36,7 @@ def _bench(args) -> None:
     part = f" (shard {shard[0]}/{shard[1]})" if shard[1] > 1 else ""
     print(f"suite {suite.name}: {len(suite.runs)} runs, {len(pending)} to do{part}, records in {harness.store.directory}")
     if args.dry_run:
+        harness.check_data(pending)
         for run in pending:
             print("  ", json.dumps(run.identity.to_dict()))
         return
@@ -210,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--suite", help="suite YAML file (default: configs/suites/starter.yaml)")
     bench.add_argument("--output", help="folder for records/ and the leaderboard (default: the suite's, else leaderboard/)")
     bench.add_argument("--data-root", help="folder holding the datasets (default: $VLPT_DATA or ./data)")
-    bench.add_argument("--dry-run", action="store_true", help="validate the suite and list the runs to do")
+    bench.add_argument("--dry-run", action="store_true", help="validate the suite, check the data of its pending runs, and list them")
     bench.add_argument("--shard", help="I/N: run only shard I of N (0-based), e.g. one SLURM array task each; "
                                        "shards share the output folder and merge by construction")
     slurm = bench.add_argument_group("SLURM", "submit the suite as an array of shard jobs (needs vlpt[slurm])")

@@ -13,6 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from vlpt.config import build_dataclass, load_yaml
+from vlpt.data.consistency import check_splits
 from vlpt.data.corruptions import split_corrupted_name
 from vlpt.data.samples import DatasetSplits, Sample
 from vlpt.errors import ConfigError
@@ -131,6 +132,9 @@ def load_dataset(name: str, root: str | Path | None = None, **options) -> Datase
     if required:
         raise ConfigError(f"dataset {base!r} needs option(s) {', '.join(required)}")
     splits = loader(Path(root) if root is not None else default_data_root(), **options)
+    entry = catalog().get(base)
+    expected = entry.num_classes if entry is not None and not entry.class_subset else None
+    check_splits(splits, expected, CATALOG_DIR / f"{base}.yaml")
     return splits if corruption is None else _with_corruption(splits, corruption)
 
 

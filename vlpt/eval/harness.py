@@ -28,12 +28,14 @@ from tqdm import tqdm
 
 from vlpt.backbone import ClipBackbone
 from vlpt.data import DatasetSplits, EvalSet, build_protocol, load_dataset, split_rng
+from vlpt.data.protocols import ProtocolData
 from vlpt.data.corruptions import split_corrupted_name
 from vlpt.data.fewshot import subsample
 from vlpt.data.datamodule import CachedFeatureDataModule, PromptDataModule
 from vlpt.data.feature_cache import FeatureCache, default_cache_folder
 from vlpt.errors import CheckpointError, ConfigError
 from vlpt.eval.metrics import evaluate_classifier
+from vlpt.eval.preflight import check_runs
 from vlpt.eval.segmentation import SegmentationDataModule, evaluate_segmenter
 from vlpt.eval.test_time import evaluate_test_time
 from vlpt.tta.store import DEFAULT_FOLDER as DEFAULT_VIEW_FOLDER
@@ -45,7 +47,7 @@ from vlpt.paths import LEADERBOARD_DIR, PROJECT_ROOT, default_data_root
 from vlpt.results import RecordStore, RunIdentity, RunRecord, atomic_write_text, write_leaderboard
 from vlpt.seg.data import SegSplits
 from vlpt.seg.datasets import load_seg_dataset
-from vlpt.seg.protocol import SEGMENTATION, build_seg_protocol
+from vlpt.seg.protocol import SEGMENTATION, SegProtocolData, build_seg_protocol
 from vlpt.seg.vlsm import SegmentationModel, VLSMSpec, build_vlsm
 
 
@@ -170,6 +172,12 @@ class Harness:
                 )
         return todo
 
+    def check_data(self, runs: list[Run]) -> None:
+        """Check the data of ``runs`` before any long work (``vlpt.eval.preflight``); raises DatasetError."""
+        if runs:
+            checked = check_runs(self, runs)
+            print(f"checked the data of {len(runs)} run(s): {checked} image files")
+
     def init_path(self, name: str) -> Path:
         return self.inits / f"{name}.pt"
 
@@ -196,6 +204,7 @@ class Harness:
     def run_all(self) -> list[Path]:
         """Execute every run without a record, then rebuild the leaderboard; returns its files."""
         todo = self.pending()
+        self.check_data(todo)
         needed = {run.init_name for run in todo if run.init_name}
         if needed:
             self.prepare_initializations(needed)
@@ -230,6 +239,35 @@ class Harness:
             )
         return dataclasses.replace(run.method.config, init_from=str(path))
 
+    @staticmethod
+    def training_shots(run: Run) -> int:
+        """The run's shots, or 0 for a method that trains nothing (no images are sampled for it)."""
+        return run.identity.shots if run.method.cls.trains else 0
+
+    def classification_data(self, run: Run, shots: int) -> ProtocolData:
+        """The run's train/val samples and evaluation sets (each cut to the experiment's ``eval_limit``)."""
+        identity = run.identity
+        data = build_protocol(identity.protocol, self.dataset(identity.dataset), shots, identity.seed,
+                              [self.dataset(t) for t in identity.targets])
+        data.eval_sets = [limit_eval_set(es, identity.dataset if es.name in ("test", "base", "novel") else es.name,
+                                         run.experiment.eval_limit) for es in data.eval_sets]
+        return data
+
+    def segmentation_data(self, run: Run, shots: int) -> SegProtocolData:
+        """A segmentation run's training images and evaluation sets (cut to the experiment's ``eval_limit``)."""
+        identity = run.identity
+        data = build_seg_protocol(self.seg_dataset(identity.dataset), shots, identity.seed,
+                                  [self.seg_dataset(t) for t in identity.targets])
+        data.eval_sets = [dataclasses.replace(es, samples=subsample(es.samples, run.experiment.eval_limit,
+                                                                    split_rng(0, f"eval_limit:{es.splits.name}")))
+                          for es in data.eval_sets]
+        return data
+
+    def multitask_data(self, run: Run, shots: int) -> list[Task]:
+        """One few-shot task per dataset of a multitask run."""
+        return [Task(name, build_protocol("few_shot", self.dataset(name), shots, run.identity.seed))
+                for name in run.experiment.task_datasets]
+
     def execute(self, run: Run) -> RunRecord | None:
         """Train and evaluate one run, keep its prompt checkpoint, and return its record (None in DDP
         processes other than the first: they only train)."""
@@ -241,16 +279,12 @@ class Harness:
         vlsm = self.vlsm(experiment) if identity.protocol == SEGMENTATION else None
         L.seed_everything(identity.seed, workers=True, verbose=False)
         config = self._config(run)
-        shots = identity.shots if resolved.cls.trains else 0  # no images are sampled for methods that do not train
+        shots = self.training_shots(run)
         image_args = (backbone.image_size, backbone.preprocess_cfg["mean"], backbone.preprocess_cfg["std"])
         common = dict(batch_size=config.batch_size, train_augment=experiment.train_augment,
                       num_workers=self.suite.trainer.num_workers, seed=identity.seed)
         if identity.protocol == SEGMENTATION:
-            data = build_seg_protocol(self.seg_dataset(identity.dataset), shots, identity.seed,
-                                      [self.seg_dataset(t) for t in identity.targets])
-            data.eval_sets = [dataclasses.replace(es, samples=subsample(es.samples, experiment.eval_limit,
-                                                                        split_rng(0, f"eval_limit:{es.splits.name}")))
-                              for es in data.eval_sets]
+            data = self.segmentation_data(run, shots)
             method = resolved.cls(vlsm, data.source.classnames, data.source.templates, config)
             datamodule = SegmentationDataModule(data, vlsm.image_size, vlsm.mean, vlsm.std,
                                                 batch_size=config.batch_size, train_augment=experiment.train_augment,
@@ -258,8 +292,7 @@ class Harness:
             evaluations = [(es.name, es, partial(datamodule.eval_dataloader, es)) for es in data.eval_sets]
             n_train, n_val, classes, tasks = len(data.train), 0, data.source.num_classes, None
         elif identity.protocol == MULTITASK:
-            tasks = [Task(name, build_protocol("few_shot", self.dataset(name), shots, identity.seed))
-                     for name in experiment.task_datasets]
+            tasks = self.multitask_data(run, shots)
             method = resolved.cls(backbone, tasks[0].classnames, tasks[0].templates, config)
             datamodule = MultitaskDataModule(tasks, *image_args, sampling=experiment.sampling, **common)
             evaluations = [(task.name, task.data.eval_sets[0], partial(datamodule.eval_dataloader, i, task.data.eval_sets[0]))
@@ -267,10 +300,7 @@ class Harness:
             n_train, n_val = sum(len(t.data.train) for t in tasks), sum(len(t.data.val) for t in tasks)
             classes = sum(len(t.classnames) for t in tasks)
         else:
-            data = build_protocol(identity.protocol, self.dataset(identity.dataset), shots, identity.seed,
-                                  [self.dataset(t) for t in identity.targets])
-            data.eval_sets = [limit_eval_set(es, identity.dataset if es.name in ("test", "base", "novel") else es.name,
-                                             experiment.eval_limit) for es in data.eval_sets]
+            data = self.classification_data(run, shots)
             method = resolved.cls(backbone, data.classnames, data.templates, config)
             if self.uses_feature_cache(resolved.cls):
                 datamodule = CachedFeatureDataModule(data, *image_args, cache=self.feature_cache,

@@ -1,0 +1,78 @@
+"""Check a suite's data before any long work starts.
+
+``vlpt bench`` validates the suite's YAML when it loads it (unknown keys, wrong types, unknown
+methods, datasets and protocols: :mod:`vlpt.eval.suite`). What only the data can tell is checked
+here, for every run still to do, before the first initialisation is meta-learned or the first run
+trains: each dataset loads and agrees with its own class list (:mod:`vlpt.data.consistency`), every
+run's few-shot sampling leaves no class empty, the images a run trains on decode, and the images it is
+evaluated on (and every segmentation mask) pass PIL's integrity check. The first problem is raised as a
+DatasetError naming the run, the file and what is wrong.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from PIL import Image
+
+from vlpt.data.image_dataset import load_rgb
+from vlpt.errors import ConfigError, DatasetError
+from vlpt.eval.suite import MULTITASK, Run
+from vlpt.seg.protocol import SEGMENTATION
+
+
+def describe(run: Run) -> str:
+    """A run in words, for error messages."""
+    i = run.identity
+    variant = "" if i.variant == "default" else f" ({i.variant})"
+    return f"run {i.run_id} ({i.method}{variant}, {i.protocol}, {i.dataset}, {i.shots} shots, seed {i.seed})"
+
+
+def verify_image(path: str) -> None:
+    """Check an image file's header and integrity without decoding it; DatasetError names the file."""
+    try:
+        with Image.open(path) as image:
+            image.verify()
+    except FileNotFoundError as exc:
+        raise DatasetError(f"image file {path} does not exist") from exc
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise DatasetError(f"image file {path} cannot be decoded: {exc}") from exc
+
+
+def images_of(harness, run: Run) -> tuple[list[str], list[str]]:
+    """The run's images to decode (what it trains on) and to verify (what it is evaluated on, and masks).
+    Building the run's data samples its few-shot sets, so an empty class fails here."""
+    shots = harness.training_shots(run)
+    if run.identity.protocol == SEGMENTATION:
+        data = harness.segmentation_data(run, shots)
+        evaluated = [s for es in data.eval_sets for s in es.samples]
+        return ([s.image for s in data.train],
+                [s.mask for s in data.train] + [p for s in evaluated for p in (s.image, s.mask)])
+    if run.identity.protocol == MULTITASK:
+        tasks = harness.multitask_data(run, shots)
+        return ([s.path for t in tasks for s in t.data.train + t.data.val],
+                [s.path for t in tasks for s in t.data.eval_sets[0].samples])
+    data = harness.classification_data(run, shots)
+    return [s.path for s in data.train + data.val], [s.path for es in data.eval_sets for s in es.samples]
+
+
+def check_runs(harness, runs: Iterable[Run]) -> int:
+    """Check the data of ``runs`` (see the module docstring); returns the number of image files checked."""
+    decode: dict[str, Run] = {}
+    verify: dict[str, Run] = {}
+    for run in runs:
+        try:
+            trained, evaluated = images_of(harness, run)
+        except (DatasetError, ConfigError) as exc:
+            raise type(exc)(f"{describe(run)}: {exc}") from exc
+        for path in trained:
+            decode.setdefault(path, run)
+        for path in evaluated:
+            verify.setdefault(path, run)
+    verify = {path: run for path, run in verify.items() if path not in decode}
+    for paths, check in ((decode, load_rgb), (verify, verify_image)):
+        for path, run in paths.items():
+            try:
+                check(path)
+            except DatasetError as exc:
+                raise DatasetError(f"{describe(run)}: {exc}") from exc
+    return len(decode) + len(verify)
