@@ -97,6 +97,12 @@ def _describe(identity: RunIdentity) -> str:
     return f"{identity.method}{variant}, {identity.dataset}, {identity.shots} shots, seed {identity.seed}"
 
 
+def _say(message: str) -> None:
+    """A line on stdout, above the suite's progress bar when one is shown, at once."""
+    tqdm.write(message, file=sys.stdout)
+    sys.stdout.flush()
+
+
 def _peak_memory_mb(device: torch.device) -> float:
     """Peak resident memory of this process (and of the GPU when one is used), in MiB."""
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
@@ -298,7 +304,7 @@ class Harness:
         run_id = run.identity.run_id
         claim = self.claims.claim(run_id) if wait else self.claims.try_claim(run_id)
         if claim is None:
-            print(f"run {run_id} is being run by another process ({self.claims.holder(run_id)})", flush=True)
+            _say(f"run {run_id} is being run by another process ({self.claims.holder(run_id)})")
             return False
         with claim:
             if self._stored(run, set_aside=True) is None:
@@ -314,8 +320,8 @@ class Harness:
             return
         claim = self.claims.try_claim(source.run_id)
         if claim is None:
-            print(f"run {run.identity.run_id} starts from run {source.run_id}, which another process is running "
-                  f"({self.claims.holder(source.run_id)}); waiting for it", flush=True)
+            _say(f"run {run.identity.run_id} starts from run {source.run_id}, which another process is running "
+                 f"({self.claims.holder(source.run_id)}); waiting for it")
             claim = self.claims.claim(source.run_id)
         with claim:
             source_run = next(r for r in self.suite.runs if r.identity.run_id == source.run_id)
@@ -326,7 +332,7 @@ class Harness:
     def _run(self, run: Run) -> None:
         """Execute one run and write its record (the first DDP process prints and writes)."""
         if is_global_zero():
-            print(f"running {run.identity.run_id} ({_describe(run.identity)})", flush=True)
+            _say(f"running {run.identity.run_id} ({_describe(run.identity)})")
         record = self.execute(run)
         if record is not None:
             self.store.write(record)
