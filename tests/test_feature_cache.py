@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import threading
 
 import pytest
@@ -12,7 +13,7 @@ from PIL import Image
 
 from vlpt.backbone import ClipBackbone
 from vlpt.data.datamodule import CachedFeatureDataModule, PromptDataModule
-from vlpt.data.feature_cache import FeatureCache, weights_digest
+from vlpt.data.feature_cache import FeatureCache, FeatureCacheWarning, weights_digest
 from vlpt.data.protocols import EvalSet, ProtocolData
 from vlpt.data.samples import Sample
 from vlpt.data.transforms import eval_transform, train_transform
@@ -88,7 +89,8 @@ def test_truncated_entry_is_detected_and_rebuilt(setup):
     features = cache.image_features(samples, transform, "toy", "test")
     path = cache.path_for(cache.computed[0])
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
-    rebuilt = cache.image_features(samples, transform, "toy", "test")
+    with pytest.warns(FeatureCacheWarning, match=f"feature cache entry {re.escape(str(path))} is corrupt .*; recomputing it"):
+        rebuilt = cache.image_features(samples, transform, "toy", "test")
     assert torch.equal(rebuilt, features)
     assert len(cache.computed) == 2 and not cache.loaded
     assert cache.image_features(samples, transform, "toy", "test") is not None and len(cache.loaded) == 1
@@ -101,7 +103,8 @@ def test_stale_entry_is_detected_and_rebuilt(setup):
     target, source = cache.path_for(cache.computed[0]), cache.path_for(cache.computed[1])
     target.write_bytes(source.read_bytes())  # an entry made for other inputs sits under this key's name
     assert other.shape[0] == 3
-    rebuilt = cache.image_features(samples, transform, "toy", "test")
+    with pytest.warns(FeatureCacheWarning, match=f"{re.escape(str(target))} was made for other inputs; recomputing it"):
+        rebuilt = cache.image_features(samples, transform, "toy", "test")
     assert torch.equal(rebuilt, features) and len(cache.computed) == 3
 
 
@@ -115,7 +118,8 @@ def test_entry_with_altered_values_fails_its_checksum(setup):
     with safe_open(str(path), framework="pt") as handle:
         metadata = handle.metadata()
     save_file({"features": load_file(str(path))["features"] + 1}, str(path), metadata=metadata)
-    assert torch.equal(cache.image_features(samples, transform, "toy", "test"), features)
+    with pytest.warns(FeatureCacheWarning, match=f"{re.escape(str(path))} fails its checksum"):
+        assert torch.equal(cache.image_features(samples, transform, "toy", "test"), features)
     assert len(cache.computed) == 2
     assert json.loads(metadata["key"])["dataset"] == "toy"
 

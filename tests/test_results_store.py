@@ -1,11 +1,15 @@
-"""The record store: atomic writes, lookup by identity, skipping corrupt files."""
+"""The record store: atomic writes, lookup by identity, skipping corrupt files, setting them aside, and removing
+temporary files that killed writers left."""
 import os
+import subprocess
+import sys
+import time
 
 import pytest
 
 from vlpt.errors import ConfigError
 from vlpt.results.record import RunIdentity, RunRecord
-from vlpt.results.store import RecordStore, RecordWarning, atomic_write_text
+from vlpt.results.store import RecordStore, RecordWarning, atomic_write_text, remove_stale_temp_files
 
 
 def make_record(seed=1, dataset="dtd", accuracy=60.0):
@@ -75,3 +79,62 @@ def test_records_are_sorted_and_missing_dir_is_empty(tmp_path):
             store.write(make_record(seed=seed, dataset=dataset))
     order = [(r.identity.dataset, r.identity.seed) for r in store.records()]
     assert order == sorted(order)
+
+
+def _dead_pid() -> int:
+    """The id of a process that has ended."""
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    return int(finished.stdout)
+
+
+def test_temporary_files_of_dead_or_old_writers_are_removed_and_others_kept(tmp_path):
+    now = time.time()
+
+    def temp(name, age):
+        path = tmp_path / name
+        path.write_text("{")
+        os.utime(path, (now - age, now - age))
+        return path
+
+    dead = _dead_pid()
+    removed = {
+        temp(f".a.json.{dead}.0123abcd.tmp", 120),            # writer gone, a minute past
+        temp(f".b.json.{os.getpid()}.0123abcd.tmp", 7200),    # old, whoever wrote it
+        temp(".c.json.k2j_x9ab.tmp", 7200),                    # an old mkstemp-style name
+    }
+    kept = {
+        temp(f".d.json.{dead}.0123abcd.tmp", 5),              # writer gone, but maybe on another machine
+        temp(f".e.json.{os.getpid()}.0123abcd.tmp", 600),     # a running writer
+        temp(".f.json.k2j_x9ab.tmp", 600),                     # no writer id, not old yet
+        temp("0123456789abcdef.json", 7200),                   # a record
+        temp(".hidden", 7200),                                 # not a temporary file
+    }
+    (tmp_path / ".g.tmp").mkdir()                              # a folder: not for this function
+    assert set(remove_stale_temp_files(tmp_path, now=now)) == removed
+    assert {p for p in tmp_path.iterdir()} == kept | {tmp_path / ".g.tmp"}
+    assert remove_stale_temp_files(tmp_path / "absent") == []
+
+
+def test_atomic_writes_use_a_name_that_says_which_process_writes(tmp_path, monkeypatch):
+    names = []
+    real_replace = os.replace
+    monkeypatch.setattr(os, "replace", lambda src, dst: names.append(os.path.basename(src)) or real_replace(src, dst))
+    atomic_write_text(tmp_path / "out.json", "{}")
+    (name,) = names
+    assert name.startswith(".out.json.") and f".{os.getpid()}." in name and name.endswith(".tmp")
+
+
+def test_an_unreadable_record_is_set_aside_under_a_free_name_and_kept(tmp_path):
+    store = RecordStore(tmp_path)
+    good = make_record()
+    path = store.write(good)
+    path.write_text('{"schema_version": 1, "run_id": ')
+    first = store.set_aside(path)
+    assert first == tmp_path / f"{path.name}.corrupt" and first.read_text() == '{"schema_version": 1, "run_id": '
+    assert not path.exists() and store.get(good.identity) is None
+    path.write_text("also broken")
+    second = store.set_aside(path)
+    assert second == tmp_path / f"{path.name}.corrupt-2" and second.read_text() == "also broken"
+    assert first.read_text() == '{"schema_version": 1, "run_id": '
+    store.write(good)
+    assert store.records() == [good]  # set-aside files are not records

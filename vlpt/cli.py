@@ -3,15 +3,44 @@ list."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
+import warnings
 from pathlib import Path
 
 from vlpt.errors import ConfigError, VlptError
 from vlpt.paths import LEADERBOARD_DIR, STARTER_WEIGHTS, default_data_root
 
 
+@contextlib.contextmanager
+def _warnings_on_stderr(*categories: type[Warning]):
+    """Show every warning of ``categories`` (about corrupt files: a record skipped or set aside, a feature
+    cache entry recomputed) as a ``vlpt: warning:`` line on stderr as it happens; other warnings as usual."""
+    with warnings.catch_warnings():
+        shown = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None):
+            if issubclass(category, categories):
+                print(f"vlpt: warning: {message}", file=sys.stderr, flush=True)
+            else:
+                shown(message, category, filename, lineno, file, line)
+
+        for category in categories:
+            warnings.simplefilter("always", category)
+        warnings.showwarning = show
+        yield
+
+
 def _bench(args) -> None:
+    from vlpt.data.feature_cache import FeatureCacheWarning
+    from vlpt.results.store import RecordWarning
+
+    with _warnings_on_stderr(RecordWarning, FeatureCacheWarning):
+        _run_bench(args)
+
+
+def _run_bench(args) -> None:
     from vlpt.eval.harness import Harness
     from vlpt.eval.suite import DEFAULT_SUITE, load_suite
 
@@ -57,14 +86,18 @@ def _bench(args) -> None:
         paths = rebuild_leaderboard(harness.output)
     else:
         paths = harness.run_all()
+        elsewhere = len(pending) - len(harness.executed)
+        if elsewhere > 0:
+            print(f"{elsewhere} of the {len(pending)} runs to do were run by other processes")
     print("leaderboard written to:", *[str(p) for p in paths], sep="\n  ")
 
 
 def _leaderboard(args) -> None:
-    from vlpt.results import write_leaderboard
+    from vlpt.results import RecordWarning, write_leaderboard
 
     output = Path(args.output)
-    paths = write_leaderboard(output / "records", output, html=args.html)
+    with _warnings_on_stderr(RecordWarning):
+        paths = write_leaderboard(output / "records", output, html=args.html)
     print("leaderboard written to:", *[str(p) for p in paths], sep="\n  ")
 
 

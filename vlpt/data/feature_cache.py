@@ -8,7 +8,8 @@ encodes each test image once, and training text-prompt methods runs on stored fe
 number of augmented views per training image (view 0 is the only view of a deterministic transform).
 
 Every entry holds its full key and a checksum in the file's metadata: an entry whose key or size does
-not match (stale) or that cannot be read (truncated, corrupt) is recomputed and replaced. Entries are
+not match (stale) or that cannot be read (truncated, corrupt) is reported (FeatureCacheWarning, naming
+the file) and recomputed and replaced. Entries are
 written to a private temporary file and renamed into place, so runs filling the cache at once never
 read a partial file; two writers of one entry write identical tensors and the last rename wins.
 """
@@ -16,8 +17,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -30,7 +31,10 @@ from vlpt.data.samples import Sample
 from vlpt.paths import writer_temp_path
 
 FORMAT_VERSION = "1"
-log = logging.getLogger(__name__)
+
+
+class FeatureCacheWarning(UserWarning):
+    """A feature cache entry was corrupt or stale and is being recomputed."""
 
 
 def default_cache_folder() -> Path:
@@ -165,7 +169,8 @@ class FeatureCache:
                 metadata = handle.metadata() or {}
                 features = handle.get_tensor("features")
         except Exception as exc:  # a truncated or overwritten file: recompute it
-            log.warning("feature cache entry %s cannot be read (%s); recomputing it", path, exc)
+            warnings.warn(f"feature cache entry {path} is corrupt ({exc}); recomputing it", FeatureCacheWarning,
+                          stacklevel=3)
             return None
         problem = None
         if metadata.get("key") != json.dumps(asdict(key), sort_keys=True):
@@ -175,7 +180,7 @@ class FeatureCache:
         elif metadata.get("checksum") != tensor_checksum(features):
             problem = "fails its checksum"
         if problem:
-            log.warning("feature cache entry %s %s; recomputing it", path, problem)
+            warnings.warn(f"feature cache entry {path} {problem}; recomputing it", FeatureCacheWarning, stacklevel=3)
             return None
         return features
 

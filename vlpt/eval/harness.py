@@ -5,6 +5,10 @@ Runs whose record exists are skipped, so an interrupted suite resumes where it s
 each record is written atomically when its run ends, and each trained run's prompt is kept in
 ``checkpoints/<run_id>.pt`` (kilobytes) for runs that start from it (``init_from``). The suite's
 meta-learned initialisations (GRAM) are made first, once, into ``inits/<name>.pt``.
+
+Several processes may run one suite into one output folder: each run and each initialisation is
+claimed (``vlpt.eval.claims``) by the process that does it, and a record file that cannot be read is
+reported, set aside as ``<name>.json.corrupt`` and its run done again.
 """
 from __future__ import annotations
 
@@ -34,17 +38,20 @@ from vlpt.data.fewshot import subsample
 from vlpt.data.datamodule import CachedFeatureDataModule, PromptDataModule
 from vlpt.data.feature_cache import FeatureCache, default_cache_folder
 from vlpt.errors import CheckpointError, ConfigError
+from vlpt.eval.claims import ClaimFolder
 from vlpt.eval.metrics import evaluate_classifier
 from vlpt.eval.preflight import check_runs
+from vlpt.eval.slurm import rebuild_leaderboard
 from vlpt.eval.segmentation import SegmentationDataModule, evaluate_segmenter
 from vlpt.eval.test_time import evaluate_test_time
 from vlpt.tta.store import DEFAULT_FOLDER as DEFAULT_VIEW_FOLDER
-from vlpt.eval.suite import MULTITASK, Run, Suite, run_settings, settings_of, shard_of
+from vlpt.eval.suite import MULTITASK, Run, Suite, TrainerSpec, run_settings, settings_of, shard_of
 from vlpt.meta.gram import regulator_path_for
 from vlpt.methods.base import PromptMethod
 from vlpt.multitask import MultitaskDataModule, MultitaskPromptModule, Task
 from vlpt.paths import LEADERBOARD_DIR, PROJECT_ROOT, default_data_root
-from vlpt.results import RecordStore, RunIdentity, RunRecord, atomic_write_text, write_leaderboard
+from vlpt.results import RecordStore, RecordWarning, RunIdentity, RunRecord, atomic_write_text
+from vlpt.results.store import remove_stale_temp_files
 from vlpt.seg.data import SegSplits
 from vlpt.seg.datasets import load_seg_dataset
 from vlpt.seg.protocol import SEGMENTATION, SegProtocolData, build_seg_protocol
@@ -76,12 +83,40 @@ def is_global_zero() -> bool:
     return rank_zero_only.rank == 0
 
 
+def trains_in_one_process(spec: TrainerSpec) -> bool:
+    """Whether each run of a suite with these trainer settings trains in this process alone (no DDP)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 or spec.num_nodes > 1:
+        return False
+    if str(spec.devices) == "1":
+        return True
+    if spec.devices in ("auto", -1, "-1"):
+        return spec.accelerator not in ("auto", "gpu", "cuda") or torch.cuda.device_count() <= 1
+    return False
+
+
+def _say(message: str) -> None:
+    """A line on stdout, above the suite's progress bar when one is shown, at once."""
+    tqdm.write(message, file=sys.stdout)
+    sys.stdout.flush()
+
+
 def _peak_memory_mb(device: torch.device) -> float:
     """Peak resident memory of this process (and of the GPU when one is used), in MiB."""
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     if device.type == "cuda":
         return round(rss + torch.cuda.max_memory_allocated(device) / 2**20, 1)
     return round(rss, 1)
+
+
+def _checkpoint_problem(path: Path) -> str | None:
+    """What is wrong with a checkpoint file a run starts from ("is missing", "cannot be read (...)"), or None."""
+    if not path.is_file():
+        return "is missing"
+    try:
+        torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated or overwritten: any reader failure
+        return f"cannot be read ({type(exc).__name__}: {exc})"
+    return None
 
 
 class Harness:
@@ -97,6 +132,10 @@ class Harness:
         self.store = RecordStore(self.output / "records")
         self.checkpoints = self.output / "checkpoints"
         self.inits = self.output / "inits"
+        self.claims = ClaimFolder(self.output / "claims")
+        #: run ids this process executed in its latest ``run_all``
+        self.executed: list[str] = []
+        self._reported: set[Path] = set()
         self.progress = sys.stderr.isatty() if progress is None else progress
         self.device = _device(suite.trainer.accelerator)
         self._backbone: ClipBackbone | None = None
@@ -145,32 +184,45 @@ class Harness:
         return self._vlsms[key]
 
     def pending(self) -> list[Run]:
-        """Runs (of this harness's shard) without a record; a record made with other settings than the
+        """Runs (of this harness's shard) without a valid record; a record file that cannot be read is
+        reported (RecordWarning) and its run counted as to do; a record made with other settings than the
         suite's is an error."""
-        todo = []
         index, count = self.shard
         shards = shard_of(self.suite, count)
-        for run in self.suite.runs:
-            if shards[run.identity.run_id] != index:
-                continue
+        return [run for run in self.suite.runs
+                if shards[run.identity.run_id] == index and self._stored(run) is None]
+
+    def _stored(self, run: Run, set_aside: bool = False) -> RunRecord | None:
+        """The run's record; None when there is none or it cannot be read (then reported once, and with
+        ``set_aside`` renamed to ``<name>.json.corrupt``). A record of other settings raises ConfigError."""
+        path = self.store.path_for(run.identity)
+        try:
             record = self.store.get(run.identity)
-            if record is None:
-                todo.append(run)
-                continue
-            data = record.config.get("data", {})
-            stored = run_settings(record.config["method"]["params"], data.get("train_augment"), data.get("sampling"),
-                                  None, data.get("eval_limit"))
-            current = settings_of(run)
-            if {**stored, "init": None} != {**current, "init": None}:
-                changed = sorted(k for k in set(stored["params"]) | set(current["params"])
-                                 if stored["params"].get(k) != current["params"].get(k))
-                raise ConfigError(
-                    f"record {self.store.path_for(run.identity)} ({run.identity.method}, variant "
-                    f"{run.identity.variant!r}, {run.identity.dataset}, seed {run.identity.seed}) was made with other "
-                    f"settings than the suite's ({', '.join(changed) or 'train_augment/sampling'}); delete it to "
-                    f"run again, or give the changed entry its own `variant:`"
-                )
-        return todo
+        except ConfigError as exc:
+            if set_aside:
+                aside = self.store.set_aside(path)
+                warnings.warn(f"{exc}; kept it as {aside} and running {run.identity.run_id} again", RecordWarning,
+                              stacklevel=2)
+            elif path not in self._reported:
+                warnings.warn(f"{exc}; its run will run again", RecordWarning, stacklevel=2)
+            self._reported.add(path)
+            return None
+        if record is None:
+            return None
+        data = record.config.get("data", {})
+        stored = run_settings(record.config["method"]["params"], data.get("train_augment"), data.get("sampling"),
+                              None, data.get("eval_limit"))
+        current = settings_of(run)
+        if {**stored, "init": None} != {**current, "init": None}:
+            changed = sorted(k for k in set(stored["params"]) | set(current["params"])
+                             if stored["params"].get(k) != current["params"].get(k))
+            raise ConfigError(
+                f"record {path} ({run.identity.method}, variant "
+                f"{run.identity.variant!r}, {run.identity.dataset}, seed {run.identity.seed}) was made with other "
+                f"settings than the suite's ({', '.join(changed) or 'train_augment/sampling'}); delete it to "
+                f"run again, or give the changed entry its own `variant:`"
+            )
+        return record
 
     def check_data(self, runs: list[Run]) -> None:
         """Check the data of ``runs`` before any long work (``vlpt.eval.preflight``); raises DatasetError."""
@@ -183,59 +235,151 @@ class Harness:
 
     def prepare_initializations(self, names: set[str] | None = None) -> None:
         """Meta-learn each initialisation of the suite (of ``names`` only, when given: those a shard's
-        runs start from) that is not on disk yet (GRAM)."""
+        runs start from) that is not on disk yet (GRAM). Each is claimed while it is made; those another
+        process is making are waited for afterwards (and made here if that process ends without them)."""
+        wanted = [init for init in self.suite.initializations if names is None or init.name in names]
+        busy = [init for init in wanted if not self._prepare_initialization(init, wait=False)]
+        for init in busy:
+            print(f"waiting for initialisation {init.name!r}, which another process is making "
+                  f"({self.claims.holder(f'init-{init.name}')})", flush=True)
+            self._prepare_initialization(init, wait=True)
+
+    def _prepare_initialization(self, init, wait: bool) -> bool:
+        """Make one initialisation unless it is on disk; False when another process holds its claim."""
         from vlpt.meta.gram import run_gram
 
-        for init in self.suite.initializations:
-            if names is not None and init.name not in names:
-                continue
+        claim = self.claims.claim(f"init-{init.name}") if wait else self.claims.try_claim(f"init-{init.name}")
+        if claim is None:
+            return False
+        with claim:
             path, spec_path = self.init_path(init.name), self.init_path(init.name).with_suffix(".spec.json")
             spec = json.dumps({**dataclasses.asdict(init), "backbone": self.suite.backbone.describe()}, sort_keys=True)
             if path.is_file() and spec_path.is_file():
                 if spec_path.read_text() != spec:
                     raise ConfigError(f"initialisation {init.name!r} in {path} was made with other settings than the "
                                       f"suite's ({spec_path}); delete both files to make it again")
-                continue
+                return True
             print(f"meta-learning initialisation {init.name!r} ({init.algorithm}, {init.method}, {init.steps} steps)")
             run_gram(init.method, self.backbone, path, init.domains, init.steps,
                      params=init.params, data_root=self.data_root, device=str(self.device), **init.options)
             atomic_write_text(spec_path, spec)
+        return True
 
     def run_all(self) -> list[Path]:
-        """Execute every run without a record, then rebuild the leaderboard; returns its files."""
+        """Execute every run without a record, then rebuild the leaderboard; returns its files.
+
+        Each executed run prints ``running <run_id> (...)``. A run another process is executing (it holds
+        the run's claim) is left to it and waited for at the end, and run here if that process ends
+        without its record; so when this returns, every run of the shard has a record. Under DDP
+        (several processes per run) runs are not claimed: one DDP job per output folder.
+        """
+        self.executed = []
+        if is_global_zero():
+            self._remove_stale_temp_files()
         todo = self.pending()
         self.check_data(todo)
         needed = {run.init_name for run in todo if run.init_name}
         if needed:
             self.prepare_initializations(needed)
+        claiming = trains_in_one_process(self.suite.trainer)
         bar = tqdm(todo, desc=f"suite {self.suite.name}", unit="run",
                    disable=None if self.progress else True)
+        left = []
         for run in bar:
             bar.set_postfix_str(f"{run.identity.method}/{run.identity.dataset}/seed{run.identity.seed}")
-            record = self.execute(run)
-            if record is not None:
-                self.store.write(record)
+            if claiming:
+                if not self._run_claimed(run, wait=False):
+                    left.append(run)
+            else:
+                if is_global_zero():
+                    self._stored(run, set_aside=True)  # a corrupt record file in the way is kept
+                self._run(run)
+        if left:
+            print(f"{len(left)} run(s) were left to other processes; waiting for them to finish", flush=True)
+            for run in left:
+                self._run_claimed(run, wait=True)
         if not is_global_zero():
             return []
-        return write_leaderboard(self.store.directory, self.output)
+        return rebuild_leaderboard(self.output)
+
+    def _run_claimed(self, run: Run, wait: bool) -> bool:
+        """Execute the run under its claim unless it has a record by then; False when another process
+        holds the claim (and ``wait`` is False)."""
+        run_id = run.identity.run_id
+        claim = self.claims.claim(run_id) if wait else self.claims.try_claim(run_id)
+        if claim is None:
+            _say(f"run {run_id} is being run by another process ({self.claims.holder(run_id)})")
+            return False
+        with claim:
+            if self._stored(run, set_aside=True) is None:
+                self._wait_for_source(run)
+                self._run(run)
+        return True
+
+    def _wait_for_source(self, run: Run) -> None:
+        """Wait until the run whose prompt this one starts from has its record: another process may be
+        running it (wait for its claim); run it here if nobody has."""
+        source = run.init_source
+        if source is None or self.store.has(source):
+            return
+        claim = self.claims.try_claim(source.run_id)
+        if claim is None:
+            _say(f"run {run.identity.run_id} starts from run {source.run_id}, which another process is running "
+                 f"({self.claims.holder(source.run_id)}); waiting for it")
+            claim = self.claims.claim(source.run_id)
+        with claim:
+            source_run = next(r for r in self.suite.runs if r.identity.run_id == source.run_id)
+            if self._stored(source_run, set_aside=True) is None:
+                self._wait_for_source(source_run)
+                self._run(source_run)
+
+    def _run(self, run: Run) -> None:
+        """Execute one run and write its record (the first DDP process prints and writes)."""
+        if is_global_zero():
+            _say(f"running {run.identity.run_id} ({run.identity.describe()})")
+        record = self.execute(run)
+        if record is not None:
+            self.store.write(record)
+        self.executed.append(run.identity.run_id)
+
+    def _remove_stale_temp_files(self) -> None:
+        """Remove temporary files that killed writers left in the output folders and the feature cache."""
+        folders = [self.output, self.store.directory, self.checkpoints, self.inits]
+        if self.suite.feature_cache.enabled:
+            folders.append(Path(self.suite.feature_cache.folder or default_cache_folder()))
+        for folder in folders:
+            removed = remove_stale_temp_files(folder)
+            if removed:
+                print(f"removed {len(removed)} temporary file(s) left by interrupted writers in {folder}")
 
     def checkpoint_path(self, identity: RunIdentity) -> Path:
         return self.checkpoints / f"{identity.run_id}.pt"
 
     def _config(self, run: Run):
-        """The run's method config, with ``init_from`` pointing at its source run's checkpoint."""
+        """The run's method config, with ``init_from`` pointing at its source run's checkpoint (or its
+        GRAM initialisation); a missing or unreadable one raises CheckpointError saying what to delete."""
         if run.init_name is not None:  # GRAM: the initialisation and its gradient regulator
             path = self.init_path(run.init_name)
+            files = [path, regulator_path_for(path), path.with_suffix(".spec.json")]
+            for file in files[:2]:
+                problem = _checkpoint_problem(file)
+                if problem:
+                    raise CheckpointError(
+                        f"run {run.identity.run_id} starts from initialisation {run.init_name!r}, but {file} "
+                        f"{problem}; delete {', '.join(str(f) for f in files)} to make it again")
             return dataclasses.replace(run.method.config, init_from=str(path),
                                        regulator_from=str(regulator_path_for(path)))
         if run.init_source is None:
             return run.method.config
         path = self.checkpoint_path(run.init_source)
-        if not path.is_file():
+        problem = _checkpoint_problem(path)
+        if problem:
+            delete = f"delete {self.store.path_for(run.init_source)}" if problem == "is missing" else \
+                f"delete it and {self.store.path_for(run.init_source)}"
             raise CheckpointError(
                 f"run {run.identity.run_id} starts from the prompt of run {run.init_source.run_id} "
                 f"({run.init_source.method} on {run.init_source.dataset}, seed {run.init_source.seed}), but {path} "
-                f"is missing; delete {self.store.path_for(run.init_source)} to run the source again"
+                f"{problem}; {delete} to run the source again"
             )
         return dataclasses.replace(run.method.config, init_from=str(path))
 

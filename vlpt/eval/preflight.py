@@ -22,9 +22,7 @@ from vlpt.seg.protocol import SEGMENTATION
 
 def describe(run: Run) -> str:
     """A run in words, for error messages."""
-    i = run.identity
-    variant = "" if i.variant == "default" else f" ({i.variant})"
-    return f"run {i.run_id} ({i.method}{variant}, {i.protocol}, {i.dataset}, {i.shots} shots, seed {i.seed})"
+    return f"run {run.identity.run_id} ({run.identity.describe()})"
 
 
 def verify_image(path: str) -> None:

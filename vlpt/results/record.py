@@ -111,6 +111,11 @@ class RunIdentity:
         canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
 
+    def describe(self) -> str:
+        """The run in words, for messages: ``coop/mine, few_shot, dtd, 16 shots, seed 1``."""
+        variant = "" if self.variant == "default" else f"/{self.variant}"
+        return f"{self.method}{variant}, {self.protocol}, {self.dataset}, {self.shots} shots, seed {self.seed}"
+
 
 @dataclass
 class RunRecord:

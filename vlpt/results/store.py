@@ -1,15 +1,30 @@
-"""A folder of run records, one ``<run_id>.json`` file per run, written atomically."""
+"""A folder of run records, one ``<run_id>.json`` file per run, written atomically.
+
+Writers write to a private temporary name (``vlpt.paths.writer_temp_path``: ``.<name>.<pid>.<random>.tmp``)
+and rename it into place, so a killed writer leaves at most such a file, which no reader takes for a
+record; ``remove_stale_temp_files`` removes the ones whose writer is gone.
+"""
 from __future__ import annotations
 
 import json
 import contextlib
 import os
-import tempfile
+import re
+import time
 import warnings
 from pathlib import Path
 
 from vlpt.errors import ConfigError
+from vlpt.paths import writer_temp_path
 from vlpt.results.record import RunIdentity, RunRecord
+
+#: a temporary file whose writer process is not running here is removed once this old (seconds): a
+#: writer on another machine sharing the folder has a process id unknown here, but finishes in far less
+DEAD_WRITER_GRACE_S = 60.0
+#: a temporary file this old is removed whoever wrote it (a write takes seconds at most)
+STALE_TEMP_AGE_S = 3600.0
+_TEMP_NAME = re.compile(r"^\..+\.tmp$")
+_WRITER_PID = re.compile(r"\.(\d+)\.[0-9a-f]{8}\.tmp$")
 
 
 class RecordWarning(UserWarning):
@@ -19,20 +34,21 @@ class RecordWarning(UserWarning):
 def atomic_write_text(path: str | Path, text: str) -> Path:
     """Write ``text`` to ``path`` so that readers see the old file or the whole new one, never a part.
 
-    The text goes to a temporary file in the same folder, is flushed and fsynced,
-    then renamed over ``path`` with ``os.replace``; the temporary file is removed on failure.
+    The text goes to a temporary file of this writer in the same folder (``writer_temp_path``), is
+    flushed and fsynced, then renamed over ``path`` with ``os.replace``; the temporary file is removed
+    on failure.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp_name = writer_temp_path(path)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+        with open(tmp_name, "x", encoding="utf-8", newline="") as handle:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp_name, path)
     except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
+        tmp_name.unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
     return path
@@ -49,6 +65,41 @@ def _fsync_dir(directory: Path) -> None:
             os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _process_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_stale_temp_files(folder: str | Path, now: float | None = None) -> list[Path]:
+    """Remove the temporary files (``.<name>...tmp``) that killed writers left in ``folder``: those whose
+    writer process is not running on this machine and that are older than ``DEAD_WRITER_GRACE_S``, and
+    any older than ``STALE_TEMP_AGE_S``. Returns the removed paths."""
+    folder = Path(folder)
+    now = time.time() if now is None else now
+    removed = []
+    for path in sorted(folder.iterdir()) if folder.is_dir() else []:
+        if not _TEMP_NAME.match(path.name):
+            continue
+        try:
+            stat = path.stat()
+        except OSError:  # renamed into place meanwhile
+            continue
+        age = now - stat.st_mtime
+        writer = _WRITER_PID.search(path.name)
+        dead = writer is not None and not _process_running(int(writer.group(1)))
+        if not path.is_file() or not (age > STALE_TEMP_AGE_S or (dead and age > DEAD_WRITER_GRACE_S)):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+            removed.append(path)
+    return removed
 
 
 class RecordStore:
@@ -83,6 +134,17 @@ class RecordStore:
             )
         return record
 
+    def set_aside(self, path: str | Path) -> Path:
+        """Rename an unreadable record file to ``<name>.corrupt`` (``.corrupt-2``, ... if taken), out of the
+        records' way but kept; returns the new path."""
+        path = Path(path)
+        aside, number = path.with_name(f"{path.name}.corrupt"), 1
+        while aside.exists():
+            number += 1
+            aside = path.with_name(f"{path.name}.corrupt-{number}")
+        os.rename(path, aside)
+        return aside
+
     def get(self, identity: RunIdentity) -> RunRecord | None:
         """The stored record of ``identity``, or None when there is none."""
         path = self.path_for(identity)
@@ -105,4 +167,4 @@ def _sort_key(record: RunRecord):
     return (i.protocol, i.backbone, i.dataset, i.shots, i.method, i.variant, i.targets, i.seed, record.run_id)
 
 
-__all__ = ["RecordStore", "RecordWarning", "atomic_write_text"]
+__all__ = ["RecordStore", "RecordWarning", "atomic_write_text", "remove_stale_temp_files"]
