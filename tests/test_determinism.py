@@ -1,6 +1,8 @@
 """Same seed, same machine, same metrics: bitwise on a CPU; records say which settings would break that."""
 from __future__ import annotations
 
+import json
+import re
 import subprocess
 import sys
 
@@ -13,6 +15,9 @@ from vlpt.eval.harness import Harness
 from vlpt.eval.suite import load_suite
 from vlpt.results import RecordStore
 from vlpt.results.record import ADAPT_MS
+from vlpt.results.validate import schema, validate_records
+
+from test_results_validate import record_data
 
 EXPERIMENTS = [
     {"protocol": "few_shot", "dataset": "starter_shapes", "shots": [2], "seeds": [1], "eval_limit": 48,
@@ -47,7 +52,7 @@ def test_the_same_suite_run_twice_gives_bitwise_the_same_metrics_and_prompts(tmp
     assert result.returncode == 0, result.stderr[-3000:]
     first = {r.run_id: r for r in RecordStore(tmp_path / "first" / "records").records()}
     second = {r.run_id: r for r in RecordStore(tmp_path / "second" / "records").records()}
-    assert first.keys() == second.keys()
+    assert first.keys() == second.keys() and validate_records(tmp_path / "first").ok
     assert {r.identity.method for r in first.values()} == {"zeroshot", "linear_probe", "coop", "cocoop", "vpt", "tpt"}
     for run_id, record in first.items():
         assert scores(record) == scores(second[run_id]), record.identity.method
@@ -90,3 +95,27 @@ def test_the_settings_that_break_bitwise_reproducibility_are_named(settings, rea
 def test_every_reason_of_a_run_is_listed():
     flag = determinism("cuda", "16-mixed", "warn", True, "inductor", 2, 1, True)
     assert flag["deterministic"] is False and len(flag["nondeterministic"]) == 5
+
+
+@pytest.mark.parametrize("flag, problem", [
+    ({"deterministic": True, "nondeterministic": []}, None),
+    ({"deterministic": False, "nondeterministic": ["4 processes (DDP): ..."]}, None),
+    ({"deterministic": True, "nondeterministic": ["4 processes (DDP): ..."]}, "lists 1 reason"),
+    ({"deterministic": "yes", "nondeterministic": []}, "deterministic = 'yes' .* is not true or false"),
+    ({"deterministic": False, "nondeterministic": [""]}, "is not a list of non-empty strings"),
+    ({"deterministic": True}, "nondeterministic is missing"),
+    ([], "config.determinism = .* is not an object"),
+])
+def test_the_determinism_field_is_validated(tmp_path, flag, problem):
+    jsonschema = pytest.importorskip("jsonschema")
+    data = record_data()
+    data["config"]["determinism"] = flag
+    path = tmp_path / f"{data['run_id']}.json"
+    path.write_text(json.dumps(data))
+    report = validate_records(tmp_path)
+    schema_errors = list(jsonschema.Draft202012Validator(schema()).iter_errors(data))
+    if problem is None:
+        assert report.ok and not schema_errors
+    else:
+        assert any(re.search(problem, str(p)) and p.field.startswith("config.determinism") for p in report.problems)
+        assert schema_errors or "reason" in problem  # the schema cannot compare the flag with its reasons
