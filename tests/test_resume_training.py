@@ -127,15 +127,18 @@ def test_a_killed_bench_resumes_from_its_last_checkpoint(tmp_path, data_root, ca
     path = write_suite(tmp_path, data_root, "killed", experiments)
     (run,) = load_suite(path).runs
     checkpoint = tmp_path / "killed" / ".lightning" / run.identity.run_id / "last.ckpt"
-    command = [sys.executable, "-c", f"from vlpt.cli import main; raise SystemExit(main(['bench', '--suite', {path!r}]))"]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    command = [sys.executable, "-c",
+               f"from vlpt.cli import main; raise SystemExit(main(['bench', '--suite', {path!r}]))"]
+    log = tmp_path / "bench.log"
+    with log.open("w") as output:  # a file, not a pipe, so that the process never blocks on a full pipe
+        process = subprocess.Popen(command, stdout=output, stderr=output, start_new_session=True)
     deadline = time.monotonic() + 300
     while not checkpoint.is_file() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
     if process.poll() is None:
         os.killpg(process.pid, signal.SIGKILL)
-    _, stderr = process.communicate()
-    assert process.returncode == -signal.SIGKILL, f"bench ended before it was killed: {stderr.decode()[-2000:]}"
+    process.wait()
+    assert process.returncode == -signal.SIGKILL, f"bench ended before it was killed: {log.read_text()[-2000:]}"
     assert checkpoint.is_file() and not list((tmp_path / "killed" / "records").glob("*.json"))
 
     assert main(["bench", "--suite", path]) == 0

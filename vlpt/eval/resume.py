@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from vlpt.errors import CheckpointError
 from vlpt.paths import writer_temp_path
 
 CHECKPOINT_NAME = "last.ckpt"
@@ -92,7 +93,11 @@ def fingerprint_differences(stored: dict, current: dict) -> list[str]:
 
 
 def _move_aside(path: Path, why: str) -> None:
-    aside = path.with_name(f"{path.stem}.{time.strftime('%Y%m%d-%H%M%S')}.unused{path.suffix}")
+    stamp, count = time.strftime("%Y%m%d-%H%M%S"), 0
+    aside = path.with_name(f"{path.stem}.{stamp}.unused{path.suffix}")
+    while aside.exists():  # an earlier one moved aside in the same second is kept too
+        count += 1
+        aside = path.with_name(f"{path.stem}.{stamp}-{count}.unused{path.suffix}")
     path.replace(aside)
     warnings.warn(f"mid-training checkpoint {path} {why}; not resuming from it (moved to {aside.name})",
                   ResumeWarning, stacklevel=3)
@@ -144,8 +149,8 @@ class RunCheckpoint(Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Called by Lightning on resume, before the training loader is iterated."""
         if len(state_dict["generators"]) != len(self.generators):
-            raise ValueError(f"checkpoint {self.path} holds {len(state_dict['generators'])} loader generator(s), "
-                             f"the training loader has {len(self.generators)}")
+            raise CheckpointError(f"checkpoint {self.path} holds {len(state_dict['generators'])} loader "
+                                  f"generator(s), the training loader has {len(self.generators)}")
         set_random_states(state_dict["random"])
         for generator, state in zip(self.generators, state_dict["generators"]):
             generator.set_state(state)
