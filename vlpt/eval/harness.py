@@ -39,8 +39,10 @@ from vlpt.data.datamodule import CachedFeatureDataModule, PromptDataModule
 from vlpt.data.feature_cache import FeatureCache, default_cache_folder
 from vlpt.errors import CheckpointError, ConfigError
 from vlpt.eval.claims import ClaimFolder
+from vlpt.eval.determinism import determinism
 from vlpt.eval.metrics import evaluate_classifier
 from vlpt.eval.preflight import check_runs
+from vlpt.eval.resume import CHECKPOINT_NAME, RunCheckpoint, loader_generators, resumable_checkpoint
 from vlpt.eval.slurm import rebuild_leaderboard
 from vlpt.eval.segmentation import SegmentationDataModule, evaluate_segmenter
 from vlpt.eval.test_time import evaluate_test_time
@@ -457,7 +459,7 @@ class Harness:
             tasks = None
         epochs = config.epochs_for(identity.shots) if resolved.cls.trains else 0
         method.to(self.device)
-        world_size = self._fit(method, datamodule, epochs, tasks)
+        world_size, resumed_at = self._fit(run, method, datamodule, epochs, tasks)
         if resolved.cls.trains and is_global_zero():
             method.save_checkpoint(self.checkpoint_path(identity))
         if world_size > 1 and torch.distributed.is_initialized():
@@ -481,14 +483,18 @@ class Harness:
             else:
                 metrics[name] = evaluate_classifier(method, make_loader(), self.device)
         finished = time.perf_counter()
+        trainer = self.suite.trainer
         resolved_config = {
             "suite": self.suite.name,
             "method": {"name": resolved.cls.name, "variant": resolved.variant, "params": dataclasses.asdict(config)},
             "init_from_run": run.init_source.run_id if run.init_source else None,
             "epochs": epochs,
             "backbone": dataclasses.asdict(self.suite.backbone),
-            "trainer": {**dataclasses.asdict(self.suite.trainer), "precision": self.precision,
-                        "world_size": world_size},
+            "trainer": {**dataclasses.asdict(trainer), "precision": self.precision, "world_size": world_size,
+                        **({"resumed_at_epoch": resumed_at} if resumed_at is not None else {})},
+            "determinism": determinism(self.device.type, self.precision, trainer.deterministic, trainer.compile,
+                                       trainer.compile_backend, world_size, trainer.num_workers,
+                                       resumed_at is not None),
             **({"vlsm": experiment.vlsm or {}} if identity.protocol == SEGMENTATION else {}),
             **({"feature_cache": {"train_views": datamodule.train_views}}
                if isinstance(datamodule, CachedFeatureDataModule) else {}),
@@ -507,23 +513,51 @@ class Harness:
         """The suite's precision on a GPU; fp32 on a CPU."""
         return self.suite.trainer.precision if self.device.type == "cuda" else "32-true"
 
-    def _fit(self, method: PromptMethod, datamodule, epochs: int, tasks: list[Task] | None) -> int:
+    def resume_path(self, identity: RunIdentity) -> Path:
+        """Where the run in training keeps its resumable mid-training checkpoint (``vlpt.eval.resume``)."""
+        return self.output / ".lightning" / identity.run_id / CHECKPOINT_NAME
+
+    def _fit(self, run: Run, method: PromptMethod, datamodule, epochs: int,
+             tasks: list[Task] | None) -> tuple[int, int | None]:
         """Gradient training through Lightning, unless the method fits in closed form or not at all.
-        Returns the number of processes that trained (DDP's world size; 1 without a trainer)."""
+        Returns the number of processes that trained (DDP's world size; 1 without a trainer) and the epoch
+        training resumed at from a mid-training checkpoint (None: it started from the beginning)."""
         if tasks is None:
             if method.fit_without_gradients(datamodule):
-                return 1
+                return 1, None
             method.max_epochs = epochs
             module = method
         elif method.trains:
             module = MultitaskPromptModule(method, tasks, max_epochs=epochs)
         else:
-            return 1
-        trainer = self._trainer(epochs)
-        trainer.fit(module, train_dataloaders=datamodule.train_dataloader())
-        return trainer.world_size
+            return 1, None
+        loader = datamodule.train_dataloader()
+        every = self.suite.trainer.checkpoint_every_n_epochs
+        checkpoint = RunCheckpoint(self.resume_path(run.identity), every, loader_generators(loader)) if every else None
+        trainer = self._trainer(epochs, [checkpoint] if checkpoint else [])
+        resumed_at = None
+        if checkpoint is not None:
+            checkpoint.fingerprint = self._fingerprint(run, module, datamodule, epochs, trainer.world_size)
+            resumed_at = resumable_checkpoint(checkpoint.path, checkpoint.fingerprint, move=is_global_zero())
+            if resumed_at is not None:
+                tqdm.write(f"resuming run {run.identity.run_id} from epoch {resumed_at} of {epochs} "
+                           f"({checkpoint.path})", file=sys.stderr)
+        trainer.fit(module, train_dataloaders=loader, ckpt_path=checkpoint.path if resumed_at is not None else None,
+                    weights_only=True)
+        if checkpoint is not None and trainer.is_global_zero:
+            checkpoint.remove()  # training is over: the run's prompt checkpoint takes over
+        return trainer.world_size, resumed_at
 
-    def _trainer(self, epochs: int) -> L.Trainer:
+    def _fingerprint(self, run: Run, module: L.LightningModule, datamodule, epochs: int, world_size: int) -> dict:
+        """What a mid-training checkpoint must share with the run to resume it: the run, its settings, and
+        what the checkpointed state depends on (backbone, device, precision, processes, inputs, prompt shapes)."""
+        cached = isinstance(datamodule, CachedFeatureDataModule)
+        return {"run_id": run.identity.run_id, "settings": settings_of(run), "backbone": self.suite.backbone.describe(),
+                "epochs": epochs, "device": self.device.type, "precision": self.precision, "world_size": world_size,
+                "inputs": f"stored features, {datamodule.train_views} view(s)" if cached else "images",
+                "prompt": {name: list(value.shape) for name, value in module.state_dict().items()}}
+
+    def _trainer(self, epochs: int, callbacks: list[L.Callback]) -> L.Trainer:
         spec = self.suite.trainer
         logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
@@ -535,7 +569,7 @@ class Harness:
         return L.Trainer(
             max_epochs=epochs, accelerator=spec.accelerator, devices=spec.devices, num_nodes=spec.num_nodes,
             strategy=strategy, precision=self.precision, use_distributed_sampler=False,  # GlobalBatchSampler
-            logger=False, enable_checkpointing=False, enable_model_summary=False,
+            logger=False, enable_checkpointing=False, callbacks=callbacks, enable_model_summary=False,
             enable_progress_bar=self.progress, num_sanity_val_steps=0, limit_val_batches=0,
-            deterministic="warn", default_root_dir=str(self.output / ".lightning"),
+            deterministic=spec.deterministic, default_root_dir=str(self.output / ".lightning"),
         )

@@ -83,7 +83,19 @@ class TrainerSpec:
     compile_backend: str = "inductor"
     #: DDP: how long processes wait for each other (the first process evaluates while the others wait)
     ddp_timeout_min: int = 240
+    #: data loader worker processes (0: load in the training process; needed for a bitwise exact resume)
     num_workers: int = 0
+    #: write a resumable checkpoint of a run in training every N epochs (0: never); an interrupted run
+    #: resumes from it (``vlpt.eval.resume``)
+    checkpoint_every_n_epochs: int = 1
+    #: Lightning's ``deterministic``: "warn" prefers deterministic algorithms and warns where a GPU
+    #: operation has none, true refuses such operations, false leaves the choice to the libraries
+    deterministic: bool | Literal["warn"] = "warn"
+
+    def __post_init__(self):
+        if self.checkpoint_every_n_epochs < 0:
+            raise ValueError(f"checkpoint_every_n_epochs must be 0 (never) or more, "
+                             f"got {self.checkpoint_every_n_epochs}")
 
 
 @dataclass

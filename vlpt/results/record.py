@@ -11,7 +11,9 @@ and dirty flag). Layout of a record file (``schema_version`` 1)::
       "identity": {"method": "coop", "variant": "default", "backbone": "ViT-B-16",
                    "dataset": "imagenet", "protocol": "cross_dataset", "shots": 16,
                    "seed": 1, "targets": ["caltech101", "dtd"]},
-      "config": {...},                      # fully resolved config (JSON values)
+      "config": {...,                       # fully resolved config (JSON values), with
+                 "trainer": {..., "resumed_at_epoch": 2},     # only when resumed mid-training
+                 "determinism": {"deterministic": true, "nondeterministic": []}},
       "metrics": {"test": {"accuracy": 71.5}, "caltech101": {"accuracy": 93.7}},
       "timings": {"fit_s": 812.4, "test_s": 35.1},
       "peak_memory_mb": 5120.0,             # or null
@@ -24,6 +26,13 @@ The layout is published as a JSON Schema (draft 2020-12) in ``record.schema.json
 module; ``vlpt leaderboard validate`` (:mod:`vlpt.results.validate`) checks record files against it
 and against what a schema cannot express (the run_id hash, registered methods, each protocol's
 evaluation sets). A change of the layout bumps ``SCHEMA_VERSION``.
+
+``config.determinism`` (optional: older records lack it) says whether the same seed on the same machine
+gives bitwise the same metrics (timings aside): ``nondeterministic`` lists each setting used that breaks
+it, with why (a GPU without ``trainer.deterministic: true``, mixed precision, torch.compile other than the
+eager backend, several DDP processes, a resume with data loader workers; see ``vlpt.eval.determinism``),
+and ``deterministic`` is true when the list is empty. ``config.trainer.resumed_at_epoch`` is present when
+the run resumed from a mid-training checkpoint after that many epochs (``vlpt.eval.resume``).
 
 Metric conventions read by the leaderboard: accuracies are percentages under
 the metric name ``"accuracy"``; the evaluation sets are ``"test"`` (few_shot and

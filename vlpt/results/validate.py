@@ -181,6 +181,8 @@ class _Checker:
             self.run_id(d["run_id"], identity)
         if "config" in present and not isinstance(d["config"], dict):
             self.wrong("config", d["config"], "an object (the resolved config)")
+        elif "config" in present and "determinism" in d["config"]:
+            self.determinism(d["config"]["determinism"])
         if "metrics" in present:
             self.metrics(d["metrics"], identity)
         if "timings" in present:
@@ -290,6 +292,22 @@ class _Checker:
             self.number(where, value, low=0)
         else:
             self.number(where, value)
+
+    def determinism(self, flag: Any) -> None:
+        where = "config.determinism"
+        if not isinstance(flag, dict):
+            self.wrong(where, flag, "an object {deterministic, nondeterministic}")
+            return
+        present = self.fields(flag, ("deterministic", "nondeterministic"), f"{where}.", where)
+        deterministic, reasons = flag.get("deterministic"), flag.get("nondeterministic")
+        if "deterministic" in present and not isinstance(deterministic, bool):
+            self.wrong(f"{where}.deterministic", deterministic, "true or false")
+        if "nondeterministic" in present and not (isinstance(reasons, list) and all(
+                isinstance(r, str) and r for r in reasons)):
+            self.wrong(f"{where}.nondeterministic", reasons, "a list of non-empty strings (reasons)")
+        elif isinstance(deterministic, bool) and isinstance(reasons, list) and deterministic == bool(reasons):
+            self.add(f"{where}.deterministic", f"{where}.deterministic = {str(deterministic).lower()} but "
+                                               f"{where}.nondeterministic lists {len(reasons)} reason(s)")
 
     def timings(self, timings: Any) -> None:
         if not isinstance(timings, dict):
