@@ -85,6 +85,15 @@ def test_an_undecodable_test_image_is_named_before_training(tmp_path, monkeypatc
     fails_up_front(tmp_path, monkeypatch, re.escape(f"image file {bad} cannot be decoded"))
 
 
+def test_a_truncated_test_jpeg_is_named_before_training(tmp_path, monkeypatch):
+    image_folders(tmp_path / "data")
+    bad = tmp_path / "data" / "cifar10" / "test" / "deer" / "0.jpg"
+    noise = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(bad, quality=95)
+    bad.write_bytes(bad.read_bytes()[: bad.stat().st_size // 2])  # header intact, half of the scan data lost
+    fails_up_front(tmp_path, monkeypatch, re.escape(f"image file {bad} cannot be decoded"))
+
+
 def test_a_class_left_empty_by_sampling_is_named_before_training(tmp_path, monkeypatch):
     image_folders(tmp_path / "data")
     for path in (tmp_path / "data" / "cifar10" / "train" / "ship").iterdir():

@@ -75,3 +75,26 @@ def test_a_blocking_claim_waits_for_the_holder_to_end(tmp_path):
         assert claim.held
     assert waited > 1.0  # the holder slept 1.5 s holding it after confirming
     assert holder.wait(timeout=10) == 0
+
+
+def test_a_forked_child_does_not_keep_its_parents_claim(tmp_path):
+    """DataLoader workers are forked while a run is claimed; they must not hold the claim after the run."""
+    folder = ClaimFolder(tmp_path)
+    claim = folder.try_claim("run-a")
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # a worker that outlives the claim
+        os.close(read)
+        os.write(write, b"started")
+        time.sleep(30)
+        os._exit(0)
+    try:
+        os.close(write)
+        assert os.read(read, 7) == b"started"
+        claim.release()
+        again = ClaimFolder(tmp_path).try_claim("run-a")
+        assert again is not None, "the forked child kept the claim after its parent released it"
+        again.release()
+    finally:
+        os.kill(child, signal.SIGKILL)
+        os.waitpid(child, 0)

@@ -107,7 +107,12 @@ def test_interrupted_runs_resume_to_the_uninterrupted_result(tmp_path, data_root
     assert len(middle) == 3 and not list((tmp_path / "out" / "records").glob("*.json"))
 
     resumed = Harness(load_suite(path), progress=False)
-    records = [resumed.execute(run) for run in resumed.pending()]
+    pending = resumed.pending()
+    records = [resumed.execute(run) for run in pending]
+    assert all(resumed.resume_path(run.identity).is_file() for run in pending)  # kept until the record is written
+    for record in records:
+        resumed.store.write(record)
+    assert resumed.run_all() and resumed.executed == []  # nothing left to do: the checkpoints go
     messages = capsys.readouterr().err
     for record in records:
         assert f"resuming run {record.run_id} from epoch 2 of 3" in messages
@@ -117,7 +122,7 @@ def test_interrupted_runs_resume_to_the_uninterrupted_result(tmp_path, data_root
         final = prompt(resumed, record)
         assert any(not torch.equal(final[k], v) for k, v in middle[record.run_id].items()), \
             "the last epoch changed nothing: the comparison would prove nothing"
-        assert not resumed.resume_path(record.identity).parent.exists()  # removed when training ended
+        assert not resumed.resume_path(record.identity).parent.exists()  # removed with the record written
     assert "resumed_at_epoch" not in next(iter(expected.values())).config["trainer"]
 
 
@@ -186,7 +191,7 @@ def test_a_checkpoint_that_is_not_the_runs_own_is_moved_aside_not_used(tmp_path,
         record = harness.execute(run)
     assert "resumed_at_epoch" not in record.config["trainer"]  # trained from the first epoch
     assert "resuming run" not in capsys.readouterr().err
-    (aside,) = path.parent.iterdir()  # kept, never deleted
+    (aside,) = [p for p in path.parent.iterdir() if p != path]  # kept, never deleted (last.ckpt: this run's own)
     assert aside.name.startswith("last.") and aside.name.endswith(".unused.ckpt") and aside.read_bytes() == written
 
 

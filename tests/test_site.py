@@ -393,3 +393,12 @@ def test_charts_have_titles_and_a_mark_per_value():
     scatter = scatter_chart("t", "d", [Series("a", "#000", (Point(60.0, 70.0, 1.0, "a", x_err=2.0),))], "base",
                             "novel", harmonic_means=True)
     assert scatter.count('class="mark point"') == 1 and scatter.count('class="whisker"') == 2
+
+
+def test_averages_over_different_sets_of_datasets_get_plots_of_their_own():
+    records = b2n_average("coop", "ViT-B-16@openai", datasets=("dtd", "eurosat", "ucf101"))
+    records += b2n_average("kgcoop", "ViT-B-16@openai", datasets=("dtd", "eurosat"))
+    html = site_of(records)
+    titles = set(re.findall(r"Base vs novel accuracy · average of [^<]*", html))
+    assert titles == {"Base vs novel accuracy · average of 3 datasets (dtd, eurosat, ucf101)",
+                      "Base vs novel accuracy · average of 2 datasets (dtd, eurosat)"}

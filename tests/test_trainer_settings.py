@@ -42,3 +42,12 @@ def test_bad_trainer_settings_are_named(tmp_path):
         load_suite(write_suite(tmp_path, trainer={"compile": "yes"}))
     with pytest.raises(ConfigError, match="feature_cache: train_views must be 0 or more, got -1"):
         load_suite(write_suite(tmp_path, feature_cache={"train_views": -1}))
+
+
+@pytest.mark.parametrize("devices, one_process", [(1, True), ("1", True), ("0,", True), ("1,", True),
+                                                  ("0,1", False), (2, False), ("2", False)])
+def test_runs_are_claimed_only_when_each_trains_in_one_process(devices, one_process):
+    from vlpt.eval.harness import trains_in_one_process
+    from vlpt.eval.suite import TrainerSpec
+
+    assert trains_in_one_process(TrainerSpec(devices=devices)) is one_process

@@ -15,8 +15,9 @@ from vlpt.paths import LEADERBOARD_DIR, STARTER_WEIGHTS, default_data_root
 
 @contextlib.contextmanager
 def _warnings_on_stderr(*categories: type[Warning]):
-    """Show every warning of ``categories`` (about corrupt files: a record skipped or set aside, a feature
-    cache entry recomputed) as a ``vlpt: warning:`` line on stderr as it happens; other warnings as usual."""
+    """Show every warning of ``categories`` (a record skipped or set aside, a feature cache entry recomputed,
+    a mid-training checkpoint not used, a dataset unlike its catalog file) as a ``vlpt: warning:`` line on
+    stderr as it happens; other warnings as usual."""
     with warnings.catch_warnings():
         shown = warnings.showwarning
 
@@ -33,10 +34,12 @@ def _warnings_on_stderr(*categories: type[Warning]):
 
 
 def _bench(args) -> None:
+    from vlpt.data.consistency import DatasetWarning
     from vlpt.data.feature_cache import FeatureCacheWarning
+    from vlpt.eval.resume import ResumeWarning
     from vlpt.results.store import RecordWarning
 
-    with _warnings_on_stderr(RecordWarning, FeatureCacheWarning):
+    with _warnings_on_stderr(RecordWarning, FeatureCacheWarning, ResumeWarning, DatasetWarning):
         _run_bench(args)
 
 

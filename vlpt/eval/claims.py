@@ -10,6 +10,8 @@ Locks are taken on separate open files, so two claims of one name conflict even 
 a ``ClaimFolder`` refuses to claim a name it already holds instead of waiting for itself. flock
 works between processes of one machine on any local file system; on a shared file system (NFS)
 Linux maps it to POSIX record locks, which work across machines where the server supports them.
+A forked child (a DataLoader worker) would share the lock and keep it after its parent releases it,
+so children close their copies of every held claim file as they start.
 """
 from __future__ import annotations
 
@@ -18,6 +20,21 @@ import fcntl
 import os
 import socket
 from pathlib import Path
+
+#: file descriptors of the claims this process holds (closed in forked children)
+_HELD_FDS: set[int] = set()
+
+
+def _close_claims_in_child() -> None:
+    for fd in _HELD_FDS:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _HELD_FDS.clear()
+
+
+os.register_at_fork(after_in_child=_close_claims_in_child)
 
 
 class Claim:
@@ -36,6 +53,7 @@ class Claim:
             return
         self.folder._held.discard(self.name)
         fd, self._fd = self._fd, None
+        _HELD_FDS.discard(fd)
         os.close(fd)
 
     def __enter__(self) -> "Claim":
@@ -88,6 +106,7 @@ class ClaimFolder:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
         self._held.add(name)
+        _HELD_FDS.add(fd)
         return Claim(self, name, fd)
 
 

@@ -42,7 +42,8 @@ from vlpt.eval.claims import ClaimFolder
 from vlpt.eval.determinism import determinism
 from vlpt.eval.metrics import evaluate_classifier
 from vlpt.eval.preflight import check_runs
-from vlpt.eval.resume import CHECKPOINT_NAME, RunCheckpoint, loader_generators, resumable_checkpoint
+from vlpt.eval.resume import (CHECKPOINT_NAME, RunCheckpoint, loader_generators, remove_checkpoint,
+                              resumable_checkpoint)
 from vlpt.eval.slurm import rebuild_leaderboard
 from vlpt.eval.segmentation import SegmentationDataModule, evaluate_segmenter
 from vlpt.eval.test_time import evaluate_test_time
@@ -53,6 +54,7 @@ from vlpt.methods.base import PromptMethod
 from vlpt.multitask import MultitaskDataModule, MultitaskPromptModule, Task
 from vlpt.paths import LEADERBOARD_DIR, PROJECT_ROOT, default_data_root
 from vlpt.results import RecordStore, RecordWarning, RunIdentity, RunRecord, atomic_write_text
+from vlpt.results.record import git_state, library_versions
 from vlpt.results.store import remove_stale_temp_files
 from vlpt.seg.data import SegSplits
 from vlpt.seg.datasets import load_seg_dataset
@@ -89,9 +91,12 @@ def trains_in_one_process(spec: TrainerSpec) -> bool:
     """Whether each run of a suite with these trainer settings trains in this process alone (no DDP)."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 or spec.num_nodes > 1:
         return False
-    if str(spec.devices) == "1":
+    text = str(spec.devices).strip()
+    if "," in text:  # Lightning's device indices, "0," or "0,1"
+        return len([index for index in text.split(",") if index.strip()]) == 1
+    if text == "1":
         return True
-    if spec.devices in ("auto", -1, "-1"):
+    if text in ("auto", "-1"):
         return spec.accelerator not in ("auto", "gpu", "cuda") or torch.cuda.device_count() <= 1
     return False
 
@@ -322,7 +327,10 @@ class Harness:
         """Wait until the run whose prompt this one starts from has its record: another process may be
         running it (wait for its claim); run it here if nobody has."""
         source = run.init_source
-        if source is None or self.store.has(source):
+        if source is None:
+            return
+        source_run = next(r for r in self.suite.runs if r.identity.run_id == source.run_id)
+        if self._stored(source_run) is not None:
             return
         claim = self.claims.try_claim(source.run_id)
         if claim is None:
@@ -330,7 +338,6 @@ class Harness:
                  f"({self.claims.holder(source.run_id)}); waiting for it")
             claim = self.claims.claim(source.run_id)
         with claim:
-            source_run = next(r for r in self.suite.runs if r.identity.run_id == source.run_id)
             if self._stored(source_run, set_aside=True) is None:
                 self._wait_for_source(source_run)
                 self._run(source_run)
@@ -342,10 +349,12 @@ class Harness:
         record = self.execute(run)
         if record is not None:
             self.store.write(record)
+            remove_checkpoint(self.resume_path(run.identity))  # a failure before this resumes the training
         self.executed.append(run.identity.run_id)
 
     def _remove_stale_temp_files(self) -> None:
-        """Remove temporary files that killed writers left in the output folders and the feature cache."""
+        """Remove temporary files that killed writers left in the output folders and the feature cache, and the
+        mid-training checkpoints of runs whose record exists."""
         folders = [self.output, self.store.directory, self.checkpoints, self.inits]
         if self.suite.feature_cache.enabled:
             folders.append(Path(self.suite.feature_cache.folder or default_cache_folder()))
@@ -353,6 +362,9 @@ class Harness:
             removed = remove_stale_temp_files(folder)
             if removed:
                 print(f"removed {len(removed)} temporary file(s) left by interrupted writers in {folder}")
+        for checkpoint in sorted(self.output.glob(f".lightning/*/{CHECKPOINT_NAME}")):
+            if self.store.directory.joinpath(f"{checkpoint.parent.name}.json").is_file():
+                remove_checkpoint(checkpoint)  # its run's record was written just before a kill
 
     def checkpoint_path(self, identity: RunIdentity) -> Path:
         return self.checkpoints / f"{identity.run_id}.pt"
@@ -537,23 +549,25 @@ class Harness:
         trainer = self._trainer(epochs, [checkpoint] if checkpoint else [])
         resumed_at = None
         if checkpoint is not None:
-            checkpoint.fingerprint = self._fingerprint(run, module, datamodule, epochs, trainer.world_size)
+            checkpoint.fingerprint = {**self._fingerprint(run, module, datamodule, epochs, trainer.world_size),
+                                      "loader_generators": len(checkpoint.generators)}
             resumed_at = resumable_checkpoint(checkpoint.path, checkpoint.fingerprint, move=is_global_zero())
             if resumed_at is not None:
                 tqdm.write(f"resuming run {run.identity.run_id} from epoch {resumed_at} of {epochs} "
                            f"({checkpoint.path})", file=sys.stderr)
         trainer.fit(module, train_dataloaders=loader, ckpt_path=checkpoint.path if resumed_at is not None else None,
                     weights_only=True)
-        if checkpoint is not None and trainer.is_global_zero:
-            checkpoint.remove()  # training is over: the run's prompt checkpoint takes over
-        return trainer.world_size, resumed_at
+        return trainer.world_size, resumed_at  # the checkpoint stays until the run's record is written
 
     def _fingerprint(self, run: Run, module: L.LightningModule, datamodule, epochs: int, world_size: int) -> dict:
         """What a mid-training checkpoint must share with the run to resume it: the run, its settings, and
-        what the checkpointed state depends on (backbone, device, precision, processes, inputs, prompt shapes)."""
+        what the checkpointed state depends on (backbone, device, precision, processes, loader workers, inputs,
+        prompt shapes, library versions and git commit: a resume never mixes code or settings)."""
         cached = isinstance(datamodule, CachedFeatureDataModule)
         return {"run_id": run.identity.run_id, "settings": settings_of(run), "backbone": self.suite.backbone.describe(),
                 "epochs": epochs, "device": self.device.type, "precision": self.precision, "world_size": world_size,
+                "num_workers": self.suite.trainer.num_workers, "versions": library_versions(),
+                "git": git_state(PROJECT_ROOT),
                 "inputs": f"stored features, {datamodule.train_views} view(s)" if cached else "images",
                 "prompt": {name: list(value.shape) for name, value in module.state_dict().items()}}
 

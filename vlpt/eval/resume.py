@@ -167,13 +167,14 @@ class RunCheckpoint(Callback):
         if trainer.is_global_zero:
             temporary.replace(self.path)
 
-    def remove(self) -> None:
-        """Delete the checkpoint, and temporary files a killed writer left, and the folder when empty: the
-        run finished training."""
-        self.path.unlink(missing_ok=True)
-        for leftover in self.path.parent.glob(f".{self.path.name}.*.tmp"):
-            leftover.unlink(missing_ok=True)
-        try:
-            self.path.parent.rmdir()
-        except OSError:
-            pass
+
+def remove_checkpoint(path: Path) -> None:
+    """Delete a run's mid-training checkpoint, temporary files a killed writer left, and the folder when
+    empty: the run's record is written."""
+    path.unlink(missing_ok=True)
+    for leftover in path.parent.glob(f".{path.name}.*.tmp"):
+        leftover.unlink(missing_ok=True)
+    try:
+        path.parent.rmdir()
+    except OSError:
+        pass

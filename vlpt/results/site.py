@@ -228,6 +228,13 @@ def _by(groups: list[Group], *fields: str) -> dict[tuple, list[Group]]:
     return out
 
 
+def _dataset_name(group: Group) -> str:
+    """A row's dataset in a plot title; an average names the datasets it is over (they differ between rows)."""
+    if not group.over:
+        return group.dataset
+    return f"average of {len(group.over)} datasets ({', '.join(sorted(group.over))})"
+
+
 def _tip(group: Group, stat, what: str) -> str:
     spread = "" if stat.std is None else f" ± {stat.std:.2f}"
     return f"{method_label(group.method, group.variant)}, {group.shots} shots: {what} {stat.mean:.2f}{spread}"
@@ -248,7 +255,7 @@ def _adapts_at_test_time(method: str) -> bool:
 
 def _accuracy_vs_shots(rows: list[Group], page: _Page) -> list[tuple[str, str, str, str]]:
     figures = []
-    for (backbone, dataset), members in _by(rows, "backbone", "dataset").items():
+    for (backbone, _, _), members in _by(rows, "backbone", "dataset", "over").items():  # one plot per set of datasets
         members = [g for g in members if g.get("test")]
         if not members:
             continue
@@ -260,7 +267,7 @@ def _accuracy_vs_shots(rows: list[Group], page: _Page) -> list[tuple[str, str, s
                                        _tip(g, g.get("test"), "accuracy")) for g in runs)
             level = all(g.shots == 0 for g in runs)
             series.append(plots.Series(method_label(method, variant), page.colour(runs[0]), points, reference=level))
-        name = f"average of {len(members[0].over)} datasets" if members[0].over else dataset
+        name = _dataset_name(members[0])
         svg = plots.line_chart(f"Accuracy vs shots, {name} ({backbone})",
                                f"Test accuracy (%) of each method by shots per class on {name}; whiskers: 95% CI.",
                                categories, series, "shots per class", "accuracy (%)", cap=100.0)
@@ -272,7 +279,7 @@ def _accuracy_vs_shots(rows: list[Group], page: _Page) -> list[tuple[str, str, s
 
 def _base_vs_novel(rows: list[Group], page: _Page) -> list[tuple[str, str, str, str]]:
     figures = []
-    for (backbone, dataset), members in _by(rows, "backbone", "dataset").items():
+    for (backbone, _, _), members in _by(rows, "backbone", "dataset", "over").items():  # one plot per set of datasets
         members = [g for g in members if g.get("base") and g.get("novel")]
         if not members:
             continue
@@ -284,7 +291,7 @@ def _base_vs_novel(rows: list[Group], page: _Page) -> list[tuple[str, str, str, 
                    f"{novel.mean:.2f}" + (f", HM {hm.mean:.2f}" if hm else ""))
             point = plots.Point(base.mean, novel.mean, ci95(novel), tip, x_err=ci95(base))
             series.append(plots.Series(labels[id(g)], page.colour(g), (point,)))
-        name = f"average of {len(members[0].over)} datasets" if members[0].over else dataset
+        name = _dataset_name(members[0])
         svg = plots.scatter_chart(f"Base vs novel accuracy, {name} ({backbone})",
                                   f"Base-class against novel-class accuracy (%) of each method on {name}; "
                                   "dashed curves join points of equal harmonic mean.",
