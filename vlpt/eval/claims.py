@@ -15,6 +15,7 @@ so children close their copies of every held claim file as they start.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
@@ -26,11 +27,10 @@ _HELD_FDS: set[int] = set()
 
 
 def _close_claims_in_child() -> None:
+    """In a forked child: close its copies of the parent's claim files, so the parent's release frees them."""
     for fd in _HELD_FDS:
-        try:
+        with contextlib.suppress(OSError):  # already closed in this child
             os.close(fd)
-        except OSError:
-            pass
     _HELD_FDS.clear()
 
 

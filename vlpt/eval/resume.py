@@ -15,6 +15,7 @@ is the current run's, and moves any other checkpoint aside with a warning (never
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import time
@@ -174,7 +175,5 @@ def remove_checkpoint(path: Path) -> None:
     path.unlink(missing_ok=True)
     for leftover in path.parent.glob(f".{path.name}.*.tmp"):
         leftover.unlink(missing_ok=True)
-    try:
+    with contextlib.suppress(OSError):  # not empty: a checkpoint moved aside is kept
         path.parent.rmdir()
-    except OSError:
-        pass
