@@ -3,10 +3,15 @@ from __future__ import annotations
 
 import pytest
 import torch
+import yaml
+from open_clip.transformer import QuickGELU
 from safetensors.torch import save_file
 
 from vlpt.backbone import ClipBackbone
+from vlpt.backbone.clip import resolve_quick_gelu
 from vlpt.errors import CheckpointError, ConfigError
+from vlpt.eval.harness import Harness
+from vlpt.eval.suite import load_suite
 from vlpt.paths import STARTER_WEIGHTS
 
 
@@ -113,7 +118,7 @@ def test_checkpoint_of_another_architecture_is_rejected(tmp_path, tiny_backbone)
     path = tmp_path / "other.safetensors"
     save_file(state, str(path))
     with pytest.raises(CheckpointError) as info:
-        ClipBackbone("vlpt-starter-vit", pretrained=str(path))
+        ClipBackbone("vlpt-starter-vit", pretrained=str(path), quick_gelu=False)
     message = str(info.value)
     assert str(path) in message and "vlpt-starter-vit" in message
     assert "logit_scale" in message and "extra.weight" in message and "visual.conv1.weight" in message
@@ -123,7 +128,7 @@ def test_corrupt_checkpoint_is_named(tmp_path):
     path = tmp_path / "broken.pt"
     path.write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="broken.pt cannot be read"):
-        ClipBackbone("vlpt-starter-vit", pretrained=str(path))
+        ClipBackbone("vlpt-starter-vit", pretrained=str(path), quick_gelu=False)
 
 
 @pytest.mark.skipif(not STARTER_WEIGHTS.is_file(), reason="starter weights not built")
@@ -136,7 +141,73 @@ def test_shipped_starter_weights_load_and_are_small():
 def test_local_torch_checkpoint_that_fits_is_loaded(tmp_path, tiny_backbone):
     path = tmp_path / "mine.pt"
     torch.save({"state_dict": tiny_backbone.model.state_dict()}, path)
-    loaded = ClipBackbone("vlpt-starter-vit", pretrained=str(path))
+    loaded = ClipBackbone("vlpt-starter-vit", pretrained=str(path), quick_gelu=False)
     tokens = loaded.tokenize(["a photo of a dog."])
     assert torch.equal(loaded.encode_text(tokens), tiny_backbone.encode_text(tokens))
-    assert loaded.describe() == f"vlpt-starter-vit@{path}"
+    assert loaded.describe() == f"vlpt-starter-vit@{path}+gelu"
+
+
+def _without_download(monkeypatch) -> list[dict]:
+    """Make open_clip build the architecture without fetching weights; returns the calls' arguments."""
+    import vlpt.backbone.clip as clip_module
+
+    calls = []
+    create = clip_module.open_clip.create_model
+
+    def create_offline(name, pretrained=None, **kwargs):
+        calls.append({"name": name, "pretrained": pretrained, **kwargs})
+        return create(name, pretrained=None, **kwargs)
+
+    monkeypatch.setattr(clip_module.open_clip, "create_model", create_offline)
+    return calls
+
+
+def test_openai_weights_run_quickgelu_from_a_suite(tmp_path, monkeypatch):
+    calls = _without_download(monkeypatch)
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(yaml.safe_dump({
+        "name": "openai", "backbone": {"model": "ViT-B-16", "pretrained": "openai"},
+        "experiments": [{"protocol": "few_shot", "dataset": "starter_shapes", "shots": [1], "seeds": [1],
+                         "methods": ["zeroshot"]}],
+    }))
+    backbone = Harness(load_suite(suite), output=tmp_path / "out", data_root=tmp_path / "data").backbone
+    assert calls[0]["pretrained"] == "openai"
+    assert backbone.activation == "quick_gelu" and backbone.quick_gelu
+    assert isinstance(backbone.model.visual.transformer.resblocks[0].mlp.gelu, QuickGELU)
+    assert isinstance(backbone.model.transformer.resblocks[0].mlp.gelu, QuickGELU)
+
+
+def test_activation_follows_the_weights():
+    assert resolve_quick_gelu("ViT-B-16", "openai") is True  # OpenAI trained with QuickGELU
+    assert resolve_quick_gelu("ViT-B-16", "laion2b_s34b_b88k") is False
+    assert resolve_quick_gelu("ViT-B-16-quickgelu", "openai") is True
+    assert resolve_quick_gelu("vlpt-starter-vit", "vlpt-starter") is False
+    assert resolve_quick_gelu("vlpt-starter-vit", None) is False
+    assert resolve_quick_gelu("vlpt-starter-vit", None, stated=True) is True  # random weights: the user's choice
+    with pytest.raises(ConfigError, match="contradicts the pretrained tag 'openai'"):
+        resolve_quick_gelu("ViT-B-16", "openai", stated=False)
+    with pytest.raises(ConfigError, match="contradicts the architecture vlpt-starter-vit"):
+        resolve_quick_gelu("vlpt-starter-vit", "vlpt-starter", stated=True)
+
+
+def test_a_checkpoint_of_unknown_activation_is_refused_unless_stated(tmp_path, tiny_backbone):
+    path = tmp_path / "mine.pt"
+    torch.save(tiny_backbone.model.state_dict(), path)
+    with pytest.raises(ConfigError, match=f"checkpoint {path}: its activation cannot be known.*quick_gelu: true"):
+        ClipBackbone("vlpt-starter-vit", pretrained=str(path))
+    quick = ClipBackbone("vlpt-starter-vit", pretrained=str(path), quick_gelu=True)
+    plain = ClipBackbone("vlpt-starter-vit", pretrained=str(path), quick_gelu=False)
+    assert (quick.activation, plain.activation) == ("quick_gelu", "gelu")
+    assert quick.describe() == f"vlpt-starter-vit@{path}+quickgelu"
+    images = torch.randn(2, 3, 32, 32)
+    assert not torch.allclose(quick.encode_image(images), plain.encode_image(images))
+    assert torch.equal(plain.encode_image(images), tiny_backbone.encode_image(images))
+
+
+def test_a_checkpoint_states_its_activation_in_its_metadata(tmp_path, tiny_backbone):
+    path = tmp_path / "mine.safetensors"
+    state = {k: v.contiguous() for k, v in tiny_backbone.model.state_dict().items()}
+    save_file(state, str(path), metadata={"quick_gelu": "true"})
+    assert ClipBackbone("vlpt-starter-vit", pretrained=str(path)).activation == "quick_gelu"
+    with pytest.raises(ConfigError, match="contradicts the checkpoint"):
+        ClipBackbone("vlpt-starter-vit", pretrained=str(path), quick_gelu=False)

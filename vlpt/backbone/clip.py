@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Callable, Hashable, Sequence
 
 import open_clip
+from open_clip.transformer import QuickGELU
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -79,15 +80,85 @@ def tokenize_fitting(tokenizer, texts: Sequence[str], context_length: int, devic
     return tokens.to(device)
 
 
+def checkpoint_file(pretrained: str | None) -> Path | None:
+    """The local file ``pretrained`` names (a shipped tag or a path), or None for an open_clip tag or no weights."""
+    if not pretrained:
+        return None
+    if pretrained in SHIPPED_WEIGHTS:
+        return SHIPPED_WEIGHTS[pretrained]
+    if Path(pretrained).suffix in CHECKPOINT_SUFFIXES or Path(pretrained).exists():
+        return Path(pretrained)
+    return None
+
+
+def stated_quick_gelu(path: Path) -> bool | None:
+    """The activation a .safetensors checkpoint states in its metadata (``quick_gelu``), or None."""
+    if path.suffix != ".safetensors" or not path.is_file():
+        return None
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), "pt") as handle:
+            value = (handle.metadata() or {}).get("quick_gelu")
+    except Exception:  # an unreadable file is reported by the loader, naming it
+        return None
+    return None if value is None else value.lower() == "true"
+
+
+def resolve_quick_gelu(model_name: str, pretrained: str | None, stated: bool | None = None) -> bool:
+    """Whether the model must run QuickGELU (``x * sigmoid(1.702 x)``) instead of GELU.
+
+    The weights decide: an open_clip pretrained tag by its config (OpenAI's CLIP weights were trained
+    with QuickGELU, and open_clip's plain ``ViT-B-16`` would only warn and compute with GELU), a
+    checkpoint file by its ``quick_gelu`` metadata or a ``-quickgelu`` architecture, vlpt's shipped
+    and random weights by the architecture's config. ``stated`` (the suite's ``backbone.quick_gelu``)
+    is needed only for a checkpoint whose activation cannot be known, and must agree elsewhere.
+    """
+    model_cfg = open_clip.get_model_config(model_name) or {}
+    checkpoint = checkpoint_file(pretrained)
+    if pretrained and checkpoint is None:
+        tags = open_clip.list_pretrained_tags_by_model(model_name)
+        if pretrained not in tags:
+            raise ConfigError(
+                f"pretrained tag {pretrained!r} is not known for {model_name}; valid tags: "
+                f"{', '.join(tags) or 'none'}, {', '.join(SHIPPED_WEIGHTS)}, or a checkpoint file path"
+            )
+        known, source = bool(open_clip.get_pretrained_cfg(model_name, pretrained).get("quick_gelu", False)), \
+            f"pretrained tag {pretrained!r} of {model_name}"
+    elif checkpoint is not None and pretrained not in SHIPPED_WEIGHTS:
+        if not checkpoint.is_file():
+            raise CheckpointError(f"checkpoint file {checkpoint} does not exist")
+        known, source = stated_quick_gelu(checkpoint), f"checkpoint {checkpoint}'s metadata"
+        if known is None and "quick_gelu" in model_cfg:
+            known, source = bool(model_cfg["quick_gelu"]), f"architecture {model_name}"
+        if known is None:
+            if stated is None:
+                raise ConfigError(
+                    f"checkpoint {checkpoint}: its activation cannot be known; state it in the suite's backbone "
+                    f"(quick_gelu: true for weights trained with QuickGELU, such as OpenAI's CLIP; false for GELU)"
+                )
+            return stated
+    else:
+        if pretrained is None and stated is not None:
+            return stated  # random weights: any activation is the user's choice
+        known, source = bool(model_cfg.get("quick_gelu", False)), f"architecture {model_name}"
+    if stated is not None and stated != known:
+        raise ConfigError(f"backbone quick_gelu: {str(stated).lower()} contradicts the {source}, "
+                          f"which computes with {'QuickGELU' if known else 'GELU'}")
+    return known
+
+
 class ClipBackbone(nn.Module):
     """A frozen open_clip CLIP model with text-embedding injection and deep prompts.
 
     ``model_name`` is any open_clip architecture (``open_clip.list_models()`` plus vlpt's own
     ``vlpt-starter-vit``); ``pretrained`` is an open_clip pretrained tag (downloaded), a shipped tag
-    (``vlpt-starter``), a local checkpoint path, or None for random weights.
+    (``vlpt-starter``), a local checkpoint path, or None for random weights. The MLP activation
+    follows the weights (see ``resolve_quick_gelu``); ``quick_gelu`` states it where they cannot tell.
     """
 
-    def __init__(self, model_name: str, pretrained: str | None = None, precision: str = "fp32"):
+    def __init__(self, model_name: str, pretrained: str | None = None, precision: str = "fp32",
+                 quick_gelu: bool | None = None):
         super().__init__()
         if model_name not in open_clip.list_models():
             raise ConfigError(
@@ -96,7 +167,9 @@ class ClipBackbone(nn.Module):
             )
         self.model_name = model_name
         self.pretrained = pretrained
-        self.model = self._create(model_name, pretrained, precision)
+        self.stated_quick_gelu = quick_gelu
+        self.quick_gelu = resolve_quick_gelu(model_name, pretrained, quick_gelu)
+        self.model = self._create(model_name, pretrained, precision, self.quick_gelu)
         self.model.requires_grad_(False)
         self.model.eval()
         self.tokenizer = open_clip.get_tokenizer(model_name)
@@ -104,25 +177,16 @@ class ClipBackbone(nn.Module):
         self._memo: OrderedDict[tuple, torch.Tensor] = OrderedDict()
 
     @staticmethod
-    def _create(model_name: str, pretrained: str | None, precision: str) -> nn.Module:
-        checkpoint = SHIPPED_WEIGHTS.get(pretrained) if pretrained else None
-        if checkpoint is None and pretrained and (
-            Path(pretrained).suffix in CHECKPOINT_SUFFIXES or Path(pretrained).exists()
-        ):
-            checkpoint = Path(pretrained)
+    def _create(model_name: str, pretrained: str | None, precision: str, quick_gelu: bool) -> nn.Module:
+        checkpoint = checkpoint_file(pretrained)
         if checkpoint is None and pretrained:
-            tags = open_clip.list_pretrained_tags_by_model(model_name)
-            if pretrained not in tags:
-                raise ConfigError(
-                    f"pretrained tag {pretrained!r} is not known for {model_name}; valid tags: "
-                    f"{', '.join(tags) or 'none'}, {', '.join(SHIPPED_WEIGHTS)}, or a checkpoint file path"
-                )
-            return open_clip.create_model(model_name, pretrained=pretrained, precision=precision)
+            return open_clip.create_model(model_name, pretrained=pretrained, precision=precision,
+                                          quick_gelu=quick_gelu)
         open_clip_log = logging.getLogger()
         level = open_clip_log.level
         open_clip_log.setLevel(logging.ERROR)  # open_clip warns "no pretrained weights"; vlpt loads them below
         try:
-            model = open_clip.create_model(model_name, pretrained=None, precision=precision)
+            model = open_clip.create_model(model_name, pretrained=None, precision=precision, quick_gelu=quick_gelu)
         finally:
             open_clip_log.setLevel(level)
         if checkpoint is not None:
@@ -311,8 +375,15 @@ class ClipBackbone(nn.Module):
         return x if getattr(transformer, "batch_first", True) else x.transpose(0, 1)
 
     def describe(self) -> str:
-        """Identity string used in run records: ``architecture@weights``."""
-        return f"{self.model_name}@{self.pretrained or 'random'}"
+        """Identity string used in run records: ``architecture@weights``, ``+quickgelu``/``+gelu`` when stated."""
+        stated = "" if self.stated_quick_gelu is None else ("+quickgelu" if self.stated_quick_gelu else "+gelu")
+        return f"{self.model_name}@{self.pretrained or 'random'}{stated}"
+
+    @property
+    def activation(self) -> str:
+        """The MLP activation the model computes with (``quick_gelu`` or ``gelu``), read from its modules."""
+        quick = any(isinstance(m, QuickGELU) for m in self.model.modules())
+        return "quick_gelu" if quick else "gelu"
 
 
 def _sequence_first_block(block: nn.Module, x: torch.Tensor) -> torch.Tensor:

@@ -125,7 +125,8 @@ class FeatureCache:
     @property
     def weights(self) -> str:
         if self._weights is None:
-            self._weights = weights_digest(self.backbone.model)
+            # the activation is not in the state dict: the same weights under GELU and QuickGELU differ
+            self._weights = f"{weights_digest(self.backbone.model)}-{self.backbone.activation}"
         return self._weights
 
     def key(self, samples: Sequence[Sample], transform: Callable, dataset: str, split: str, view: int) -> FeatureKey:

@@ -155,7 +155,7 @@ class Harness:
     def backbone(self) -> ClipBackbone:
         if self._backbone is None:
             spec = self.suite.backbone
-            self._backbone = ClipBackbone(spec.model, spec.pretrained, spec.precision).to(self.device)
+            self._backbone = ClipBackbone(spec.model, spec.pretrained, spec.precision, spec.quick_gelu).to(self.device)
             if self.suite.trainer.compile:
                 self._backbone.compile_blocks(self.suite.trainer.compile_backend)
         return self._backbone
@@ -501,7 +501,7 @@ class Harness:
             "method": {"name": resolved.cls.name, "variant": resolved.variant, "params": dataclasses.asdict(config)},
             "init_from_run": run.init_source.run_id if run.init_source else None,
             "epochs": epochs,
-            "backbone": dataclasses.asdict(self.suite.backbone),
+            "backbone": {**dataclasses.asdict(self.suite.backbone), "activation": self.backbone.activation},
             "trainer": {**dataclasses.asdict(trainer), "precision": self.precision, "world_size": world_size,
                         **({"resumed_at_epoch": resumed_at} if resumed_at is not None else {})},
             "determinism": determinism(self.device.type, self.precision, trainer.deterministic, trainer.compile,

@@ -60,9 +60,13 @@ class BackboneSpec:
     model: str
     pretrained: str | None = None
     precision: str = "fp32"
+    #: the MLP activation, needed only for a checkpoint file that does not state it (true: QuickGELU, as
+    #: OpenAI's CLIP weights; false: GELU); elsewhere it follows the weights (``resolve_quick_gelu``)
+    quick_gelu: bool | None = None
 
     def describe(self) -> str:
-        return f"{self.model}@{self.pretrained or 'random'}"
+        stated = "" if self.quick_gelu is None else ("+quickgelu" if self.quick_gelu else "+gelu")
+        return f"{self.model}@{self.pretrained or 'random'}{stated}"
 
 
 @dataclass

@@ -133,7 +133,7 @@ def pretrain_starter(out: Path, steps: int = 600, batch_size: int = 256, lr: flo
     model.eval()
     state = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}
     out.parent.mkdir(parents=True, exist_ok=True)
-    save_file(state, str(out))
+    save_file(state, str(out), metadata={"quick_gelu": "false"})  # open_clip's GELU; loaders read the activation
     model.load_state_dict({k: v.float() for k, v in state.items()})
     card = {
         "model": MODEL_NAME,
