@@ -313,7 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     gram = commands.add_parser("gram", help="meta-learn a prompt initialisation with GRAM (use it with init_from)")
     gram.add_argument("method", help="method config, e.g. coop_m4")
     gram.add_argument("--out", required=True, help="output checkpoint (.pt)")
-    gram.add_argument("--backbone", default="vlpt-starter-vit@vlpt-starter", help="MODEL@PRETRAINED")
+    gram.add_argument("--backbone", default="vlpt-starter-vit@vlpt-starter", help="MODEL@PRETRAINED, +quickgelu or +gelu for a checkpoint that does not state its activation")
     gram.add_argument("--domain", action="append", help="NAME=PATH[,PATH...]: caption folder or tar shards "
                       "(repeat per domain; default: captioned starter images)")
     gram.add_argument("--param", action="append", default=[], help="KEY=VALUE method config override")

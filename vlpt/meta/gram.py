@@ -563,7 +563,11 @@ def _backbone_from(spec):
     if isinstance(spec, ClipBackbone):
         return spec
     model, _, pretrained = str(spec).partition("@")
-    return ClipBackbone(model, pretrained or None)
+    stated = None
+    for suffix, value in (("+quickgelu", True), ("+gelu", False)):
+        if pretrained.endswith(suffix):
+            pretrained, stated = pretrained.removesuffix(suffix), value
+    return ClipBackbone(model, None if pretrained in ("", "random") else pretrained, quick_gelu=stated)
 
 
 def run_gram(
