@@ -107,9 +107,39 @@ def test_kgcoop_penalty_is_zero_at_the_handcrafted_prompt(tiny_backbone, tiny_da
     cls = METHODS.get("kgcoop")
     method = cls(tiny_backbone, tiny_data.classnames, ["a photo of a {}."])
     with torch.no_grad():
-        assert method.knowledge_distance(method.text_features()).item() < 1e-10
+        assert method.knowledge_distance(method.text_features()).item() < 1e-6
         method.context.ctx.add_(torch.randn_like(method.context.ctx))  # a constant shift would be removed by LayerNorm
         assert method.knowledge_distance(method.text_features()).item() > 1e-3
+
+
+def test_kgcoop_defaults_are_the_reference_codes(tiny_backbone, tiny_data):
+    """1 - mean cos at lambda 8 (the paper's squared distance is twice that), batch 128, 100 epochs."""
+    cls = METHODS.get("kgcoop")
+    torch.manual_seed(0)
+    method = cls(tiny_backbone, tiny_data.classnames, ["a photo of a {}."])
+    squared = cls(tiny_backbone, tiny_data.classnames, ["a photo of a {}."], cls.Config(kg_penalty="squared"))
+    with torch.no_grad():
+        for m in (method, squared):
+            m.context.ctx.copy_(torch.randn_like(m.context.ctx))
+        squared.context.ctx.copy_(method.context.ctx)
+        learned = torch.nn.functional.normalize(method.text_features(), dim=-1)
+        cosine = 1 - (learned * method.handcrafted).sum(-1).mean()
+        assert torch.allclose(method.knowledge_distance(method.text_features()), cosine, atol=1e-6)
+        assert torch.allclose(squared.knowledge_distance(squared.text_features()), 2 * cosine, atol=1e-6)
+    images, labels = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 0])
+    ce = torch.nn.functional.cross_entropy(method.logits(images), labels)
+    assert torch.allclose(method.training_loss(images, labels), ce + 8.0 * cosine, atol=1e-5)
+    config = cls.Config()
+    assert (config.kg_weight, config.batch_size, config.epochs_for(16), config.epochs_for(1)) == (8.0, 128, 100, 100)
+
+
+def test_kgcoop_handcrafted_prompt_for_dtd_is_the_reference_codes(tiny_backbone):
+    names = ["banded", "dotted"]
+    method = METHODS.get("kgcoop")(tiny_backbone, names, ["{} texture."])
+    with torch.no_grad():
+        expected = tiny_backbone.encode_text(
+            tiny_backbone.tokenize([f"a photo of a {n}, a type of texture." for n in names]), normalize=True)
+    assert torch.allclose(method.handcrafted, expected, atol=1e-6)
 
 
 def test_cocoop_batched_logits_equal_the_per_image_loop(tiny_backbone, tiny_data):
