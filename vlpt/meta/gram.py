@@ -412,7 +412,7 @@ def meta_learn_initialization(
             "GRAM draws support and query batches from different domains: it needs at least two domains of at "
             f"least two image-caption pairs each; got {', '.join(f'{d} ({len(domains[d])})' for d in names) or 'none'}"
         )
-    if getattr(method.config, "csc", False):
+    if getattr(getattr(method, "context", None), "csc", False):
         raise ConfigError(f"GRAM cannot meta-learn a class-specific context (csc) for {method.name}: the 'classes' of "
                           "image-caption batches change every step; use a shared context")
     backbone = method.backbone

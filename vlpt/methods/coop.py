@@ -4,6 +4,12 @@ IJCV 2022).
 M learnable context vectors replace the hand-written words of the prompt; the class name's
 token embedding stays fixed. Options: context length, initialisation phrase, class-specific
 context (CSC), and the class token's position (end / middle / front).
+
+Defaults follow the reference code (KaiyangZhou/CoOp, ``trainers/coop.py``): with an
+initialisation phrase the context is one shared context even when ``csc`` is set (the code
+ignores CSC then; ``csc_with_init: per_class`` gives every class its own copy of the phrase, a
+reading the paper's text allows), and with the class token in the middle or at the front the
+class name's tokens are counted on the name alone (``vlpt.prompts.context``).
 """
 from __future__ import annotations
 
@@ -22,9 +28,16 @@ class CoOpConfig(MethodConfig):
     n_ctx: int = 16
     ctx_init: str | None = None
     csc: bool = False
+    #: with ``ctx_init``: shared (the reference code ignores csc) or per_class (one copy of the phrase per class)
+    csc_with_init: Literal["shared", "per_class"] = "shared"
     class_token_position: Literal["end", "middle", "front"] = "end"
     init_std: float = 0.02
     epochs: int | dict[int, int] = field(default_factory=lambda: {1: 50, 2: 100, 4: 100, 8: 200, 16: 200})
+
+
+def class_specific(config: CoOpConfig) -> bool:
+    """Whether the context is learned per class (``csc``, unless an init phrase makes it shared)."""
+    return config.csc and not (config.ctx_init and config.csc_with_init == "shared")
 
 
 @register_method("coop")
@@ -44,11 +57,11 @@ class CoOp(PromptMethod):
 
     @classmethod
     def unseen_classes(cls, config):
-        return "none" if config.csc else "any"  # class-specific context exists for its classes only
+        return "none" if class_specific(config) else "any"  # class-specific context exists for its classes only
 
     def build(self, classnames, templates):
         cfg = self.config
-        self.context = TextContext(self.backbone, classnames, n_ctx=cfg.n_ctx, ctx_init=cfg.ctx_init, csc=cfg.csc,
+        self.context = TextContext(self.backbone, classnames, n_ctx=cfg.n_ctx, ctx_init=cfg.ctx_init, csc=class_specific(cfg),
                                    class_token_position=cfg.class_token_position, init_std=cfg.init_std)
 
     def update_classnames(self, classnames, templates):

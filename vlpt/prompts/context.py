@@ -86,8 +86,9 @@ class TextContext(nn.Module):
         self.register_buffer("tokens", tokens, persistent=False)
         self.register_buffer("prefix", embeds[:, :1], persistent=False)
         self.register_buffer("suffix", embeds[:, 1 + self.n_ctx:], persistent=False)
-        # [SOS] ctx(n_ctx) name(k) "." [EOT]: the name's token count follows from the EOT position
-        self.name_lengths = (tokens.argmax(dim=-1) - 2 - self.n_ctx).tolist()
+        # the name's tokens counted on the name alone, as CoOp's code does: for a name whose last token merges
+        # with the period ("kite (bird of prey)" ends in ")."), the class part then includes the merged token
+        self.name_lengths = (backbone.eot_positions(backbone.tokenize(names)) - 1).tolist()
         self.classnames = list(classnames)
 
     @property
