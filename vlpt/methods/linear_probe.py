@@ -1,9 +1,13 @@
 """Linear probe on frozen CLIP image features (Radford et al. 2021; CoOp's linear-probe baseline).
 
-scikit-learn's L2-regularized logistic regression on image features of the training images;
-the inverse regularization strength C is chosen on the validation set as in CLIP's protocol:
-a coarse sweep over powers of ten, then the interval around the best value is narrowed in log
-space (``refine_steps`` rounds); the classifier is kept as the method's own (kilobyte) tensors.
+scikit-learn's L2-regularized logistic regression (lbfgs, 1000 iterations) on unnormalized image
+features of the training images (evaluation transform); the classifier is kept as the method's own
+(kilobyte) tensors. The inverse regularization strength C is chosen on the validation set as CoOp's
+reference code does (KaiyangZhou/CoOp, ``lpclip/linear_probe.py``): a sweep over ``c_grid``, then
+``refine_steps`` rounds that start from the interval [C*/10, 10 C*] around the best C*, fit both ends,
+keep the better one (the left on a tie) and halve the interval in log space towards it; the last
+round's winner is the classifier. Departure: the reference samples its own few-shot sets with numpy;
+vlpt uses the protocol's split, the same images every other method trains on.
 """
 from __future__ import annotations
 
@@ -37,6 +41,22 @@ def extract_features(method: PromptMethod, loader) -> tuple[np.ndarray, np.ndarr
         features.append(method.image_features(inputs.to(device)).float().cpu())
         labels.append(y)
     return torch.cat(features).numpy(), torch.cat(labels).numpy()
+
+
+def choose_c(score, grid, refine_steps: int) -> float:
+    """CoOp's C search: the best of ``grid`` (first on a tie), then rounds of a left/right duel whose
+    winner's half of the log-space interval is searched next; the last winner is returned."""
+    scores = [score(c) for c in grid]
+    peak = grid[int(np.argmax(scores))]
+    low, high = math.log10(peak) - 1, math.log10(peak) + 1
+    chosen = peak
+    for _ in range(refine_steps):
+        middle = (low + high) / 2
+        if score(10**low) < score(10**high):
+            chosen, low = 10**high, middle
+        else:
+            chosen, high = 10**low, middle
+    return chosen
 
 
 @register_method("linear_probe")
@@ -74,24 +94,8 @@ class LinearProbe(PromptMethod):
     def fit_without_gradients(self, datamodule) -> bool:
         x_train, y_train = extract_features(self, datamodule.train_eval_dataloader())
         x_val, y_val = extract_features(self, datamodule.val_dataloader())
-        score = lambda c: self._fit(c, x_train, y_train).score(x_val, y_val)  # noqa: E731
-        grid = sorted(self.config.c_grid)
-        scores = [score(c) for c in grid]
-        best = int(np.argmax(scores))
-        low = math.log10(grid[max(best - 1, 0)])
-        high = math.log10(grid[min(best + 1, len(grid) - 1)])
-        best_c, best_score = grid[best], scores[best]
-        for _ in range(self.config.refine_steps):
-            left, right = (2 * low + high) / 3, (low + 2 * high) / 3
-            s_left, s_right = score(10**left), score(10**right)
-            if s_left >= s_right:
-                high = right
-                candidate, s = 10**left, s_left
-            else:
-                low = left
-                candidate, s = 10**right, s_right
-            if s > best_score:
-                best_c, best_score = candidate, s
+        best_c = choose_c(lambda c: self._fit(c, x_train, y_train).score(x_val, y_val), self.config.c_grid,
+                          self.config.refine_steps)
         model = self._fit(best_c, x_train, y_train)
         weight = np.zeros((len(self.trained_classnames), x_train.shape[1]), dtype=np.float32)
         bias = np.full(len(self.trained_classnames), -1e4, dtype=np.float32)
