@@ -7,7 +7,8 @@ Diffusion image-variation pipeline conditioned on it (diffusers'
 scale 3 by default, any local pipeline folder, or ``tiny-random`` offline). Generated views whose
 CLIP image feature is among the ``similarity_selection`` (80%) most cosine-similar to the original's
 are kept; then the ``selection`` (30%) of all kept views with the lowest prediction entropy drive
-``steps`` (4) AdamW steps at lr 5e-3, as in TPT.
+``steps`` (4) AdamW steps at lr 5e-3, as in TPT. The conventional views are TPT's (``augment: auto``:
+crops and flips for the ImageNet family, the reference AugMix otherwise; see ``vlpt.methods.tpt``).
 
 Generation is separate from adaptation: the views are generated once into a store (by default
 ``<data root>/generated_views``), keyed by image content and generator settings. ``vlpt tta
@@ -31,7 +32,6 @@ from vlpt.tta.diffusion import DiffusionSettings
 from vlpt.tta.generate import generate_views, read_views
 from vlpt.tta.selection import similar_views
 from vlpt.tta.store import ViewStore
-from vlpt.tta.views import AugmentedViews
 
 @dataclass
 class DiffTPTConfig(TPTConfig):
@@ -82,15 +82,15 @@ class DiffTPT(TPT):
         shots=0, values={"test": 70.30, "imagenet_a": 55.68, "imagenet_v2": 65.10, "imagenet_r": 75.00,
                          "imagenet_sketch": 46.80}, unverified=True)
 
-    def test_time_dataset(self, samples, image_size, mean, std, seed, view_store: str | Path | None = None,
-                          device: str = "cpu", progress: bool = False):
+    def test_time_dataset(self, samples, image_size, mean, std, seed, dataset: str | None = None,
+                          view_store: str | Path | None = None, device: str = "cpu", progress: bool = False):
         """Generate the views missing from ``view_store`` (none on a second run), then read them per image."""
         if view_store is None:
             raise ValueError("DiffTPT needs the folder of its generated-view store (view_store)")
         cfg, settings = self.config, self.config.diffusion_settings()
         store = ViewStore(view_store)
         generate_views(samples, store, settings, device=str(device), progress=progress)
-        return TestTimeViews(samples, AugmentedViews(image_size, mean, std, cfg.augment), cfg.views, seed,
+        return TestTimeViews(samples, self.view_maker(image_size, mean, std, dataset), cfg.views, seed,
                              extra_views=StoredViews(store, settings, image_size, mean, std))
 
     def adaptation_features(self, features, extra):
