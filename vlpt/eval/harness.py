@@ -469,7 +469,7 @@ class Harness:
             evaluations = [(es.name, es, partial(datamodule.eval_dataloader, es)) for es in data.eval_sets]
             n_train, n_val, classes = len(data.train), len(data.val), len(data.classnames)
             tasks = None
-        epochs = config.epochs_for(identity.shots) if resolved.cls.trains else 0
+        epochs = config.epochs_for(identity.shots, identity.dataset) if resolved.cls.trains else 0
         method.to(self.device)
         world_size, resumed_at = self._fit(run, method, datamodule, epochs, tasks)
         if resolved.cls.trains and is_global_zero():
