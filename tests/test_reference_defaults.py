@@ -3,7 +3,9 @@ that once differed from the reference repository's config or code."""
 from __future__ import annotations
 
 import json
+import math
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -96,3 +98,52 @@ def test_tpt_and_cocoop_defaults_are_the_reference_settings():
     assert (cocoop.n_ctx, cocoop.ctx_init, cocoop.batch_size, cocoop.epochs, cocoop.lr, cocoop.optimizer,
             cocoop.warmup_epochs, cocoop.warmup_lr, cocoop.scheduler) \
         == (4, "a photo of a", 1, 10, 0.002, "sgd", 1, 1e-5, "cosine")
+
+
+DIM = 128  # the starter backbone's embedding width
+
+
+class _FakeLogistic:
+    """Stands in for a fitted LogisticRegression whose validation accuracy depends on C alone."""
+
+    def __init__(self, c, accuracy):
+        self.c, self.accuracy = c, accuracy
+        self.coef_, self.intercept_, self.classes_ = np.zeros((3, DIM)), np.zeros(3), np.arange(3)
+
+    def score(self, x, y):
+        return self.accuracy(self.c)
+
+
+def _probe(tiny_backbone, monkeypatch, accuracy, **params):
+    cls = METHODS.get("linear_probe")
+    fits = []
+    monkeypatch.setattr("vlpt.methods.linear_probe.extract_features",
+                        lambda method, loader: (np.zeros((3, DIM)), np.arange(3)))
+    monkeypatch.setattr(cls, "_fit", lambda self, c, x, y: fits.append(c) or _FakeLogistic(c, accuracy))
+    config = load_method_config("linear_probe", params, "test").config
+    method = cls(tiny_backbone, CLASSES, TEMPLATES, config)
+
+    class Data:
+        def train_eval_dataloader(self):
+            return None
+
+        def val_dataloader(self):
+            return None
+
+    method.fit_without_gradients(Data())
+    return method, fits
+
+
+def test_linear_probe_searches_c_as_coops_lpclip(tiny_backbone, monkeypatch):
+    """lpclip/linear_probe.py: sweep [1e6 .. 1e-6] in that order, then halve the log interval
+    [peak/10, peak*10] towards the better end; the last round's choice is kept."""
+    peaked = lambda c: -abs(math.log10(c) - 0.3)  # noqa: E731  best at C = 10**0.3
+    method, fits = _probe(tiny_backbone, monkeypatch, peaked, refine_steps=3)
+    assert fits[:7] == [1e6, 1e4, 1e2, 1.0, 1e-2, 1e-4, 1e-6]
+    # rounds: [-1, 1] -> right (10) -> [0, 1]: left (1) -> [0, .5]: right (10**.5), the last choice
+    assert [round(math.log10(c), 6) for c in fits[7:]] == [-1, 1, 0, 1, 0, 0.5]
+    assert math.isclose(method.chosen_c, 10 ** 0.5)
+    flat, _ = _probe(tiny_backbone, monkeypatch, lambda c: 0.5, refine_steps=0)
+    assert flat.chosen_c == 1e6  # ties go to the first grid value, the largest C
+    ternary, _ = _probe(tiny_backbone, monkeypatch, peaked, refine_steps=3, search="ternary")
+    assert not math.isclose(ternary.chosen_c, 10 ** 0.5)

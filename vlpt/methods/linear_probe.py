@@ -1,15 +1,21 @@
 """Linear probe on frozen CLIP image features (Radford et al. 2021; CoOp's linear-probe baseline).
 
-scikit-learn's L2-regularized logistic regression on image features of the training images;
-the inverse regularization strength C is chosen on the validation set as in CLIP's protocol:
-a coarse sweep over powers of ten, then the interval around the best value is narrowed in log
-space (``refine_steps`` rounds); the classifier is kept as the method's own (kilobyte) tensors.
+scikit-learn's L2-regularized logistic regression (lbfgs) on unnormalised image features of the
+training images; the inverse regularization strength C is chosen on the validation set (min(K, 4)
+images per class). The search, ``search: coop`` by default, is the one of CoOp's reference code
+(``lpclip/linear_probe.py``): a sweep over ``c_grid`` in its order (the first best value wins ties), then
+``refine_steps`` rounds on the log interval [best/10, best*10]: fit both ends, keep the half on the
+side of the better one (the left one on ties), and the classifier is the one chosen in the last round.
+``search: ternary`` is vlpt's former reading of CLIP's protocol: the sweep's neighbours bound the
+interval, which ternary search narrows, and the best C seen anywhere is refitted. The classifier is
+kept as the method's own (kilobyte) tensors.
 """
 from __future__ import annotations
 
 import math
 import warnings
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import torch
@@ -26,6 +32,15 @@ class LinearProbeConfig(MethodConfig):
     c_grid: list[float] = field(default_factory=lambda: [1e6, 1e4, 1e2, 1.0, 1e-2, 1e-4, 1e-6])
     refine_steps: int = 8
     max_iter: int = 1000
+    #: coop: CoOp's lpclip search (the reference); ternary: vlpt's earlier search
+    search: Literal["coop", "ternary"] = "coop"
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.search not in ("coop", "ternary"):
+            raise ConfigError(f"linear_probe search must be coop or ternary, got {self.search!r}")
+        if not self.c_grid or min(self.c_grid) <= 0:
+            raise ConfigError(f"c_grid must hold positive values, got {self.c_grid}")
 
 
 @torch.no_grad()
@@ -74,6 +89,36 @@ class LinearProbe(PromptMethod):
     def fit_without_gradients(self, datamodule) -> bool:
         x_train, y_train = extract_features(self, datamodule.train_eval_dataloader())
         x_val, y_val = extract_features(self, datamodule.val_dataloader())
+        if self.config.search == "coop":
+            model, best_c = self._coop_search(x_train, y_train, x_val, y_val)
+        else:
+            model, best_c = self._ternary_search(x_train, y_train, x_val, y_val)
+        self._keep(model)
+        self.chosen_c = best_c
+        return True
+
+    def _coop_search(self, x_train, y_train, x_val, y_val) -> tuple[LogisticRegression, float]:
+        """CoOp's lpclip search; returns the last round's classifier and its C."""
+        def fitted(c: float) -> tuple[LogisticRegression, float]:
+            model = self._fit(c, x_train, y_train)
+            return model, model.score(x_val, y_val)
+
+        scores = [fitted(c)[1] for c in self.config.c_grid]
+        peak = self.config.c_grid[int(np.argmax(scores))]
+        low, high = math.log10(peak) - 1, math.log10(peak) + 1
+        model, chosen = None, peak
+        for _ in range(self.config.refine_steps):
+            (left, s_left), (right, s_right) = fitted(10**low), fitted(10**high)
+            middle = (low + high) / 2
+            if s_left < s_right:
+                model, chosen, low = right, 10**high, middle
+            else:
+                model, chosen, high = left, 10**low, middle
+        if model is None:  # no refinement rounds: the sweep's best
+            model = self._fit(peak, x_train, y_train)
+        return model, chosen
+
+    def _ternary_search(self, x_train, y_train, x_val, y_val) -> tuple[LogisticRegression, float]:
         score = lambda c: self._fit(c, x_train, y_train).score(x_val, y_val)  # noqa: E731
         grid = sorted(self.config.c_grid)
         scores = [score(c) for c in grid]
@@ -92,8 +137,11 @@ class LinearProbe(PromptMethod):
                 candidate, s = 10**right, s_right
             if s > best_score:
                 best_c, best_score = candidate, s
-        model = self._fit(best_c, x_train, y_train)
-        weight = np.zeros((len(self.trained_classnames), x_train.shape[1]), dtype=np.float32)
+        return self._fit(best_c, x_train, y_train), best_c
+
+    def _keep(self, model: LogisticRegression) -> None:
+        x_dim = model.coef_.shape[1]
+        weight = np.zeros((len(self.trained_classnames), x_dim), dtype=np.float32)
         bias = np.full(len(self.trained_classnames), -1e4, dtype=np.float32)
         if len(model.classes_) == 2:  # scikit-learn keeps one row for binary problems
             weight[model.classes_[1]], bias[model.classes_[1]] = model.coef_[0], model.intercept_[0]
@@ -102,8 +150,6 @@ class LinearProbe(PromptMethod):
             weight[model.classes_], bias[model.classes_] = model.coef_, model.intercept_
         self.weight.copy_(torch.from_numpy(weight))
         self.bias.copy_(torch.from_numpy(bias))
-        self.chosen_c = best_c
-        return True
 
     def logits(self, images):
         features = self.image_features(images).float()
