@@ -95,8 +95,8 @@ def test_the_loss_sees_exactly_the_selected_views(tiny_backbone, monkeypatch):
     assert torch.allclose(seen[0], logits[expected], atol=1e-5)
 
 
-def test_difftpt_keeps_the_generated_views_most_similar_to_the_original(tiny_backbone):
-    method = DiffTPT(tiny_backbone, CLASSES, TEMPLATES, DiffTPT.Config(similarity_selection=0.5))
+def test_difftpt_features_option_keeps_the_generated_views_most_similar_to_the_original(tiny_backbone):
+    method = DiffTPT(tiny_backbone, CLASSES, TEMPLATES, DiffTPT.Config(similarity_selection=0.5, similarity="features"))
     original = F.normalize(torch.tensor([[1.0, 0.0, 0.0, 0.0]]), dim=-1)
     generated = F.normalize(torch.tensor([[0.0, 1.0, 0.0, 0.0],    # orthogonal
                                           [1.0, 0.1, 0.0, 0.0],    # close
@@ -105,6 +105,27 @@ def test_difftpt_keeps_the_generated_views_most_similar_to_the_original(tiny_bac
     pool = method.adaptation_features(original, generated)
     assert torch.equal(pool, torch.cat([original, generated[[1, 3]]]))
     assert torch.equal(method.adaptation_features(original, None), original)
+
+
+def test_difftpt_selects_by_logit_similarity_then_entropy_as_the_reference(tiny_backbone):
+    """chunmeifeng/DiffTPT: cosine of every non-original view's logits to the original's (80% kept, conventional
+    and generated views alike), then the 30% lowest-entropy of the original and the kept views."""
+    config = DiffTPT.Config(pipeline="tiny-random")
+    assert (config.similarity, config.views, config.generated_views, config.similarity_selection, config.selection) \
+        == ("logits", 65, 63, 0.8, 0.3)
+    method = DiffTPT(tiny_backbone, CLASSES, TEMPLATES, DiffTPT.Config(pipeline="tiny-random", selection=0.5,
+                                                                        similarity_selection=0.5))
+    features, extra = torch.randn(3, 8), torch.randn(2, 8)
+    assert torch.equal(method.adaptation_features(features, extra), torch.cat([features, extra]))
+    logits = torch.tensor([[4.0, 0.0, 0.0],    # the original
+                           [0.0, 4.0, 0.0],    # dissimilar
+                           [9.0, 0.0, 0.0],    # similar, confident
+                           [1.0, 0.0, 0.0],    # similar, unsure
+                           [0.0, 0.0, 9.0]])   # dissimilar, confident
+    # similar to the original: rows 2 and 3 (2 of 4); of [0, 2, 3] the half most confident: int(3 * .5) = 1 -> row 2
+    assert method.select_views(logits).tolist() == [2]
+    method.config.selection = 1.0
+    assert sorted(method.select_views(logits).tolist()) == [0, 2, 3]
 
 
 def test_the_image_encoder_is_never_differentiated(tiny_backbone):

@@ -147,6 +147,10 @@ class TPT(PromptMethod):
         """Image features of the views the entropy selection chooses from (TPT: the augmented views)."""
         return features
 
+    def select_views(self, logits: torch.Tensor) -> torch.Tensor:
+        """Rows of the pool's ``logits`` the entropy loss is taken over (TPT: the most confident views)."""
+        return confident_views(logits, self.config.selection)
+
     def adapt_and_predict(self, views: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
         """Tune the prompt on one image's views, return the original view's scores ``[C]``, restore."""
         if self._episode is None:
@@ -166,7 +170,7 @@ class TPT(PromptMethod):
             for _ in range(self.config.steps):
                 logits = scale * pool @ self.text_features().T
                 if chosen is None:  # chosen once, on the starting prompt's predictions
-                    chosen = confident_views(logits, self.config.selection)
+                    chosen = self.select_views(logits)
                 loss = marginal_entropy(logits[chosen])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
