@@ -80,7 +80,7 @@ def _signed(value: float) -> float:
 
 
 def _affine(image: Image.Image, coefficients: tuple) -> Image.Image:
-    return image.transform(image.size, Image.AFFINE, coefficients, resample=Image.BILINEAR)
+    return image.transform(image.size, Image.Transform.AFFINE, coefficients, resample=Image.Resampling.BILINEAR)
 
 
 def _autocontrast(image, severity):
@@ -96,7 +96,7 @@ def _posterize(image, severity):
 
 
 def _rotate(image, severity):
-    return image.rotate(_signed(int(_level(severity) * 30 / 10)), resample=Image.BILINEAR)
+    return image.rotate(_signed(int(_level(severity) * 30 / 10)), resample=Image.Resampling.BILINEAR)
 
 
 def _solarize(image, severity):
