@@ -262,7 +262,8 @@ def _check_test_time_records(tmp_path, paths, targets, eval_limit):
     assert records[("tpt", "coop-init")]["identity"]["shots"] == 1  # the labelled images behind its start
     assert records[("tpt", "coop-init")]["config"]["init_from_run"] is not None
     # TPT's default views follow the reference code: AugMix for a set outside the ImageNet family
-    assert records[("tpt", "default")]["config"]["test_time"]["views"] == {name: "augmix" for name in ["test", *targets]}
+    views = records[("tpt", "default")]["config"]["test_time"]["views"]
+    assert views == {name: "augmix" for name in ["test", *targets]}
     assert "test_time" not in records[("zeroshot", "default")]["config"]
     for (method, _), record in records.items():
         assert set(record["metrics"]) == {"test", *targets}

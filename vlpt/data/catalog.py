@@ -2,8 +2,8 @@
 
 A catalog file is data, not code: the dataset's folder names, split file, templates,
 class-name rules and ``family`` (``imagenet`` for ImageNet and its variants: methods whose reference
-code treats those sets apart, such as TPT's views, read it through ``dataset_family``). The loaders in ``vlpt/data/datasets/`` register one dataset per catalog file
-whose ``loader`` they implement.
+code treats those sets apart, such as TPT's views, read it through ``dataset_family``). The loaders
+in ``vlpt/data/datasets/`` register one dataset per catalog file whose ``loader`` they implement.
 """
 from __future__ import annotations
 

@@ -12,8 +12,9 @@ then the ``selection`` (30%) of the original and the kept views with the lowest 
 drive ``steps`` (4) AdamW steps at lr 5e-3. The reference's view counts are the original, 64
 conventional and 63 generated views (``views: 65``, ``generated_views: 63``). ``similarity:
 features`` is vlpt's earlier reading of the paper: the similarity of CLIP image features, over the
-generated views only, every conventional view staying in the entropy selection. The conventional views are TPT's (``augment: auto``:
-crops and flips for the ImageNet family, the reference AugMix otherwise; see ``vlpt.methods.tpt``).
+generated views only, every conventional view staying in the entropy selection. The conventional
+views are TPT's (``augment: auto``: crops and flips for the ImageNet family, the reference AugMix
+otherwise; see ``vlpt.methods.tpt``).
 
 Generation is separate from adaptation: the views are generated once into a store (by default
 ``<data root>/generated_views``), keyed by image content and generator settings. ``vlpt tta
