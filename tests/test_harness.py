@@ -261,6 +261,10 @@ def _check_test_time_records(tmp_path, paths, targets, eval_limit):
     assert records[("tpt", "default")]["identity"]["shots"] == 0
     assert records[("tpt", "coop-init")]["identity"]["shots"] == 1  # the labelled images behind its start
     assert records[("tpt", "coop-init")]["config"]["init_from_run"] is not None
+    # TPT's default views follow the reference code: AugMix for a set outside the ImageNet family
+    views = records[("tpt", "default")]["config"]["test_time"]["views"]
+    assert views == {name: "augmix" for name in ["test", *targets]}
+    assert "test_time" not in records[("zeroshot", "default")]["config"]
     for (method, _), record in records.items():
         assert set(record["metrics"]) == {"test", *targets}
         for metrics in record["metrics"].values():
@@ -271,6 +275,7 @@ def _check_test_time_records(tmp_path, paths, targets, eval_limit):
     for row in ("| zeroshot | default |", "| tpt | default |", "| tpt | coop-init |", "| difftpt | default |"):
         assert row in section
     assert "ms / image" in section
+    assert "| augmix | 1 |" in section and "Views" in section
 
 
 def test_test_time_protocol_runs_tpt_tpt_coop_and_difftpt_and_reuses_generated_views(tmp_path, monkeypatch):

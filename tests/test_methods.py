@@ -1,8 +1,6 @@
 """Registry-driven matrix: every method trains, checkpoints only itself, and never touches the backbone."""
 from __future__ import annotations
 
-import math
-
 import lightning as L
 import pytest
 import torch
@@ -210,22 +208,3 @@ def test_cocoop_batched_gradients_equal_the_per_image_loop(tiny_backbone, tiny_d
         assert torch.allclose(batched[name], loop[name], atol=1e-6), name
         assert torch.allclose(chunked[name], loop[name], atol=1e-6), name
 
-
-def test_linear_probe_searches_c_as_coops_code():
-    """Sweep, then duels of [C*/10, 10 C*] halving in log space towards the winner; the last winner is kept."""
-    from vlpt.methods.linear_probe import choose_c
-
-    calls = []
-
-    def score(c):
-        calls.append(c)
-        return -(math.log10(c) - 0.3) ** 2
-
-    grid = [1e6, 1e4, 1e2, 1.0, 1e-2, 1e-4, 1e-6]
-    chosen = choose_c(score, grid, refine_steps=3)
-    duels = [(calls[i], calls[i + 1]) for i in range(len(grid), len(calls), 2)]
-    expected = [(0.1, 10.0), (1.0, 10.0), (1.0, 10**0.5)]
-    assert calls[:len(grid)] == grid
-    assert all(math.isclose(a, x) and math.isclose(b, y) for (a, b), (x, y) in zip(duels, expected))
-    assert len(duels) == 3 and math.isclose(chosen, 10**0.5)
-    assert choose_c(lambda c: 1.0, grid, refine_steps=2) == 1e6 / 10  # ties: the largest C, then the left end

@@ -344,7 +344,8 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--revision", help="hub revision (default: v2.0)")
     generate.add_argument("--guidance", type=float, help="guidance scale (default: 3)")
     generate.add_argument("--steps", type=int, help="denoising steps (default: 50)")
-    generate.add_argument("--views", type=int, help="views generated per image (default: 64)")
+    generate.add_argument("--views", type=int,
+                          help="views generated per image (default: 63, as DiffTPT's reference code)")
     generate.add_argument("--seed", type=int, help="generation seed (default: 0)")
     generate.add_argument("--dtype", choices=("fp32", "fp16"), help="fp16 needs CUDA (default: fp32)")
     generate.add_argument("--shard", default="0/1", help="I/N: only samples whose index i has i %% N == I")

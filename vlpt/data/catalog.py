@@ -1,8 +1,9 @@
 """The dataset catalog (``configs/datasets/<name>.yaml``) and ``load_dataset``.
 
-A catalog file is data, not code: the dataset's folder names, split file, templates and
-class-name rules. The loaders in ``vlpt/data/datasets/`` register one dataset per catalog file
-whose ``loader`` they implement.
+A catalog file is data, not code: the dataset's folder names, split file, templates,
+class-name rules and ``family`` (``imagenet`` for ImageNet and its variants: methods whose reference
+code treats those sets apart, such as TPT's views, read it through ``dataset_family``). The loaders
+in ``vlpt/data/datasets/`` register one dataset per catalog file whose ``loader`` they implement.
 """
 from __future__ import annotations
 
@@ -70,6 +71,8 @@ class CatalogEntry:
     sources: list[str] = field(default_factory=list)  # where the images come from
     manual: str = ""
     description: str = ""
+    #: "imagenet" for ImageNet and its variants (test sets of its classes), else empty
+    family: str = ""
 
 
 def read_entry(path: Path) -> CatalogEntry:
@@ -92,6 +95,14 @@ def read_entry(path: Path) -> CatalogEntry:
 def catalog() -> dict[str, CatalogEntry]:
     """Every catalog entry by name."""
     return {path.stem: read_entry(path) for path in sorted(CATALOG_DIR.glob("*.yaml"))}
+
+
+def dataset_family(name: str) -> str:
+    """The catalog ``family`` of a dataset name (``@domain`` and ``~corruption`` suffixes allowed); empty for
+    a dataset without one or without a catalog file."""
+    base = split_corrupted_name(name)[0].partition("@")[0]
+    entry = catalog().get(base)
+    return entry.family if entry is not None else ""
 
 
 def entries(loader: str) -> list[CatalogEntry]:

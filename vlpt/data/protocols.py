@@ -35,6 +35,8 @@ class EvalSet:
     samples: list[Sample]
     classnames: list[str]
     templates: list[str]
+    #: the dataset the samples come from (its splits' name, with any ``@domain`` / ``~corruption``)
+    dataset: str = ""
 
 
 @dataclass
@@ -68,7 +70,7 @@ def _few_shot(splits: DatasetSplits, shots: int | None, seed: int) -> tuple[list
 
 
 def _eval_set(name: str, splits: DatasetSplits) -> EvalSet:
-    return EvalSet(name, list(splits.test), list(splits.classnames), list(splits.templates))
+    return EvalSet(name, list(splits.test), list(splits.classnames), list(splits.templates), dataset=splits.name)
 
 
 def build_protocol(protocol: str, source: DatasetSplits, shots: int | None, seed: int,

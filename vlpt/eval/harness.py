@@ -469,7 +469,7 @@ class Harness:
             evaluations = [(es.name, es, partial(datamodule.eval_dataloader, es)) for es in data.eval_sets]
             n_train, n_val, classes = len(data.train), len(data.val), len(data.classnames)
             tasks = None
-        epochs = config.epochs_for(identity.shots) if resolved.cls.trains else 0
+        epochs = config.epochs_for(identity.shots, identity.dataset) if resolved.cls.trains else 0
         method.to(self.device)
         world_size, resumed_at = self._fit(run, method, datamodule, epochs, tasks)
         if resolved.cls.trains and is_global_zero():
@@ -480,7 +480,7 @@ class Harness:
             return None
         trained = time.perf_counter()
         method.to(self.device).eval()
-        metrics = {}
+        metrics, view_augments = {}, {}
         for name, eval_set, make_loader in evaluations:  # loaders made here: on the first DDP process only
             if identity.protocol == SEGMENTATION:
                 method.set_classnames(eval_set.splits.classnames, eval_set.splits.templates)
@@ -489,8 +489,10 @@ class Harness:
             method.set_classnames(eval_set.classnames, eval_set.templates)
             if resolved.cls.adapts_at_test_time:
                 views = method.test_time_dataset(eval_set.samples, *image_args, seed=identity.seed,
-                                                 view_store=self.view_store, device=self.device,
-                                                 progress=self.progress)
+                                                 dataset=eval_set.dataset, view_store=self.view_store,
+                                                 device=self.device, progress=self.progress)
+                if getattr(views, "augment", None):
+                    view_augments[name] = views.augment
                 metrics[name] = evaluate_test_time(method, views, self.device, self.suite.trainer.num_workers)
             else:
                 metrics[name] = evaluate_classifier(method, make_loader(), self.device)
@@ -508,6 +510,7 @@ class Harness:
                                        trainer.compile_backend, world_size, trainer.num_workers,
                                        resumed_at is not None),
             **({"vlsm": experiment.vlsm or {}} if identity.protocol == SEGMENTATION else {}),
+            **({"test_time": {"views": view_augments}} if view_augments else {}),
             **({"feature_cache": {"train_views": datamodule.train_views}}
                if isinstance(datamodule, CachedFeatureDataModule) else {}),
             "data": {"train_augment": experiment.train_augment, "n_train": n_train, "n_val": n_val, "classes": classes,

@@ -61,12 +61,18 @@ class MethodConfig:
         if not epochs or min(epochs) < 1:
             raise ValueError(f"epochs must be at least 1 (or a non-empty mapping shots -> epochs), got {self.epochs}")
 
-    def epochs_for(self, shots: int) -> int:
-        """Epoch count for ``shots`` training images per class."""
-        if isinstance(self.epochs, int):
-            return self.epochs
-        eligible = [k for k in sorted(self.epochs) if k <= shots] or [min(self.epochs)]
-        return self.epochs[eligible[-1]]
+    def epochs_for(self, shots: int, dataset: str | None = None) -> int:
+        """Epoch count for ``shots`` training images per class (of ``dataset``, which a method config with
+        per-dataset epochs reads)."""
+        return epochs_at(self.epochs, shots)
+
+
+def epochs_at(epochs: int | dict[int, int], shots: int) -> int:
+    """``epochs``, or the entry of the largest shot count up to ``shots`` of a mapping shots -> epochs."""
+    if isinstance(epochs, int):
+        return epochs
+    eligible = [k for k in sorted(epochs) if k <= shots] or [min(epochs)]
+    return epochs[eligible[-1]]
 
 
 class PromptMethod(L.LightningModule, abc.ABC):

@@ -10,13 +10,18 @@ initialisation phrase the context is one shared context even when ``csc`` is set
 ignores CSC then; ``csc_with_init: per_class`` gives every class its own copy of the phrase, a
 reading the paper's text allows), and with the class token in the middle or at the front the
 class name's tokens are counted on the name alone (``vlpt.prompts.context``).
+Epochs follow the reference scripts: 50 for 1 shot, 100 for 2 and 4, 200 for 8 and 16 shots, and 50 at
+every shot count on ImageNet (``dataset_epochs: {imagenet: 50}`` in the ``coop`` and ``coop_m4`` configs;
+CoOp's COOP.md: "for ImageNet, we use *_ep50.yaml for all settings").
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Literal
 
-from vlpt.methods.base import MethodConfig, PromptMethod, cosine_logits
+from vlpt.data.corruptions import split_corrupted_name
+from vlpt.errors import ConfigError
+from vlpt.methods.base import MethodConfig, PromptMethod, cosine_logits, epochs_at
 from vlpt.methods.published import COCOOP_BASE_TO_NOVEL, COOP_DATASETS, PublishedResult, published_results
 from vlpt.prompts.context import TextContext
 from vlpt.registry import register_method
@@ -33,6 +38,21 @@ class CoOpConfig(MethodConfig):
     class_token_position: Literal["end", "middle", "front"] = "end"
     init_std: float = 0.02
     epochs: int | dict[int, int] = field(default_factory=lambda: {1: 50, 2: 100, 4: 100, 8: 200, 16: 200})
+    #: dataset -> epochs (or shots -> epochs) replacing ``epochs`` on that dataset (and its corrupted copies);
+    #: the ``coop`` config sets ``{imagenet: 50}`` as CoOp's scripts do
+    dataset_epochs: dict[str, int | dict[int, int]] = field(default_factory=dict)
+
+    def __post_init__(self):
+        super().__post_init__()
+        for name, epochs in self.dataset_epochs.items():
+            values = epochs.values() if isinstance(epochs, dict) else [epochs]
+            if not values or min(values) < 1:
+                raise ConfigError(f"dataset_epochs[{name!r}] must be at least 1 (or a non-empty mapping "
+                                  f"shots -> epochs), got {epochs}")
+
+    def epochs_for(self, shots: int, dataset: str | None = None) -> int:
+        base = split_corrupted_name(dataset)[0].partition("@")[0] if dataset else None
+        return epochs_at(self.dataset_epochs.get(base, self.epochs), shots)
 
 
 def class_specific(config: CoOpConfig) -> bool:

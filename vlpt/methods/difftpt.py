@@ -4,10 +4,17 @@ Diffusions for Effective Test-time Prompt Tuning", ICCV 2023).
 Besides TPT's conventional views, each test image gets ``generated_views`` images from a Stable
 Diffusion image-variation pipeline conditioned on it (diffusers'
 ``StableDiffusionImageVariationPipeline``; ``lambdalabs/sd-image-variations-diffusers`` at guidance
-scale 3 by default, any local pipeline folder, or ``tiny-random`` offline). Generated views whose
-CLIP image feature is among the ``similarity_selection`` (80%) most cosine-similar to the original's
-are kept; then the ``selection`` (30%) of all kept views with the lowest prediction entropy drive
-``steps`` (4) AdamW steps at lr 5e-3, as in TPT.
+scale 3 by default, any local pipeline folder, or ``tiny-random`` offline). As in the reference code
+(chunmeifeng/DiffTPT, ``difftpt_utils.select_confident_samples_cosine``), ``similarity: logits``: on
+the starting prompt's predictions, the ``similarity_selection`` (80%) of all views but the original,
+conventional and generated alike, whose logits are most cosine-similar to the original's are kept;
+then the ``selection`` (30%) of the original and the kept views with the lowest prediction entropy
+drive ``steps`` (4) AdamW steps at lr 5e-3. The reference's view counts are the original, 64
+conventional and 63 generated views (``views: 65``, ``generated_views: 63``). ``similarity:
+features`` is vlpt's earlier reading of the paper: the similarity of CLIP image features, over the
+generated views only, every conventional view staying in the entropy selection. The conventional
+views are TPT's (``augment: auto``: crops and flips for the ImageNet family, the reference AugMix
+otherwise; see ``vlpt.methods.tpt``).
 
 Generation is separate from adaptation: the views are generated once into a store (by default
 ``<data root>/generated_views``), keyed by image content and generator settings. ``vlpt tta
@@ -29,21 +36,25 @@ from vlpt.registry import register_method
 from vlpt.tta.data import TestTimeViews
 from vlpt.tta.diffusion import DiffusionSettings
 from vlpt.tta.generate import generate_views, read_views
-from vlpt.tta.selection import similar_views
+from vlpt.tta.selection import confident_views, similar_views
 from vlpt.tta.store import ViewStore
-from vlpt.tta.views import AugmentedViews
 
 @dataclass
 class DiffTPTConfig(TPTConfig):
     steps: int = 4
     selection: float = 0.3
+    #: the original and 64 conventional views (the reference's difftpt mode)
+    views: int = 65
+    #: logits: cosine of every non-original view's logits to the original's (the reference); features: cosine
+    #: of the generated views' CLIP image features, conventional views all kept (vlpt's earlier reading)
+    similarity: Literal["logits", "features"] = "logits"
     #: fraction of generated views kept by cosine similarity to the original image
     similarity_selection: float = 0.8
     pipeline: str = "lambdalabs/sd-image-variations-diffusers"
     pipeline_revision: str | None = "v2.0"
     guidance_scale: float = 3.0
     inference_steps: int = 50
-    generated_views: int = 64
+    generated_views: int = 63
     generation_seed: int = 0
     #: fp16 generation needs a CUDA device
     generation_dtype: Literal["fp32", "fp16"] = "fp32"
@@ -52,6 +63,8 @@ class DiffTPTConfig(TPTConfig):
         super().__post_init__()
         if not 0 < self.similarity_selection <= 1:
             raise ValueError(f"similarity_selection must be in (0, 1], got {self.similarity_selection}")
+        if self.similarity not in ("logits", "features"):
+            raise ValueError(f"similarity must be logits or features, got {self.similarity!r}")
         self.diffusion_settings()  # validates the generator fields
 
     def diffusion_settings(self) -> DiffusionSettings:
@@ -82,19 +95,31 @@ class DiffTPT(TPT):
         shots=0, values={"test": 70.30, "imagenet_a": 55.68, "imagenet_v2": 65.10, "imagenet_r": 75.00,
                          "imagenet_sketch": 46.80}, unverified=True)
 
-    def test_time_dataset(self, samples, image_size, mean, std, seed, view_store: str | Path | None = None,
-                          device: str = "cpu", progress: bool = False):
+    def test_time_dataset(self, samples, image_size, mean, std, seed, dataset: str | None = None,
+                          view_store: str | Path | None = None, device: str = "cpu", progress: bool = False):
         """Generate the views missing from ``view_store`` (none on a second run), then read them per image."""
         if view_store is None:
             raise ValueError("DiffTPT needs the folder of its generated-view store (view_store)")
         cfg, settings = self.config, self.config.diffusion_settings()
         store = ViewStore(view_store)
         generate_views(samples, store, settings, device=str(device), progress=progress)
-        return TestTimeViews(samples, AugmentedViews(image_size, mean, std, cfg.augment), cfg.views, seed,
+        return TestTimeViews(samples, self.view_maker(image_size, mean, std, dataset), cfg.views, seed,
                              extra_views=StoredViews(store, settings, image_size, mean, std))
 
     def adaptation_features(self, features, extra):
         if extra is None:
             return features
+        if self.config.similarity == "logits":  # every view; select_views filters them by their logits
+            return torch.cat([features, extra])
         kept = similar_views(extra, features[0], self.config.similarity_selection)
         return torch.cat([features, extra[kept]])
+
+    def select_views(self, logits):
+        """``similarity: logits``: the views whose logits are most cosine-similar to the original's (row 0),
+        then the most confident of those and the original."""
+        if self.config.similarity != "logits" or len(logits) < 2:
+            return super().select_views(logits)
+        logits = logits.detach()
+        similar = 1 + similar_views(logits[1:], logits[0], self.config.similarity_selection)
+        pool = torch.cat([similar.new_zeros(1), similar])
+        return pool[confident_views(logits[pool], self.config.selection)]

@@ -3,6 +3,10 @@
 
 The same language prompts as MaPLe, plus vision prompts at image layers ``0 .. depth-1`` that
 are learned on their own: no coupling function ties them to the language prompts.
+
+Defaults follow the reference config (multimodal-prompt-learning, IVLP ``vit_b16_c2_ep5_batch4_2+2ctx``):
+2 text and 2 vision tokens, prompts in all 12 layers of both towers (MaPLe's depth is 9), SGD lr 0.0035,
+batch 4, 5 epochs.
 """
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ from vlpt.registry import register_method
 @dataclass
 class IVLPConfig(MaPLeConfig):
     n_vision_tokens: int = 2
+    prompt_depth: int = 12
 
 
 @register_method("ivlp")

@@ -1,19 +1,21 @@
 """Linear probe on frozen CLIP image features (Radford et al. 2021; CoOp's linear-probe baseline).
 
-scikit-learn's L2-regularized logistic regression (lbfgs, 1000 iterations) on unnormalized image
-features of the training images (evaluation transform); the classifier is kept as the method's own
-(kilobyte) tensors. The inverse regularization strength C is chosen on the validation set as CoOp's
-reference code does (KaiyangZhou/CoOp, ``lpclip/linear_probe.py``): a sweep over ``c_grid``, then
-``refine_steps`` rounds that start from the interval [C*/10, 10 C*] around the best C*, fit both ends,
-keep the better one (the left on a tie) and halve the interval in log space towards it; the last
-round's winner is the classifier. Departure: the reference samples its own few-shot sets with numpy;
-vlpt uses the protocol's split, the same images every other method trains on.
+scikit-learn's L2-regularized logistic regression (lbfgs) on unnormalised image features of the
+training images; the inverse regularization strength C is chosen on the validation set (min(K, 4)
+images per class). The search, ``search: coop`` by default, is the one of CoOp's reference code
+(``lpclip/linear_probe.py``): a sweep over ``c_grid`` in its order (the first best value wins ties), then
+``refine_steps`` rounds on the log interval [best/10, best*10]: fit both ends, keep the half on the
+side of the better one (the left one on ties), and the classifier is the one chosen in the last round.
+``search: ternary`` is vlpt's former reading of CLIP's protocol: the sweep's neighbours bound the
+interval, which ternary search narrows, and the best C seen anywhere is refitted. The classifier is
+kept as the method's own (kilobyte) tensors.
 """
 from __future__ import annotations
 
 import math
 import warnings
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import torch
@@ -30,6 +32,15 @@ class LinearProbeConfig(MethodConfig):
     c_grid: list[float] = field(default_factory=lambda: [1e6, 1e4, 1e2, 1.0, 1e-2, 1e-4, 1e-6])
     refine_steps: int = 8
     max_iter: int = 1000
+    #: coop: CoOp's lpclip search (the reference); ternary: vlpt's earlier search
+    search: Literal["coop", "ternary"] = "coop"
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.search not in ("coop", "ternary"):
+            raise ConfigError(f"linear_probe search must be coop or ternary, got {self.search!r}")
+        if not self.c_grid or min(self.c_grid) <= 0:
+            raise ConfigError(f"c_grid must hold positive values, got {self.c_grid}")
 
 
 @torch.no_grad()
@@ -41,22 +52,6 @@ def extract_features(method: PromptMethod, loader) -> tuple[np.ndarray, np.ndarr
         features.append(method.image_features(inputs.to(device)).float().cpu())
         labels.append(y)
     return torch.cat(features).numpy(), torch.cat(labels).numpy()
-
-
-def choose_c(score, grid, refine_steps: int) -> float:
-    """CoOp's C search: the best of ``grid`` (first on a tie), then rounds of a left/right duel whose
-    winner's half of the log-space interval is searched next; the last winner is returned."""
-    scores = [score(c) for c in grid]
-    peak = grid[int(np.argmax(scores))]
-    low, high = math.log10(peak) - 1, math.log10(peak) + 1
-    chosen = peak
-    for _ in range(refine_steps):
-        middle = (low + high) / 2
-        if score(10**low) < score(10**high):
-            chosen, low = 10**high, middle
-        else:
-            chosen, high = 10**low, middle
-    return chosen
 
 
 @register_method("linear_probe")
@@ -94,10 +89,59 @@ class LinearProbe(PromptMethod):
     def fit_without_gradients(self, datamodule) -> bool:
         x_train, y_train = extract_features(self, datamodule.train_eval_dataloader())
         x_val, y_val = extract_features(self, datamodule.val_dataloader())
-        best_c = choose_c(lambda c: self._fit(c, x_train, y_train).score(x_val, y_val), self.config.c_grid,
-                          self.config.refine_steps)
-        model = self._fit(best_c, x_train, y_train)
-        weight = np.zeros((len(self.trained_classnames), x_train.shape[1]), dtype=np.float32)
+        if self.config.search == "coop":
+            model, best_c = self._coop_search(x_train, y_train, x_val, y_val)
+        else:
+            model, best_c = self._ternary_search(x_train, y_train, x_val, y_val)
+        self._keep(model)
+        self.chosen_c = best_c
+        return True
+
+    def _coop_search(self, x_train, y_train, x_val, y_val) -> tuple[LogisticRegression, float]:
+        """CoOp's lpclip search; returns the last round's classifier and its C."""
+        def fitted(c: float) -> tuple[LogisticRegression, float]:
+            model = self._fit(c, x_train, y_train)
+            return model, model.score(x_val, y_val)
+
+        scores = [fitted(c)[1] for c in self.config.c_grid]
+        peak = self.config.c_grid[int(np.argmax(scores))]
+        low, high = math.log10(peak) - 1, math.log10(peak) + 1
+        model, chosen = None, peak
+        for _ in range(self.config.refine_steps):
+            (left, s_left), (right, s_right) = fitted(10**low), fitted(10**high)
+            middle = (low + high) / 2
+            if s_left < s_right:
+                model, chosen, low = right, 10**high, middle
+            else:
+                model, chosen, high = left, 10**low, middle
+        if model is None:  # no refinement rounds: the sweep's best
+            model = self._fit(peak, x_train, y_train)
+        return model, chosen
+
+    def _ternary_search(self, x_train, y_train, x_val, y_val) -> tuple[LogisticRegression, float]:
+        score = lambda c: self._fit(c, x_train, y_train).score(x_val, y_val)  # noqa: E731
+        grid = sorted(self.config.c_grid)
+        scores = [score(c) for c in grid]
+        best = int(np.argmax(scores))
+        low = math.log10(grid[max(best - 1, 0)])
+        high = math.log10(grid[min(best + 1, len(grid) - 1)])
+        best_c, best_score = grid[best], scores[best]
+        for _ in range(self.config.refine_steps):
+            left, right = (2 * low + high) / 3, (low + 2 * high) / 3
+            s_left, s_right = score(10**left), score(10**right)
+            if s_left >= s_right:
+                high = right
+                candidate, s = 10**left, s_left
+            else:
+                low = left
+                candidate, s = 10**right, s_right
+            if s > best_score:
+                best_c, best_score = candidate, s
+        return self._fit(best_c, x_train, y_train), best_c
+
+    def _keep(self, model: LogisticRegression) -> None:
+        x_dim = model.coef_.shape[1]
+        weight = np.zeros((len(self.trained_classnames), x_dim), dtype=np.float32)
         bias = np.full(len(self.trained_classnames), -1e4, dtype=np.float32)
         if len(model.classes_) == 2:  # scikit-learn keeps one row for binary problems
             weight[model.classes_[1]], bias[model.classes_[1]] = model.coef_[0], model.intercept_[0]
@@ -106,8 +150,6 @@ class LinearProbe(PromptMethod):
             weight[model.classes_], bias[model.classes_] = model.coef_, model.intercept_
         self.weight.copy_(torch.from_numpy(weight))
         self.bias.copy_(torch.from_numpy(bias))
-        self.chosen_c = best_c
-        return True
 
     def logits(self, images):
         features = self.image_features(images).float()

@@ -5,10 +5,14 @@ Language context of ``n_ctx`` tokens (initialised from "a photo of a") plus new 
 prompts at text layers ``1 .. depth-1``; the vision prompts at image layers ``0 .. depth-1``
 are *produced* from the language prompts of the same layer by a per-layer linear coupling
 function, so both towers are tuned together and gradients from the image side reach the
-language prompts. Defaults: 2 context tokens, depth 9, SGD lr 0.0035, batch 4, 5 epochs.
+language prompts. Defaults (the reference code, muzairkhattak/multimodal-prompt-learning, base-to-novel
+config): 2 context tokens, depth 9, SGD lr 0.0035, batch 4, 5 epochs; the coupling of layer 0 is its
+own linear layer and those of layers 1 .. depth-1 start as copies of one linear layer (the reference
+clones it). The reference's cross-dataset config (depth 3, lr 0.0026, 2 epochs) is ``maple_cross_dataset``.
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
@@ -55,11 +59,14 @@ class MaPLe(PromptMethod):
         self.build_vision_prompts(n_tokens)
 
     def build_vision_prompts(self, n_tokens: int) -> None:
-        """One linear coupling function per prompted layer: language width -> vision width."""
+        """One linear coupling function per prompted layer: language width -> vision width. Layer 0's is
+        initialised on its own; the deeper layers' start identical (copies of one layer, as the reference)."""
+        def linear() -> nn.Linear:
+            return nn.Linear(self.backbone.text_width, self.backbone.vision_width).to(self.backbone.dtype)
+
+        first, deeper = linear(), linear()
         self.couplings = nn.ModuleList(
-            nn.Linear(self.backbone.text_width, self.backbone.vision_width).to(self.backbone.dtype)
-            for _ in range(self.config.prompt_depth)
-        )
+            [first, *(copy.deepcopy(deeper) for _ in range(self.config.prompt_depth - 1))])
 
     def deep_text_prompts(self) -> dict[int, torch.Tensor]:
         return self.text_prompts() if self.text_prompts is not None else {}

@@ -8,6 +8,13 @@ fraction ``selection``, 10%) are kept; the entropy of their averaged prediction 
 classifies the original view. Prompt and optimizer state are restored after every image
 (episodic). The image features are computed once per image and reused by every step.
 
+Views follow the reference code (azshue/TPT): ``augment: auto`` gives random resized crops with flips
+for ImageNet and its variants and AugMix (the reference's own, see ``vlpt.tta.views``) for every other
+dataset, resolved per evaluation set from the dataset catalog's ``family``; the paper describes only
+the crops, ``augment: crop_flip`` keeps them for every dataset. Crops are resized bilinearly
+(torchvision's default, as in the reference); ``view_interpolation: bicubic`` is vlpt's former reading.
+The augmentation each evaluation set used is written to the run record (``config.test_time.views``).
+
 The context starts from the hand-written prompt, from a trained CoOp context (``init_from`` a
 CoOp checkpoint with the same ``n_ctx``: TPT+CoOp), or from a CoCoOp checkpoint with
 ``conditional: true``: the starting context is then CoCoOp's image-conditioned context
@@ -29,7 +36,7 @@ from vlpt.registry import register_method
 from vlpt.tta.data import TestTimeViews
 from vlpt.tta.episodic import EpisodicState
 from vlpt.tta.selection import confident_views, marginal_entropy
-from vlpt.tta.views import AugmentedViews, ViewAugment
+from vlpt.tta.views import AugmentedViews, ViewAugment, ViewInterpolation, resolve_augment
 
 
 @dataclass
@@ -46,7 +53,10 @@ class TPTConfig(MethodConfig):
     steps: int = 1
     #: views per test image, the original included
     views: int = 64
-    augment: ViewAugment = "crop_flip"
+    #: auto: crop_flip for the ImageNet family, augmix otherwise (the reference code); or one of those for all
+    augment: ViewAugment = "auto"
+    #: resampling of the random resized crops (bilinear: torchvision's default, as in the reference code)
+    view_interpolation: ViewInterpolation = "bilinear"
     #: fraction of views kept by confidence (lowest prediction entropy)
     selection: float = 0.1
     epochs: int | dict[int, int] = 1  # nothing is trained before test time
@@ -59,6 +69,8 @@ class TPTConfig(MethodConfig):
             raise ValueError(f"views must be at least 1, got {self.views}")
         if not 0 < self.selection <= 1:
             raise ValueError(f"selection must be in (0, 1], got {self.selection}")
+        if self.augment not in ("auto", "crop_flip", "augmix", "augmix_torchvision"):
+            raise ValueError(f"augment must be auto, crop_flip, augmix or augmix_torchvision, got {self.augment!r}")
 
 
 @register_method("tpt")
@@ -111,10 +123,16 @@ class TPT(PromptMethod):
         return cosine_logits(self.backbone.encode_image(images), self.text_features(), self.backbone.logit_scale)
 
     # ---- test time -----------------------------------------------------------------------
-    def test_time_dataset(self, samples: Sequence, image_size: int, mean, std, seed: int, **context):
-        """The views of each test image (``context``: the run's view store, device and progress flag)."""
-        cfg = self.config
-        return TestTimeViews(samples, AugmentedViews(image_size, mean, std, cfg.augment), cfg.views, seed)
+    def view_maker(self, image_size: int, mean, std, dataset: str | None) -> AugmentedViews:
+        """The view generator for images of ``dataset`` (``augment: auto`` resolved for it)."""
+        augment = resolve_augment(self.config.augment, dataset)
+        return AugmentedViews(image_size, mean, std, augment, self.config.view_interpolation)
+
+    def test_time_dataset(self, samples: Sequence, image_size: int, mean, std, seed: int,
+                          dataset: str | None = None, **context):
+        """The views of each test image of ``dataset`` (``context``: the run's view store, device and
+        progress flag); its ``augment`` is the view augmentation used."""
+        return TestTimeViews(samples, self.view_maker(image_size, mean, std, dataset), self.config.views, seed)
 
     def start_episodes(self) -> None:
         """Snapshot the starting prompt and a fresh optimizer; every image restores this state."""
@@ -128,6 +146,10 @@ class TPT(PromptMethod):
     def adaptation_features(self, features: torch.Tensor, extra: torch.Tensor | None) -> torch.Tensor:
         """Image features of the views the entropy selection chooses from (TPT: the augmented views)."""
         return features
+
+    def select_views(self, logits: torch.Tensor) -> torch.Tensor:
+        """Rows of the pool's ``logits`` the entropy loss is taken over (TPT: the most confident views)."""
+        return confident_views(logits, self.config.selection)
 
     def adapt_and_predict(self, views: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
         """Tune the prompt on one image's views, return the original view's scores ``[C]``, restore."""
@@ -148,7 +170,7 @@ class TPT(PromptMethod):
             for _ in range(self.config.steps):
                 logits = scale * pool @ self.text_features().T
                 if chosen is None:  # chosen once, on the starting prompt's predictions
-                    chosen = confident_views(logits, self.config.selection)
+                    chosen = self.select_views(logits)
                 loss = marginal_entropy(logits[chosen])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()

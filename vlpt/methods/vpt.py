@@ -3,8 +3,10 @@
 Learnable tokens are inserted after the class token: at the input only (``shallow``) or, in
 ``deep`` mode, fresh tokens at every layer of ``layers`` (default: all). The text tower is not
 prompted, so the class embeddings of the dataset's hand-written template are computed once per
-class list. Defaults for CLIP follow MaPLe's deep-VPT baseline (Khattak et al. 2023): 8 tokens,
-SGD lr 0.0025, batch 4, 5 epochs.
+class list. Defaults for CLIP follow the reference code of MaPLe's deep-VPT baseline (Khattak et al. 2023,
+multimodal-prompt-learning ``VPT/vit_b16_c2_ep5_batch4_4``): 8 tokens in all 12 layers drawn from
+N(0, 0.02), SGD lr 0.0025, batch 4, 5 epochs. ``init: uniform`` is the VPT paper's own initialisation
+(Jia et al.: U(-v, v), v = sqrt(6 / (3 * patch**2 + width))).
 """
 from __future__ import annotations
 
@@ -26,7 +28,8 @@ class VPTConfig(MethodConfig):
     n_tokens: int = 8
     #: deep mode: the prompted layers (default: every layer of the image tower)
     layers: list[int] | None = None
-    init: PromptInit = "uniform"
+    #: normal: N(0, 0.02) as the reference code (MaPLe's VPT baseline); uniform: Jia et al.'s xavier-uniform
+    init: PromptInit = "normal"
     lr: float = 0.0025
     batch_size: int = 4
     epochs: int | dict[int, int] = 5

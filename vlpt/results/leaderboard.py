@@ -270,16 +270,37 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return lines
 
 
+def view_augments(group: Group) -> str:
+    """The test-time view augmentation(s) of a row's records (``config.test_time.views``): one name when
+    every evaluation set used the same, else ``set: name`` pairs; empty for records without any."""
+    used: dict[str, set[str]] = defaultdict(set)
+    for record in group.records:
+        for eval_set, augment in (record.config.get("test_time") or {}).get("views", {}).items():
+            used[eval_set].add(str(augment))
+    names = {name for augments in used.values() for name in augments}
+    if len(names) <= 1:
+        return next(iter(names), "")
+    return ", ".join(f"{eval_set}: {'/'.join(sorted(augments))}" for eval_set, augments in used.items())
+
+
 def _protocol_section(protocol: str, groups: list[Group]) -> list[str]:
     lines = [f"## {protocol_title(protocol)} (`{protocol}`)", ""]
     model, shots = ("Model", "Train images") if protocol == "segmentation" else ("Backbone", "Shots")
     columns, notes = protocol_table(protocol, groups)
-    header = [model, "Dataset", "Method", "Variant", shots, *(_text(c.header) for c in columns), "Seeds"]
+    views = [view_augments(g) for g in groups] if protocol == "test_time" else []
+    if not any(views):
+        views = []
+    else:
+        notes.append("Views: the augmentation of each test image's views (crop_flip: random resized crops with "
+                     "flips; augmix: TPT's AugMix over those crops), per evaluation set where they differ.")
+    header = [model, "Dataset", "Method", "Variant", shots, *(_text(c.header) for c in columns),
+              *(["Views"] if views else []), "Seeds"]
     rows = [
         [_text(g.backbone), _text(g.dataset), _text(g.method), _text(g.variant), str(g.shots)]
         + [column.cell(g) for column in columns]
+        + ([_text(views[i]) or MISSING] if views else [])
         + [str(g.seeds)]
-        for g in groups
+        for i, g in enumerate(groups)
     ]
     lines += _table(header, rows)
     if notes:

@@ -30,6 +30,11 @@ class TestTimeViews(Dataset):
         self.seed = seed
         self.extra_views = extra_views
 
+    @property
+    def augment(self) -> str:
+        """The augmentation of the views (``crop_flip``, ``augmix`` or ``augmix_torchvision``)."""
+        return self.views.augment
+
     def __len__(self) -> int:
         return len(self.images)
 

@@ -47,7 +47,7 @@ class DiffusionSettings:
     guidance_scale: float = 3.0
     inference_steps: int = 50
     #: images generated per test image
-    views: int = 64
+    views: int = 63
     seed: int = 0
     dtype: Literal["fp32", "fp16"] = "fp32"
 

@@ -2,9 +2,27 @@
 
 TPT (Shu et al., "Test-Time Prompt Tuning for Zero-Shot Generalization in Vision-Language Models",
 NeurIPS 2022) adapts on N views of one test image: the original (resized and centre-cropped, as
-at evaluation) followed by N-1 augmented views: a random resized crop and horizontal flip for
-ImageNet-like sets (``crop_flip``), or that followed by AugMix (``augmix``, for fine-grained sets;
-severity 1 and only the operations that do not overlap the ImageNet-C corruptions, as in TPT).
+at evaluation) followed by N-1 augmented views. Every augmented view starts from a random resized
+crop (scale 0.08-1, bilinear, as torchvision's default in the reference code) and a horizontal flip:
+
+* ``crop_flip``: that alone. The reference code's views for ImageNet and its variants.
+* ``augmix``: that crop, then AugMix as the reference code implements it (its own operations, not
+  torchvision's): three chains of 1-3 operations drawn uniformly from autocontrast, equalize,
+  posterize, rotate, solarize, shear x/y and translate x/y (the ones that do not overlap the
+  ImageNet-C corruptions), each at a level drawn uniformly from [0.1, severity] (severity 1: rotations
+  of up to 2 degrees, shears up to 0.03, shifts up to 7 pixels at 224, solarize thresholds 231-254,
+  4-bit posterize); the chains are mixed with Dirichlet(1, 1, 1) weights, and the mixture with the crop
+  by a Beta(1, 1) weight, in floating point after normalisation. The reference code's views for the
+  fine-grained (cross-dataset) sets.
+* ``augmix_torchvision``: the crop, then ``torchvision.transforms.AugMix(severity=1, all_ops=False)``.
+  Not the reference's distribution: torchvision's severity 1 always picks the zero magnitude (its
+  geometric operations are then the identity, its solarize threshold 255) and the mixture is rounded
+  to 8 bits. Kept as a named option (vlpt's ``augmix`` before it followed the reference code).
+
+``auto`` (TPT's default) is what the reference code does (``augmix=len(set_id) > 1``):
+``crop_flip`` for a dataset of the ImageNet family (``family: imagenet`` in its catalog file:
+ImageNet, -A, -R, -Sketch, -V2), ``augmix`` for every other dataset; ``resolve_augment`` turns it
+into one of the three for a dataset.
 
 A view generator follows one small contract, ``views(image, n) -> Tensor[n, 3, H, W]``.
 Randomness comes from a seed per image, so a run's views do not depend on loading order or
@@ -16,12 +34,14 @@ import hashlib
 from typing import Literal
 
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from torchvision import transforms as T
 
 from vlpt.data.transforms import eval_transform
 
-ViewAugment = Literal["crop_flip", "augmix"]
+ViewAugment = Literal["auto", "crop_flip", "augmix", "augmix_torchvision"]
+CONCRETE_AUGMENTS = ("crop_flip", "augmix", "augmix_torchvision")
+ViewInterpolation = Literal["bilinear", "bicubic"]
 
 
 def image_seed(seed: int, key: str) -> int:
@@ -30,17 +50,120 @@ def image_seed(seed: int, key: str) -> int:
     return int.from_bytes(digest[:8], "little") >> 1
 
 
+def resolve_augment(augment: str, dataset: str | None) -> str:
+    """The concrete view augmentation for ``dataset`` (a catalog name, optionally ``@domain`` or
+    ``~corruption``): ``auto`` becomes ``crop_flip`` for the ImageNet family and ``augmix`` otherwise."""
+    from vlpt.data.catalog import dataset_family
+    from vlpt.errors import ConfigError
+
+    if augment in CONCRETE_AUGMENTS:
+        return augment
+    if augment != "auto":
+        raise ConfigError(f"view augment {augment!r}: expected auto, {', '.join(CONCRETE_AUGMENTS)}")
+    if not dataset:
+        raise ConfigError("view augment 'auto' depends on the dataset (crop_flip for ImageNet and its variants, "
+                          "augmix otherwise), but no dataset was given; name the augment or the dataset")
+    return "crop_flip" if dataset_family(dataset) == "imagenet" else "augmix"
+
+
+# ---- AugMix as in the TPT reference code (which follows the AugMix authors' operations) ------------
+def _uniform(low: float = 0.0, high: float = 1.0) -> float:
+    return low + (high - low) * torch.rand(()).item()
+
+
+def _level(severity: float) -> float:
+    return _uniform(0.1, severity)
+
+
+def _signed(value: float) -> float:
+    return -value if _uniform() > 0.5 else value
+
+
+def _affine(image: Image.Image, coefficients: tuple) -> Image.Image:
+    return image.transform(image.size, Image.Transform.AFFINE, coefficients, resample=Image.Resampling.BILINEAR)
+
+
+def _autocontrast(image, severity):
+    return ImageOps.autocontrast(image)
+
+
+def _equalize(image, severity):
+    return ImageOps.equalize(image)
+
+
+def _posterize(image, severity):
+    return ImageOps.posterize(image, 4 - int(_level(severity) * 4 / 10))
+
+
+def _rotate(image, severity):
+    return image.rotate(_signed(int(_level(severity) * 30 / 10)), resample=Image.Resampling.BILINEAR)
+
+
+def _solarize(image, severity):
+    return ImageOps.solarize(image, 256 - int(_level(severity) * 256 / 10))
+
+
+def _shear_x(image, severity):
+    return _affine(image, (1, _signed(_level(severity) * 0.3 / 10), 0, 0, 1, 0))
+
+
+def _shear_y(image, severity):
+    return _affine(image, (1, 0, 0, _signed(_level(severity) * 0.3 / 10), 1, 0))
+
+
+def _translate_x(image, severity):
+    return _affine(image, (1, 0, _signed(int(_level(severity) * image.width / 3 / 10)), 0, 1, 0))
+
+
+def _translate_y(image, severity):
+    return _affine(image, (1, 0, 0, 0, 1, _signed(int(_level(severity) * image.height / 3 / 10))))
+
+
+#: the operations that do not overlap ImageNet-C's corruptions (no colour, contrast, brightness, sharpness)
+AUGMIX_OPERATIONS = (_autocontrast, _equalize, _posterize, _rotate, _solarize, _shear_x, _shear_y,
+                     _translate_x, _translate_y)
+
+
+class ReferenceAugMix:
+    """AugMix over an already cropped PIL image, returning the normalised mixture (see the module docstring)."""
+
+    def __init__(self, to_tensor, severity: float = 1.0, width: int = 3, max_depth: int = 3):
+        self.to_tensor, self.severity, self.width, self.max_depth = to_tensor, severity, width, max_depth
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        weights = torch.distributions.Dirichlet(torch.ones(self.width)).sample()
+        keep = torch.distributions.Beta(torch.tensor(1.0), torch.tensor(1.0)).sample()
+        mix = torch.zeros(())
+        for i in range(self.width):
+            chain = image.copy()
+            for _ in range(int(torch.randint(1, self.max_depth + 1, ()))):
+                operation = AUGMIX_OPERATIONS[int(torch.randint(len(AUGMIX_OPERATIONS), ()))]
+                chain = operation(chain, self.severity)
+            mix = mix + weights[i] * self.to_tensor(chain)
+        return keep * self.to_tensor(image) + (1 - keep) * mix
+
+
 class AugmentedViews:
     """The original view plus ``n - 1`` augmented views, normalised for the backbone."""
 
-    def __init__(self, image_size: int, mean, std, augment: ViewAugment = "crop_flip"):
-        if augment not in ("crop_flip", "augmix"):
-            raise ValueError(f"view augment {augment!r}: expected crop_flip or augmix")
+    def __init__(self, image_size: int, mean, std, augment: str = "crop_flip",
+                 interpolation: ViewInterpolation = "bilinear"):
+        if augment not in CONCRETE_AUGMENTS:
+            raise ValueError(f"view augment {augment!r}: expected one of {', '.join(CONCRETE_AUGMENTS)} "
+                             f"('auto' is resolved per dataset by resolve_augment)")
+        if interpolation not in ("bilinear", "bicubic"):
+            raise ValueError(f"view interpolation {interpolation!r}: expected bilinear or bicubic")
+        self.augment, self.interpolation = augment, interpolation
         self.original = eval_transform(image_size, mean, std)
-        steps = [T.RandomResizedCrop(image_size, interpolation=T.InterpolationMode.BICUBIC), T.RandomHorizontalFlip()]
-        if augment == "augmix":
-            steps.append(T.AugMix(severity=1, all_ops=False))
-        self.augmented = T.Compose([*steps, T.ToTensor(), T.Normalize(mean, std)])
+        mode = T.InterpolationMode.BILINEAR if interpolation == "bilinear" else T.InterpolationMode.BICUBIC
+        crop = [T.RandomResizedCrop(image_size, interpolation=mode), T.RandomHorizontalFlip()]
+        normalise = T.Compose([T.ToTensor(), T.Normalize(mean, std)])
+        if augment == "crop_flip":
+            self.augmented = T.Compose([*crop, normalise])
+        elif augment == "augmix":
+            self.augmented = T.Compose([*crop, ReferenceAugMix(normalise)])
+        else:
+            self.augmented = T.Compose([*crop, T.AugMix(severity=1, all_ops=False), normalise])
 
     def views(self, image: Image.Image, n: int, seed: int = 0) -> torch.Tensor:
         """``[n, 3, H, W]``: view 0 is the original, the others are augmented (seeded by ``seed``)."""
