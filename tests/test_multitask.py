@@ -260,9 +260,8 @@ def test_multitask_upt_fit_then_init_a_target_upt(tasks, tiny_backbone, tmp_path
     module = MultitaskPromptModule(method, tasks)
     _trainer(max_steps=3).fit(module, train_dataloaders=_datamodule(tasks, tiny_backbone).train_dataloader())
     after = method.state_dict()
-    assert not torch.equal(before["generator.prompt"], after["generator.prompt"])
-    attention = "generator.blocks.0.attn.in_proj_weight"
-    assert not torch.equal(before[attention], after[attention])
+    for key in ("generator.text", "generator.visual", "generator.blocks.0.attn.in_proj_weight"):
+        assert not torch.equal(before[key], after[key]), key
 
     path = method.save_checkpoint(tmp_path / "upt.pt")
     target = cls(tiny_backbone, ["cat", "dog", "bird"], TEMPLATES, cls.Config(init_from=str(path)))
