@@ -190,7 +190,8 @@ def test_init_from_copies_every_prompt_tensor(upt, tiny_backbone, tmp_path, imag
 # ---- the default: MVLPT's code -----------------------------------------------------------------
 def test_mvlpt_design_has_text_context_and_deep_visual_prompts_through_a_128_wide_block(mvlpt_upt, tiny_backbone):
     generator = mvlpt_upt.generator
-    n_layers, vision_width, text_width = tiny_backbone.vision_layers, tiny_backbone.vision_width, tiny_backbone.text_width
+    n_layers, vision_width = tiny_backbone.vision_layers, tiny_backbone.vision_width
+    text_width = tiny_backbone.text_width
     assert tuple(generator.text.shape) == (4, text_width)
     assert tuple(generator.visual.shape) == (n_layers, 4, vision_width)  # VPT deep: every image layer
     patch = tiny_backbone.model.visual.conv1.kernel_size[0]

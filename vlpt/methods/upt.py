@@ -28,7 +28,7 @@ cosine, 1 warm-up epoch at 1e-5, 200 epochs: MVLPT's ``configs/trainers/MVLPT/vi
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
