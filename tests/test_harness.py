@@ -138,6 +138,9 @@ def test_multitask_source_prompt_initialises_the_target_run(tmp_path):
     assert records["source"].metrics["starter_digits"]["n"] == 360  # each task scored on its own test set
     assert records["source"].metrics["starter_shapes"]["n"] == 960
     assert records["source"].identity.dataset == "starter_digits+starter_shapes"
+    # MVLPT's code: one label space, the union of the tasks' classes (scoring: own is the other reading)
+    assert records["source"].config["data"]["scoring"] == "union" and "scoring" not in records["mvlpt"].config["data"]
+    assert suite.runs[0].experiment.scoring == "union"
     assert records["mvlpt"].config["init_from_run"] == source.identity.run_id
     assert records["mvlpt"].config["method"]["params"]["init_from"] == str(harness.checkpoint_path(source.identity))
     assert records["scratch"].config["method"]["params"]["init_from"] is None

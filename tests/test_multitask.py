@@ -1,4 +1,4 @@
-"""Multitask prompt learning (MVLPT): per-task scoring, the two samplings, source-to-target transfer."""
+"""Multitask prompt learning (MVLPT): union and per-task scoring, the two samplings, source-to-target transfer."""
 from __future__ import annotations
 
 import math
@@ -155,7 +155,7 @@ def test_loss_scores_each_sample_against_its_own_tasks_classes(name, tasks, tiny
     cls = METHODS.get(name)
     torch.manual_seed(0)
     method = cls(tiny_backbone, tasks[0].classnames, TEMPLATES, cls.Config(n_ctx=4))
-    module = MultitaskPromptModule(method, tasks)
+    module = MultitaskPromptModule(method, tasks, scoring="own")
     images, labels, task_ids = _tagged_batch(tasks, tiny_backbone)
 
     calls = []
@@ -207,7 +207,7 @@ def test_switching_tasks_back_and_forth_equals_a_fresh_set_classnames(name, para
     cls = METHODS.get(name)
     torch.manual_seed(0)
     method = cls(tiny_backbone, tasks[0].classnames, TEMPLATES, cls.Config(**params))
-    module = MultitaskPromptModule(method, tasks)
+    module = MultitaskPromptModule(method, tasks, scoring="own")
     torch.manual_seed(0)
     reference = cls(tiny_backbone, tasks[0].classnames, TEMPLATES, cls.Config(**params))
     images = torch.randn(3, 3, 32, 32)
@@ -219,6 +219,34 @@ def test_switching_tasks_back_and_forth_equals_a_fresh_set_classnames(name, para
             assert torch.allclose(module.task_logits(images, task_index), reference.logits(images), atol=1e-6)
             assert torch.allclose(method.training_loss(images, torch.tensor([0, 1, 1])),
                                   reference.training_loss(images, torch.tensor([0, 1, 1])), atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["coop", "upt", "vpt"])
+def test_default_loss_scores_every_sample_against_the_union_of_all_tasks_classes(name, tasks, tiny_backbone):
+    """MVLPT's scripts: the tasks' labels are offset into one label space, one cross-entropy over all classes."""
+    cls = METHODS.get(name)
+    params = {"n_tokens": 4} if name == "vpt" else {"n_ctx": 4}
+    torch.manual_seed(0)
+    method = cls(tiny_backbone, tasks[0].classnames, TEMPLATES, cls.Config(**params))
+    module = MultitaskPromptModule(method, tasks)
+    assert module.scoring == "union" and module.offsets == [0, 2]
+    images, labels, task_ids = _tagged_batch(tasks, tiny_backbone)
+    loss = module.multitask_loss(images, labels, task_ids)
+    union = tasks[0].classnames + tasks[1].classnames
+    assert method.classnames == union and method.templates == ["a photo of a {}."]
+    with torch.no_grad():
+        logits = method.logits(images)
+        assert logits.shape == (len(labels), len(union))
+        expected = F.cross_entropy(logits, labels + torch.tensor([0, 2])[task_ids])
+    assert torch.allclose(loss, expected, atol=1e-5)
+    own = MultitaskPromptModule(method, tasks, scoring="own").multitask_loss(images, labels, task_ids)
+    assert not torch.allclose(loss, own, atol=1e-4)
+    loss.backward()
+    assert all(p.grad is not None for p in method.trainable_parameters())
+    module.use_task(1)  # evaluation stays per task, on the task's own classes and templates
+    assert method.classnames == tasks[1].classnames
+    with pytest.raises(ConfigError, match="unknown multitask scoring 'masked'"):
+        MultitaskPromptModule(method, tasks, scoring="masked")
 
 
 def test_methods_that_cannot_switch_classes_or_do_not_train_are_refused(tasks, tiny_backbone):
@@ -260,9 +288,8 @@ def test_multitask_upt_fit_then_init_a_target_upt(tasks, tiny_backbone, tmp_path
     module = MultitaskPromptModule(method, tasks)
     _trainer(max_steps=3).fit(module, train_dataloaders=_datamodule(tasks, tiny_backbone).train_dataloader())
     after = method.state_dict()
-    assert not torch.equal(before["generator.prompt"], after["generator.prompt"])
-    attention = "generator.blocks.0.attn.in_proj_weight"
-    assert not torch.equal(before[attention], after[attention])
+    for key in ("generator.text", "generator.visual", "generator.blocks.0.attn.in_proj_weight"):
+        assert not torch.equal(before[key], after[key]), key
 
     path = method.save_checkpoint(tmp_path / "upt.pt")
     target = cls(tiny_backbone, ["cat", "dog", "bird"], TEMPLATES, cls.Config(init_from=str(path)))
@@ -283,3 +310,18 @@ def test_target_group_trains_jointly_from_the_source_prompt(tasks, tiny_backbone
     assert target.max_epochs == 5  # the schedule follows the module's max_epochs
 
     assert not torch.equal(target.context.ctx, source.context.ctx)  # the group was learned jointly from the source
+
+
+def test_mcoop_and_mvpt_configs_hold_mvlpts_settings():
+    """MVLPT's scripts/mvlpt with configs/trainers/MVLPT/vit_b16.yaml: M=16, class token in the middle, 200 epochs."""
+    from vlpt.eval.suite import load_method_config
+
+    common = dict(optimizer="sgd", lr=0.002, batch_size=32, epochs=200, scheduler="cosine", warmup_epochs=1)
+    mcoop = load_method_config("mcoop", {}, "test")
+    assert mcoop.cls is METHODS.get("coop")
+    assert (mcoop.config.n_ctx, mcoop.config.csc, mcoop.config.class_token_position) == (16, False, "middle")
+    mvpt = load_method_config("mvpt", {}, "test")
+    assert mvpt.cls is METHODS.get("vpt")
+    assert (mvpt.config.mode, mvpt.config.n_tokens, mvpt.config.init) == ("deep", 16, "uniform")
+    for config in (mcoop.config, mvpt.config, load_method_config("upt", {}, "test").config):
+        assert {k: getattr(config, k) for k in common} == common

@@ -289,3 +289,91 @@ def test_short_training_on_the_starter_task_raises_dice_well_above_the_untrained
               enable_model_summary=False).fit(method, train_dataloaders=loader)
     trained = _dice(method, splits, splits.test[:100], size_args)
     assert untrained < 25 and trained > untrained + 40, (untrained, trained)
+
+
+# ---- TuneVLSeg's defaults (naamiinepal/tunevlseg configs/model/*clipseg.yaml, scripts/schedule_*.sh) ----------
+def test_config_files_hold_tunevlsegs_defaults():
+    from vlpt.eval.suite import load_method_config
+
+    for name in ("seg_coop", "seg_cocoop", "seg_maple", "seg_vpt", "seg_shared_separate", "seg_shared_attention"):
+        resolved = load_method_config(name, {}, "test")
+        cfg = resolved.config
+        assert cfg == resolved.cls.Config(), name  # the config file holds the dataclass defaults
+        assert (cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.batch_size, cfg.train_decoder) == (
+            "adamw", 2e-4, 0.0, 32, False), name
+        assert (cfg.dice_weight, cfg.ce_weight, cfg.epochs) == (1.0, 0.2, 20), name
+    assert load_method_config("seg_coop", {}, "test").config.ctx_init == "a photo of a"
+    assert load_method_config("seg_maple", {}, "test").config.ctx_init == "a photo of a"
+    assert not load_method_config("seg_shared_separate", {}, "test").config.unified_projection
+    assert not load_method_config("seg_shared_attention", {}, "test").config.attend_across_tokens
+
+
+def test_coop_context_starts_as_a_photo_of_a(clip_decoder):
+    method = METHODS.get("seg_coop")(clip_decoder, CLASSES, TEMPLATES, METHODS.get("seg_coop").Config(
+        train_decoder=True))
+    tokens = clip_decoder.tokenize(["a photo of a"])
+    expected = clip_decoder.embed_tokens(tokens)[0, 1:5]
+    assert torch.allclose(method.context.ctx, expected, atol=1e-6)
+
+
+def test_maple_couples_text_to_vision_through_tunevlsegs_projector(clip_decoder):
+    cls = METHODS.get("seg_maple")
+    torch.manual_seed(0)
+    method = cls(clip_decoder, CLASSES, TEMPLATES, cls.Config(prompt_depth=2, train_decoder=True))
+    text_width, vision_width = clip_decoder.text_width, clip_decoder.vision_width
+    assert len(method.couplings) == 2 and method.couplings[0] is not method.couplings[1]
+    first, relu, second, norm = method.couplings[0]
+    assert (first.in_features, first.out_features, second.in_features, second.out_features) == (
+        text_width, 64, 64, vision_width)
+    assert isinstance(relu, torch.nn.ReLU) and second.bias is None
+    assert isinstance(norm, torch.nn.LayerNorm) and norm.bias is not None
+    with torch.no_grad():
+        prompts = method.vision_prompts()
+        assert torch.allclose(prompts[0], method.couplings[0](method.context.ctx), atol=1e-6)
+        assert torch.allclose(prompts[1], method.couplings[1](method.text_prompts()[1]), atol=1e-6)
+    linear = cls(clip_decoder, CLASSES, TEMPLATES, cls.Config(coupling="linear", train_decoder=True))
+    assert isinstance(linear.couplings[0], torch.nn.Linear)
+    with pytest.raises(ConfigError, match="unknown coupling"):
+        cls(clip_decoder, CLASSES, TEMPLATES, cls.Config(coupling="mlp2", train_decoder=True))
+
+
+def test_cocoop_meta_net_is_tunevlsegs_on_the_raw_image_feature(clip_decoder):
+    cls = METHODS.get("seg_cocoop")
+    torch.manual_seed(0)
+    method = cls(clip_decoder, CLASSES, TEMPLATES, cls.Config(train_decoder=True)).eval()
+    first, _, second, norm = method.meta_net
+    assert (first.in_features, first.out_features, second.out_features) == (
+        clip_decoder.embed_dim, 64, clip_decoder.text_width)
+    assert second.bias is None and norm.bias is None
+    images, _ = _batch(clip_decoder, 3, batch=2)
+    _, features = clip_decoder.image_activations(images, pooled=True)
+    with torch.no_grad():  # the feature is not normalised: its scale reaches the context
+        assert not torch.allclose(method.class_embeddings(features), method.class_embeddings(3 * features), atol=1e-4)
+        own = cls(clip_decoder, CLASSES, TEMPLATES, cls.Config(meta_net="cocoop", train_decoder=True)).eval()
+        assert torch.allclose(own.class_embeddings(features), own.class_embeddings(3 * features), atol=1e-5)
+
+
+def test_shared_separate_projects_each_layer_with_its_own_maps_starting_equal(clip_decoder):
+    cls = METHODS.get("seg_shared_separate")
+    method = cls(clip_decoder, CLASSES, TEMPLATES, cls.Config(prompt_depth=3, train_decoder=True))
+    for maps in (method.to_text, method.to_vision):
+        assert len({id(m) for m in maps}) == 3
+        assert all(torch.equal(m.weight, maps[0].weight) for m in maps)  # TuneVLSeg deep-copies one layer
+    unified = cls(clip_decoder, CLASSES, TEMPLATES, cls.Config(prompt_depth=3, unified_projection=True,
+                                                               train_decoder=True))
+    assert len({id(m) for m in unified.to_text}) == 1
+
+
+def test_shared_attention_vectors_attend_only_to_themselves_unless_asked(clip_decoder):
+    cls = METHODS.get("seg_shared_attention")
+    for across in (False, True):
+        torch.manual_seed(0)
+        method = cls(clip_decoder, CLASSES, TEMPLATES, cls.Config(heads=4, attend_across_tokens=across,
+                                                                  train_decoder=True)).eval()
+        with torch.no_grad():
+            text, vision = method.split_prompts()
+            method.shared[0, 2:].add_(torch.randn_like(method.shared[0, 2:]))
+            text_after, vision_after = method.split_prompts()
+            same = torch.allclose(text_after[0][:2], text[0][:2], atol=1e-6) and torch.allclose(
+                vision_after[0][:2], vision[0][:2], atol=1e-6)
+        assert same != across

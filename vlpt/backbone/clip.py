@@ -311,12 +311,16 @@ class ClipBackbone(nn.Module):
 
     # ---- image -------------------------------------------------------------------------
     def encode_image(
-        self, images: torch.Tensor, deep_prompts: DeepPromptTokens | None = None, normalize: bool = False
+        self, images: torch.Tensor, deep_prompts: DeepPromptTokens | None = None, normalize: bool = False,
+        input_prompts_after_ln_pre: bool = False,
     ) -> torch.Tensor:
-        """Image features ``[B, embed_dim]``; ``deep_prompts`` enter a ViT tower at the given layers."""
+        """Image features ``[B, embed_dim]``; ``deep_prompts`` enter a ViT tower at the given layers.
+
+        Layer-0 prompts join the patch tokens before ``ln_pre`` (MaPLe's CLIP code), or after it with
+        ``input_prompts_after_ln_pre`` (MVLPT's code for VPT and UPT)."""
         if not deep_prompts:
             return self.model.encode_image(images.to(self.dtype), normalize=normalize)
-        x, _ = self._run_vision_tower(images, deep_prompts)
+        x, _ = self._run_vision_tower(images, deep_prompts, after_ln_pre=input_prompts_after_ln_pre)
         return self._pool_image(x, normalize)
 
     def image_layer_tokens(
@@ -335,21 +339,23 @@ class ClipBackbone(nn.Module):
         return tapped, (self._pool_image(x) if pooled else None)
 
     def _run_vision_tower(self, images: torch.Tensor, deep_prompts: DeepPromptTokens, taps: Sequence[int] = (),
-                          stop_after: int | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+                          stop_after: int | None = None,
+                          after_ln_pre: bool = False) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """The ViT tower on ``images`` with deep prompts; the output sequence without prompt tokens and
-        the tapped block outputs (see ``run_vision_blocks``)."""
+        the tapped block outputs (see ``run_vision_blocks``). Layer-0 prompts join before ``ln_pre``,
+        or after it with ``after_ln_pre``."""
         visual = self.model.visual
         if not hasattr(visual, "class_embedding"):
             raise ConfigError(f"{self.model_name}: deep prompts and layer tokens need a ViT image tower")
         check_layers(deep_prompts, self.vision_layers, self.vision_width, "image")
         x = self.patch_embeddings(images)
         n_prompts = 0
-        if 0 in deep_prompts:  # input prompts join the patch tokens before ln_pre (MaPLe's CLIP code)
+        if 0 in deep_prompts and not after_ln_pre:  # input prompts join the patches before ln_pre (MaPLe's code)
             x = insert_after_class_token(x, deep_prompts[0])
             n_prompts = deep_prompts[0].shape[-2]
         transformer = visual.transformer
         run_block = None if getattr(transformer, "batch_first", True) else _sequence_first_block
-        deeper = {layer: tokens for layer, tokens in deep_prompts.items() if layer > 0}
+        deeper = {layer: tokens for layer, tokens in deep_prompts.items() if layer > 0 or after_ln_pre}
         x, n_prompts, tapped = run_vision_blocks(transformer.resblocks, visual.ln_pre(x), deeper, n_prompts,
                                                  taps=taps, stop_after=stop_after, run_block=run_block)
         return torch.cat([x[:, :1], x[:, 1 + n_prompts:]], dim=1), tapped

@@ -218,7 +218,7 @@ class Harness:
             return None
         data = record.config.get("data", {})
         stored = run_settings(record.config["method"]["params"], data.get("train_augment"), data.get("sampling"),
-                              None, data.get("eval_limit"))
+                              None, data.get("eval_limit"), data.get("scoring"))
         current = settings_of(run)
         if {**stored, "init": None} != {**current, "init": None}:
             changed = sorted(k for k in set(stored["params"]) | set(current["params"])
@@ -226,7 +226,7 @@ class Harness:
             raise ConfigError(
                 f"record {path} ({run.identity.method}, variant "
                 f"{run.identity.variant!r}, {run.identity.dataset}, seed {run.identity.seed}) was made with other "
-                f"settings than the suite's ({', '.join(changed) or 'train_augment/sampling'}); delete it to "
+                f"settings than the suite's ({', '.join(changed) or 'train_augment/sampling/scoring'}); delete it to "
                 f"run again, or give the changed entry its own `variant:`"
             )
         return record
@@ -514,7 +514,8 @@ class Harness:
             **({"feature_cache": {"train_views": datamodule.train_views}}
                if isinstance(datamodule, CachedFeatureDataModule) else {}),
             "data": {"train_augment": experiment.train_augment, "n_train": n_train, "n_val": n_val, "classes": classes,
-                     **({"sampling": experiment.sampling} if identity.protocol == MULTITASK else {}),
+                     **({"sampling": experiment.sampling, "scoring": experiment.scoring}
+                        if identity.protocol == MULTITASK else {}),
                      **({"eval_limit": experiment.eval_limit} if experiment.eval_limit else {})},
             "device": str(self.device),
         }
@@ -543,7 +544,7 @@ class Harness:
             method.max_epochs = epochs
             module = method
         elif method.trains:
-            module = MultitaskPromptModule(method, tasks, max_epochs=epochs)
+            module = MultitaskPromptModule(method, tasks, max_epochs=epochs, scoring=run.experiment.scoring)
         else:
             return 1, None
         loader = datamodule.train_dataloader()

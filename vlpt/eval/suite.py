@@ -138,6 +138,8 @@ class ExperimentSpec:
     targets: list[str] = field(default_factory=list)
     train_augment: TrainAugment = "crop_flip"
     sampling: Literal["mixed", "per_task"] = "mixed"
+    #: multitask: score a sample against the union of all tasks' classes (MVLPT's code) or its own task's
+    scoring: Literal["union", "own"] = "union"
     eval_limit: int | None = None
     params: dict[str, Any] = field(default_factory=dict)
     #: segmentation: the VLSM (``vlpt.seg.vlsm.VLSMSpec``; default: the suite's backbone with a decoder)
@@ -329,11 +331,13 @@ _RESOURCE_FIELDS = ("images_per_chunk", "chunk_memory_mb")
 
 
 def run_settings(params: dict, train_augment: str, sampling: str | None, init: str | None,
-                 eval_limit: int | None = None) -> dict:
-    """What a run's identity does not show but its result depends on, in JSON form (for comparisons)."""
+                 eval_limit: int | None = None, scoring: str | None = None) -> dict:
+    """What a run's identity does not show but its result depends on, in JSON form (for comparisons).
+    ``sampling`` and ``scoring`` are None except for multitask runs."""
     ignored = _LOCATION_FIELDS + _RESOURCE_FIELDS
     settings = {"params": {k: v for k, v in params.items() if k not in ignored},
-                "train_augment": train_augment, "sampling": sampling, "init": init, "eval_limit": eval_limit}
+                "train_augment": train_augment, "sampling": sampling, "init": init, "eval_limit": eval_limit,
+                **({"scoring": scoring} if scoring is not None else {})}
     return json.loads(json.dumps(settings, sort_keys=True))
 
 
@@ -341,8 +345,10 @@ def settings_of(run: Run) -> dict:
     experiment = run.experiment
     init = run.init_name and f"init:{run.init_name}"
     init = init or (run.init_source and f"run:{run.init_source.run_id}") or run.method.config.init_from
+    multitask = experiment.protocol == MULTITASK
     return run_settings(dataclasses.asdict(run.method.config), experiment.train_augment,
-                        experiment.sampling if experiment.protocol == MULTITASK else None, init, experiment.eval_limit)
+                        experiment.sampling if multitask else None, init, experiment.eval_limit,
+                        experiment.scoring if multitask else None)
 
 
 def shard_of(suite: Suite, count: int) -> dict[str, int]:

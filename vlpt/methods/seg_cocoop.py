@@ -3,16 +3,28 @@
 A meta-net maps each image's feature (the VLSM's pooled, projected image embedding) to a bias added to
 every context vector, so each image conditions the decoder with its own class prompts. All images and
 classes go through the text tower together.
+
+TuneVLSeg's defaults (``configs/model/cocoop/clipseg.yaml``): 4 context vectors from "a photo of a",
+depth 1, and its meta-net (``meta_net: tunevlseg``): ``Linear(feature, 64)``, ReLU,
+``Linear(64, text width)`` and ``LayerNorm(text width)``, all three without a final bias
+(``vlpt.seg.projection``), on the image feature as it is (``norm_image_features: false``).
+``meta_net: cocoop`` is CoCoOp's own (``Linear(D, D/16)``, ReLU, ``Linear(D/16, text width)``) on the
+L2-normalised feature, as classification CoCoOp.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch.nn.functional as F
 
+from vlpt.errors import ConfigError
 from vlpt.methods.cocoop import CoCoOp
 from vlpt.registry import register_method
 from vlpt.seg.method import SegMethodConfig, SegPromptMethod
+from vlpt.seg.projection import mlp_projection
+
+META_NETS = ("tunevlseg", "cocoop")
 
 
 @dataclass
@@ -20,6 +32,9 @@ class SegCoCoOpConfig(SegMethodConfig):
     n_ctx: int = 4
     ctx_init: str | None = "a photo of a"
     init_std: float = 0.02
+    #: ``tunevlseg``: TuneVLSeg's projector on the raw image feature; ``cocoop``: CoCoOp's on the normalised one
+    meta_net: Literal["tunevlseg", "cocoop"] = "tunevlseg"
+    meta_net_dim: int = 64
 
 
 @register_method("seg_cocoop")
@@ -28,12 +43,22 @@ class SegCoCoOp(SegPromptMethod):
 
     Config = SegCoCoOpConfig
     needs_image_feature = True
-
-    build_prompts = CoCoOp.build  # the same context and meta-net as classification CoCoOp
     update_classnames = CoCoOp.update_classnames
 
+    def build_prompts(self, classnames, templates):
+        cfg = self.config
+        if cfg.meta_net not in META_NETS:
+            raise ConfigError(f"{self.name}: unknown meta_net {cfg.meta_net!r}; valid: {', '.join(META_NETS)}")
+        CoCoOp.build(self, classnames, templates)  # the same context (and meta-net) as classification CoCoOp
+        if cfg.meta_net == "tunevlseg":
+            backbone = self.backbone
+            self.meta_net = mlp_projection(backbone.embed_dim, backbone.text_width, cfg.meta_net_dim,
+                                           final_bias=False).to(backbone.dtype)
+
     def class_embeddings(self, image_features):
-        prompts = self.context(self.meta_net(F.normalize(image_features, dim=-1)))  # [B, C, L, W]
+        if self.config.meta_net == "cocoop":
+            image_features = F.normalize(image_features, dim=-1)
+        prompts = self.context(self.meta_net(image_features))  # [B, C, L, W]
         batch, n_classes = prompts.shape[:2]
         text = self.backbone.encode_text_embeds(prompts.flatten(0, 1), self.context.eot_positions.repeat(batch))
         return text.view(batch, n_classes, -1)

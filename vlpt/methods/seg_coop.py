@@ -2,7 +2,10 @@
 
 Learned context vectors before each class name condition the decoder; with ``prompt_depth`` d > 1,
 fresh text prompts replace the context positions at text layers 1 .. d-1 (deep textual prompts).
-TuneVLSeg's defaults: 4 context vectors drawn from N(0, 0.02), depth 1.
+TuneVLSeg's defaults (``configs/model/coop/clipseg.yaml``): the context starts as the embedding of
+"a photo of a" (4 vectors; ``ctx_init: null`` draws ``n_ctx`` vectors from N(0, 0.02) instead), deeper
+prompts from N(0, 0.02), depth 1. TuneVLSeg puts the context before the dataset's whole text prompt;
+here it goes before the class name, as CoOp.
 """
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ from vlpt.seg.method import SegMethodConfig, SegPromptMethod, prompt_layers
 @dataclass
 class SegCoOpConfig(SegMethodConfig):
     n_ctx: int = 4
-    ctx_init: str | None = None
+    ctx_init: str | None = "a photo of a"
     init_std: float = 0.02
     prompt_depth: int = 1
 

@@ -4,8 +4,14 @@ for Vision-Language Segmentation Models", ACCV 2024).
 At each of the layers 0 .. d-1 a set of prompt vectors as wide as both towers together (text width +
 vision width) passes through a transformer encoder layer, so text and visual parts attend to each
 other; the output is split into the text prompts (context at layer 0, deep text prompts above) and the
-visual prompts of that layer. TuneVLSeg's settings: 4 vectors from N(0, 0.02), 16 heads, feed-forward
-1536, dropout 0.25, pre-norm, one encoder layer per prompted layer.
+visual prompts of that layer. TuneVLSeg's settings (``configs/model/shared_attn_clipseg.yaml``): 4 vectors
+from N(0, 0.02), 16 heads, feed-forward 1536, dropout 0.25, pre-norm, one encoder layer per prompted
+layer (starting as copies of one another).
+
+TuneVLSeg builds the layer with PyTorch's default ``batch_first=False`` and gives it the prompt as
+``[1, n_ctx, width]``: a sequence of length one for each of the ``n_ctx`` vectors, so each vector attends
+only to itself, and text and vision mix within a vector, not across vectors. ``attend_across_tokens:
+false`` (the default) reproduces that; ``true`` lets the vectors attend to one another.
 """
 from __future__ import annotations
 
@@ -30,6 +36,8 @@ class SegSharedAttentionConfig(SegMethodConfig):
     feedforward: int = 1536
     dropout: float = 0.25
     unified_projection: bool = False
+    #: the prompt vectors attend to one another; TuneVLSeg's code lets each attend only to itself
+    attend_across_tokens: bool = False
 
 
 @register_method("seg_shared_attention")
@@ -57,7 +65,10 @@ class SegSharedAttention(SegPromptMethod):
 
     def split_prompts(self) -> tuple[list[torch.Tensor], dict[int, torch.Tensor]]:
         """Text prompts per layer and visual prompts ``{layer: tokens}``, from one pass of the mixers."""
-        mixed = [mixer(vectors.unsqueeze(0))[0] for mixer, vectors in zip(self.mixers, self.shared)]
+        if self.config.attend_across_tokens:  # one sequence of n_ctx vectors
+            mixed = [mixer(vectors.unsqueeze(0))[0] for mixer, vectors in zip(self.mixers, self.shared)]
+        else:  # n_ctx sequences of one vector each, as TuneVLSeg's sequence-first layer sees them
+            mixed = [mixer(vectors.unsqueeze(1))[:, 0] for mixer, vectors in zip(self.mixers, self.shared)]
         width = self.backbone.text_width
         return [m[:, :width] for m in mixed], {layer: m[:, width:] for layer, m in enumerate(mixed)}
 

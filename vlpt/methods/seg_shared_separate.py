@@ -2,13 +2,19 @@
 for Vision-Language Segmentation Models", ACCV 2024).
 
 Prompt vectors live in one small shared space (``shared_dim``, 64 by default) at each of the layers
-0 .. d-1; two separate projections map them into the text tower (the context vectors at layer 0, deep
-text prompts above) and into the image tower (visual prompts after the class token). With
-``unified_projection`` (the default) one projection per tower serves every layer.
+0 .. d-1; two separate linear projections map them into the text tower (the context vectors at layer 0,
+deep text prompts above) and into the image tower (visual prompts after the class token).
+
+TuneVLSeg's defaults (``configs/model/shared_separate_clipseg.yaml``): 4 vectors from N(0, 0.02), depth 1,
+one projection per tower and layer (``use_unified_projection: false``; the layers' projections start as
+copies of one another, as its ``copy.deepcopy``), no intermediate layer (so its ``use_proj_norm`` has no
+effect). With ``unified_projection`` one projection per tower serves every layer.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+import copy
 
 import torch
 from torch import nn
@@ -24,15 +30,16 @@ class SegSharedSeparateConfig(SegMethodConfig):
     prompt_depth: int = 1
     shared_dim: int = 64
     init_std: float = 0.02
-    unified_projection: bool = True
+    unified_projection: bool = False
 
 
 def projections(n_layers: int, unified: bool, make) -> nn.ModuleList:
-    """One module per layer; with ``unified`` the same module at every layer."""
+    """One module per layer; with ``unified`` the same module at every layer, else copies of one freshly
+    made module (TuneVLSeg deep-copies one layer, so every layer starts with the same weights)."""
+    first = make()
     if unified:
-        shared = make()
-        return nn.ModuleList([shared] * n_layers)
-    return nn.ModuleList(make() for _ in range(n_layers))
+        return nn.ModuleList([first] * n_layers)
+    return nn.ModuleList([first] + [copy.deepcopy(first) for _ in range(n_layers - 1)])
 
 
 def encode_layer_prompts(method: SegPromptMethod, text: list[torch.Tensor]) -> torch.Tensor:

@@ -5,6 +5,6 @@ classes; the learned prompt then initialises a target-task method (``MethodConfi
 group of target tasks is learned jointly and evaluated task by task.
 """
 from vlpt.multitask.data import SAMPLINGS, MultitaskDataModule, PerTaskBatchSampler, Task
-from vlpt.multitask.module import MultitaskPromptModule
+from vlpt.multitask.module import SCORINGS, MultitaskPromptModule
 
-__all__ = ["SAMPLINGS", "MultitaskDataModule", "MultitaskPromptModule", "PerTaskBatchSampler", "Task"]
+__all__ = ["SAMPLINGS", "SCORINGS", "MultitaskDataModule", "MultitaskPromptModule", "PerTaskBatchSampler", "Task"]

@@ -3,10 +3,19 @@
 Shen et al., "Multitask Vision-Language Prompt Tuning", 2022: a prompt (CoOp's text context for
 MCoOp, VPT's visual prompts for MVPT, UPT's unified prompt for MUPT) is learned on several source tasks
 together, then initialises the prompt of a target task; target tasks can also be grouped and learned
-jointly. Each sample is scored against its own task's classes only, and the loss is the cross-entropy
-averaged over all samples of the batch. (The reference code scores every sample against the union of
-all tasks' classes and multiplies the other tasks' logits by 0, which leaves them in the softmax at
-logit 0; here they are not computed at all.)
+jointly. Two ways to score a training sample (``scoring``):
+
+* ``union`` (default, MVLPT's code as its scripts run it): the tasks' class lists are concatenated into
+  one label space and every sample is scored against all of them, one cross-entropy over the union
+  (``MVLPTCOOPDataManager`` offsets each task's labels; ``DATASET.MULTITASK_LABEL_PERTASK`` stays off). The
+  union's class prompts use MVLPT's one template, "a photo of a {}." (methods that read templates, e.g.
+  VPT's frozen text side);
+* ``own``: each sample is scored against its own task's classes only (with the task's templates), the
+  loss being the cross-entropy averaged over the batch. (The code's ``MULTITASK_LABEL_PERTASK`` option
+  instead multiplies the other tasks' logits by 0, which leaves them in the softmax at logit 0; here they
+  are not computed at all.)
+
+Evaluation is per task on its own classes in both cases, as in the code.
 
 The wrapped method stays an ordinary ``PromptMethod``: the module switches its classes with
 ``set_classnames`` per task and delegates the loss, the optimizer and the schedule to it. After
@@ -25,17 +34,28 @@ from vlpt.methods.base import BACKBONE_PREFIX, PromptMethod
 from vlpt.multitask.data import Task
 
 METHOD_PREFIX = "method."
+SCORINGS = ("union", "own")
+#: the one prompt template MVLPT's code gives every class when it scores against the union of the tasks
+UNION_TEMPLATES = ("a photo of a {}.",)
+#: ``active_task`` while the method scores against the union of all tasks' classes
+UNION = -1
 
 
 class MultitaskPromptModule(L.LightningModule):
-    """Trains one ``PromptMethod`` on several tasks, each sample scored against its own task's classes.
+    """Trains one ``PromptMethod`` on several tasks, each sample scored against the union of the tasks'
+    classes (``scoring="union"``) or its own task's classes (``"own"``).
 
-    Batches are ``(images, labels, task_ids)`` (``MultitaskDataModule``). ``max_epochs`` sets the
-    length of the method's cosine schedule (default: the Trainer's ``max_epochs``).
+    Batches are ``(images, labels, task_ids)`` (``MultitaskDataModule``), labels within each task's own
+    class list. ``max_epochs`` sets the length of the method's cosine schedule (default: the Trainer's
+    ``max_epochs``).
     """
 
-    def __init__(self, method: PromptMethod, tasks: Sequence[Task], max_epochs: int | None = None):
+    def __init__(self, method: PromptMethod, tasks: Sequence[Task], max_epochs: int | None = None,
+                 scoring: str = "union"):
         super().__init__()
+        if scoring not in SCORINGS:
+            raise ConfigError(f"unknown multitask scoring {scoring!r}; valid: {', '.join(SCORINGS)}")
+        self.scoring = scoring
         if not method.trains:
             raise ConfigError(f"method {method.name} learns nothing from images and cannot be trained on tasks")
         self.method = method
@@ -44,8 +64,12 @@ class MultitaskPromptModule(L.LightningModule):
             raise ConfigError("a multitask run needs at least one task")
         self.max_epochs = max_epochs
         self.active_task: int | None = None
+        #: where each task's classes start in the union
+        self.offsets = [sum(len(t.classnames) for t in self.tasks[:i]) for i in range(len(self.tasks))]
         for task in self.tasks:  # fail early on a method that cannot serve a task's classes (e.g. CSC context)
             method.set_classnames(task.classnames, task.templates)
+        if scoring == "union":
+            self.use_union()
         self.use_task(0)
 
     # ---- tasks ----------------------------------------------------------------------------
@@ -60,17 +84,28 @@ class MultitaskPromptModule(L.LightningModule):
         self.method.set_classnames(task.classnames, task.templates)
         self.active_task = task_index
 
+    def use_union(self) -> None:
+        """Make the wrapped method score against every task's classes, in task order."""
+        if self.active_task == UNION:
+            return
+        self.method.set_classnames([name for task in self.tasks for name in task.classnames], list(UNION_TEMPLATES))
+        self.active_task = UNION
+
     def task_logits(self, images: torch.Tensor, task_index: int) -> torch.Tensor:
         """Scores ``[B, C_task]`` of images against one task's classes."""
         self.use_task(task_index)
         return self.method.logits(images)
 
     def multitask_loss(self, images: torch.Tensor, labels: torch.Tensor, task_ids: torch.Tensor) -> torch.Tensor:
-        """Mean over the batch of each sample's loss against its own task's classes.
-
-        Each task's samples go through the method's ``training_loss`` (cross-entropy, plus the method's
-        own terms such as KgCoOp's), weighted by its share of the batch.
+        """The batch's loss: the method's ``training_loss`` (cross-entropy, plus the method's own terms
+        such as KgCoOp's) against the union of the tasks' classes (``union``), or the mean over the batch of
+        each sample's loss against its own task's classes (``own``: each task's samples weighted by its
+        share of the batch).
         """
+        if self.scoring == "union":
+            self.use_union()
+            offsets = torch.tensor(self.offsets, device=labels.device)[task_ids.to(labels.device)]
+            return self.method.training_loss(images, labels + offsets)
         present = torch.unique(task_ids).tolist()
         if self.active_task in present:  # the current classes first: one switch fewer
             present.remove(self.active_task)

@@ -35,12 +35,14 @@ DECODER_PREFIX = "decoder."
 
 @dataclass
 class SegMethodConfig(MethodConfig):
-    """TuneVLSeg's optimisation: AdamW lr 2e-4 without weight decay, loss Dice + 0.2 x BCE/CE."""
+    """TuneVLSeg's optimisation: AdamW lr 2e-4 without weight decay (its model configs; its Optuna search
+    tunes lr, weight decay and prompt depth per dataset), batch 32 (its ``scripts/schedule_*.sh``: 32, or
+    16 with two accumulated steps), loss Dice + 0.2 x BCE/CE, at most 20 epochs."""
 
     optimizer: Literal["sgd", "adamw"] = "adamw"
     lr: float = 2e-4
     weight_decay: float = 0.0
-    batch_size: int = 8
+    batch_size: int = 32
     epochs: int | dict[int, int] = 20
     scheduler: Literal["cosine", "constant"] = "constant"
     warmup_epochs: int = 0
