@@ -264,7 +264,11 @@ def test_local_pipeline_folder_round_trip(samples, tmp_path):
     image = _image(samples[0])
     digest = image_digest(image)
     views = DiffusionViewGenerator(local).generate(image, digest)
-    assert _same(views, DiffusionViewGenerator(TINY).generate(image, digest))  # same weights, same views
+    # same weights, same views: a reloaded model's tensors may take other CPU kernels, so a pixel may round
+    # to the neighbouring level, never further
+    reloaded = DiffusionViewGenerator(TINY).generate(image, digest)
+    assert len(views) == len(reloaded)
+    assert all(np.abs(x.astype(int) - y.astype(int)).max() <= 1 for x, y in zip(_pixels(views), _pixels(reloaded)))
     store = ViewStore(tmp_path / "store")
     assert generate_views(samples[:2], store, local).generated == 2
 

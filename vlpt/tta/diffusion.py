@@ -148,6 +148,8 @@ def build_tiny_pipeline(seed: int = 0):
             vae=vae, image_encoder=image_encoder, unet=unet, scheduler=PNDMScheduler(skip_prk_steps=True),
             safety_checker=None, feature_extractor=CLIPImageProcessor(crop_size=32, size=32),
             requires_safety_checker=False)
+    for model in (unet, vae, image_encoder):
+        model.eval()  # as from_pretrained leaves them: the same kernels as a saved and reloaded pipeline
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
