@@ -7,7 +7,7 @@ its own, so the four copies never collide, and the framework modules its trainer
 (PromptLearner, TextEncoder, CustomCLIP, TPT's functions) never call them.
 
 Run as a script, ``python tests/reference/harness.py report.json`` prints the table of
-``docs/fidelity_differential.md`` from a report written by the test.
+``docs/fidelity.md`` (Differential check) from a report written by the test.
 """
 from __future__ import annotations
 
