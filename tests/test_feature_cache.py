@@ -1,6 +1,7 @@
 """The frozen-feature disk cache: keys, validation of entries, concurrent filling, and use by the harness."""
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
 import os
@@ -328,3 +329,35 @@ def test_a_number_of_train_views_stores_that_many_views_and_draws_one_per_epoch(
             drawn.add(matches[0])
     assert drawn == {0, 1}
     assert len(cache.computed) == 2  # nothing more was computed while training
+
+
+def test_a_suite_encodes_each_epochs_training_crops_once_for_all_its_methods(tmp_path):
+    """CoOp and KgCoOp on the same few-shot images and seed: the first computes each epoch's crops, the second
+    reads them; records say which training views ran, and a number of views shows on the leaderboard."""
+    experiment = {"protocol": "few_shot", "dataset": "starter_shapes", "shots": [1], "seeds": [1],
+                  "params": {"epochs": 2}, "methods": ["coop_m4", "kgcoop"]}
+    backbone = {"model": "vlpt-starter-vit", "pretrained": "vlpt-starter"}
+    cache = str(tmp_path / "cache")
+    runs = {}
+    for name, settings in (("epochs", {"folder": cache}), ("views", {"folder": cache, "train_views": 2})):
+        out = tmp_path / name
+        out.mkdir()
+        path = write_suite(tmp_path / name, output=str(out), data_root=str(tmp_path / "data"),
+                           experiments=[experiment], backbone=backbone, feature_cache=settings)
+        harness = Harness(load_suite(path), progress=False)
+        harness.run_all()
+        runs[name] = {r.identity.method: r for r in RecordStore(out / "records").records()}
+        computed, loaded = ([(k.view, k.seed) for k in keys if k.split == "train"]
+                            for keys in (harness.feature_cache.computed, harness.feature_cache.loaded))
+        if name == "epochs":  # one entry per epoch for seed 1, computed by the first method, read by the second
+            assert computed == loaded == [(0, 1), (1, 1)]
+        else:  # two stored views, shared by the two methods too; none of the per-epoch entries is taken for them
+            assert computed == loaded == [(0, None), (1, None)]
+    epochs, views = runs["epochs"], runs["views"]
+    assert {m: r.config["feature_cache"] for m, r in epochs.items()} == {"coop": {"train_views": "per_epoch"},
+                                                                        "kgcoop": {"train_views": "per_epoch"}}
+    assert {m: r.config["feature_cache"] for m, r in views.items()} == {"coop": {"train_views": 2},
+                                                                       "kgcoop": {"train_views": 2}}
+    settings = {name: {row["settings"] for row in csv.DictReader((tmp_path / name / "leaderboard.csv").open())}
+                for name in runs}
+    assert settings == {"epochs": {""}, "views": {"train_views=2"}}
