@@ -335,7 +335,7 @@ def test_a_suite_encodes_each_epochs_training_crops_once_for_all_its_methods(tmp
     """CoOp and KgCoOp on the same few-shot images and seed: the first computes each epoch's crops, the second
     reads them; records say which training views ran, and a number of views shows on the leaderboard."""
     experiment = {"protocol": "few_shot", "dataset": "starter_shapes", "shots": [1], "seeds": [1],
-                  "params": {"epochs": 2}, "methods": ["coop_m4", "kgcoop"]}
+                  "params": {"epochs": 2}, "methods": ["coop_m4", "kgcoop", "zeroshot", "linear_probe"]}
     backbone = {"model": "vlpt-starter-vit", "pretrained": "vlpt-starter"}
     cache = str(tmp_path / "cache")
     runs = {}
@@ -347,17 +347,18 @@ def test_a_suite_encodes_each_epochs_training_crops_once_for_all_its_methods(tmp
         harness = Harness(load_suite(path), progress=False)
         harness.run_all()
         runs[name] = {r.identity.method: r for r in RecordStore(out / "records").records()}
-        computed, loaded = ([(k.view, k.seed) for k in keys if k.split == "train"]
+        computed, loaded = ([(k.view, k.seed) for k in keys if "RandomResizedCrop" in k.transform]  # training views
                             for keys in (harness.feature_cache.computed, harness.feature_cache.loaded))
         if name == "epochs":  # one entry per epoch for seed 1, computed by the first method, read by the second
             assert computed == loaded == [(0, 1), (1, 1)]
         else:  # two stored views, shared by the two methods too; none of the per-epoch entries is taken for them
             assert computed == loaded == [(0, None), (1, None)]
     epochs, views = runs["epochs"], runs["views"]
+    unused = {"zeroshot": {"train_views": None}, "linear_probe": {"train_views": None}}  # no training views drawn
     assert {m: r.config["feature_cache"] for m, r in epochs.items()} == {"coop": {"train_views": "per_epoch"},
-                                                                        "kgcoop": {"train_views": "per_epoch"}}
+                                                                        "kgcoop": {"train_views": "per_epoch"}, **unused}
     assert {m: r.config["feature_cache"] for m, r in views.items()} == {"coop": {"train_views": 2},
-                                                                       "kgcoop": {"train_views": 2}}
+                                                                       "kgcoop": {"train_views": 2}, **unused}
     settings = {name: {row["settings"] for row in csv.DictReader((tmp_path / name / "leaderboard.csv").open())}
                 for name in runs}
-    assert settings == {"epochs": {""}, "views": {"train_views=2"}}
+    assert settings == {"epochs": {""}, "views": {"train_views=2", ""}}  # "": zero-shot and linear probe rows

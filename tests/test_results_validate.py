@@ -111,7 +111,7 @@ RULES = [
     ({}, _set("identity.method", ""), True, "identity.method", r"identity\.method = '' \(string\) is not a non-empty"),
     ({}, _set("config", []), False, "config", r"config = \[\] \(list\) is not an object"),
     ({}, _set("config.feature_cache", {"train_views": "epoch"}), False, "config.feature_cache.train_views",
-     r"config\.feature_cache\.train_views = 'epoch' \(string\) is not \"per_epoch\" or a number of views"),
+     r"config\.feature_cache\.train_views = 'epoch' \(string\) is not \"per_epoch\", a number of views"),
     ({}, _set("config.feature_cache", {"train_views": -1}), False, "config.feature_cache.train_views",
      r"config\.feature_cache\.train_views = -1 \(int\) is not"),
     ({}, _set("config.feature_cache", {}), False, "config.feature_cache.train_views",
@@ -446,7 +446,7 @@ def test_arbitrary_text_is_reported_not_raised(text):
 def test_feature_cache_settings_of_every_kind_are_valid():
     """``config.feature_cache.train_views``: the default per_epoch, a number of stored views (0: centre view)."""
     jsonschema = pytest.importorskip("jsonschema")
-    for views in ("per_epoch", 8, 1, 0):
+    for views in ("per_epoch", 8, 1, 0, None):
         data = record_data()
         data["config"]["feature_cache"] = {"train_views": views}
         assert check_record(data, f"{data['run_id']}.json") == [], views

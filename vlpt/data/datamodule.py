@@ -182,7 +182,9 @@ class CachedFeatureDataModule(PromptDataModule):
     stored once and read by every method trained on the same images with the same seed: a fresh random
     crop every epoch, as the reference's loader draws. A number N > 0 stores N views per image and each
     epoch draws one of them at random (faster, not the reference computation); 0 trains on the centre
-    view. The attribute holds what ran: 1 when the training transform is deterministic (one view)."""
+    view. The attribute holds what ran: 1 when the training transform is deterministic (one view);
+    ``views_drawn`` says whether a training loader was made (not for zero-shot, nor the linear probe, which
+    fits on the centre view)."""
 
     def __init__(self, data: ProtocolData, image_size: int, mean, std, cache, dataset: str,
                  train_views: TrainViews = PER_EPOCH, train_augment: TrainAugment = "crop_flip", **kwargs):
@@ -192,6 +194,7 @@ class CachedFeatureDataModule(PromptDataModule):
         self.cache = cache
         self.dataset = dataset
         self.train_views = 1 if train_augment == "none" else train_views
+        self.views_drawn = False
         if train_views == 0:
             self.train_tf = self.eval_tf
 
@@ -209,6 +212,7 @@ class CachedFeatureDataModule(PromptDataModule):
 
     def train_dataloader(self) -> DataLoader:
         labels = self._labels(self.data.train)
+        self.views_drawn = True
         if self.train_views == PER_EPOCH:  # features in memory: no loader workers, items know their epoch
             return seeded_loader(EpochFeaturesDataset(self.epoch_features, labels), self.batch_size, shuffle=True,
                                  seed=self.seed, num_workers=0, with_epoch=True)

@@ -508,7 +508,7 @@ class Harness:
                                        trainer.compile_backend, world_size, trainer.num_workers,
                                        resumed_at is not None),
             **({"vlsm": experiment.vlsm or {}} if identity.protocol == SEGMENTATION else {}),
-            **({"feature_cache": {"train_views": datamodule.train_views}}
+            **({"feature_cache": {"train_views": datamodule.train_views if datamodule.views_drawn else None}}
                if isinstance(datamodule, CachedFeatureDataModule) else {}),
             "data": {"train_augment": experiment.train_augment, "n_train": n_train, "n_val": n_val, "classes": classes,
                      **({"sampling": experiment.sampling} if identity.protocol == MULTITASK else {}),

@@ -37,7 +37,8 @@ the run resumed from a mid-training checkpoint after that many epochs (``vlpt.ev
 ``config.feature_cache`` (only in runs that trained on stored frozen image features) says which training
 views they used: ``train_views`` is ``"per_epoch"`` (the default: a new crop of every image each epoch, as
 the reference computes), a number N of stored views of which each epoch drew one (faster; 0: the centre
-view), or 1 for a deterministic training transform; the leaderboard's ``settings`` column names a number.
+view), 1 for a deterministic training transform, or null when the run drew no training views (zero-shot,
+the linear probe); the leaderboard's ``settings`` column names a number.
 
 Metric conventions read by the leaderboard: accuracies are percentages under
 the metric name ``"accuracy"``; the evaluation sets are ``"test"`` (few_shot and

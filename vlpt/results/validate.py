@@ -319,8 +319,8 @@ class _Checker:
             return
         if "train_views" in self.fields(cache, ("train_views",), f"{where}.", where):
             views = cache["train_views"]
-            if not (views == "per_epoch" or (_is_int(views) and views >= 0)):
-                self.wrong(f"{where}.train_views", views, '"per_epoch" or a number of views (0 or more)')
+            if not (views is None or views == "per_epoch" or (_is_int(views) and views >= 0)):
+                self.wrong(f"{where}.train_views", views, '"per_epoch", a number of views (0 or more) or null')
 
     def timings(self, timings: Any) -> None:
         if not isinstance(timings, dict):
