@@ -245,8 +245,9 @@ class _Recorder(L.LightningModule):
 def _fit(loader, epochs: int) -> dict[int, dict[int, torch.Tensor]]:
     """Per epoch, the features served for each label (the labels name the images)."""
     recorder = _Recorder()
-    L.Trainer(max_epochs=epochs, accelerator="cpu", logger=False, enable_checkpointing=False,
-              enable_progress_bar=False, enable_model_summary=False, use_distributed_sampler=False).fit(recorder, loader)
+    trainer = L.Trainer(max_epochs=epochs, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, use_distributed_sampler=False)
+    trainer.fit(recorder, loader)
     served = {}
     for epoch, batches in recorder.served.items():
         rows = {int(label): row for features, labels in batches for row, label in zip(features, labels)}
@@ -355,10 +356,10 @@ def test_a_suite_encodes_each_epochs_training_crops_once_for_all_its_methods(tmp
             assert computed == loaded == [(0, None), (1, None)]
     epochs, views = runs["epochs"], runs["views"]
     unused = {"zeroshot": {"train_views": None}, "linear_probe": {"train_views": None}}  # no training views drawn
-    assert {m: r.config["feature_cache"] for m, r in epochs.items()} == {"coop": {"train_views": "per_epoch"},
-                                                                        "kgcoop": {"train_views": "per_epoch"}, **unused}
-    assert {m: r.config["feature_cache"] for m, r in views.items()} == {"coop": {"train_views": 2},
-                                                                       "kgcoop": {"train_views": 2}, **unused}
+    assert {m: r.config["feature_cache"] for m, r in epochs.items()} == {
+        "coop": {"train_views": "per_epoch"}, "kgcoop": {"train_views": "per_epoch"}, **unused}
+    assert {m: r.config["feature_cache"] for m, r in views.items()} == {
+        "coop": {"train_views": 2}, "kgcoop": {"train_views": 2}, **unused}
     settings = {name: {row["settings"] for row in csv.DictReader((tmp_path / name / "leaderboard.csv").open())}
                 for name in runs}
     assert settings == {"epochs": {""}, "views": {"train_views=2", ""}}  # "": zero-shot and linear probe rows

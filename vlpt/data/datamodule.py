@@ -190,7 +190,8 @@ class CachedFeatureDataModule(PromptDataModule):
                  train_views: TrainViews = PER_EPOCH, train_augment: TrainAugment = "crop_flip", **kwargs):
         super().__init__(data, image_size, mean, std, train_augment=train_augment, **kwargs)
         if not (train_views == PER_EPOCH or (isinstance(train_views, int) and train_views >= 0)):
-            raise ConfigError(f"train_views must be {PER_EPOCH!r} or a number of views (0 or more), got {train_views!r}")
+            raise ConfigError(f"train_views must be {PER_EPOCH!r} or a number of views (0 or more), "
+                              f"got {train_views!r}")
         self.cache = cache
         self.dataset = dataset
         self.train_views = 1 if train_augment == "none" else train_views
