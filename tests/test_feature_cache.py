@@ -335,7 +335,7 @@ def test_a_number_of_train_views_stores_that_many_views_and_draws_one_per_epoch(
 def test_a_suite_encodes_each_epochs_training_crops_once_for_all_its_methods(tmp_path):
     """CoOp and KgCoOp on the same few-shot images and seed: the first computes each epoch's crops, the second
     reads them; records say which training views ran, and a number of views shows on the leaderboard."""
-    experiment = {"protocol": "few_shot", "dataset": "starter_shapes", "shots": [1], "seeds": [1],
+    experiment = {"protocol": "few_shot", "dataset": "starter_shapes", "shots": [2], "seeds": [1],
                   "params": {"epochs": 2}, "methods": ["coop_m4", "kgcoop", "zeroshot", "linear_probe"]}
     backbone = {"model": "vlpt-starter-vit", "pretrained": "vlpt-starter"}
     cache = str(tmp_path / "cache")
