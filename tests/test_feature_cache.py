@@ -1,19 +1,21 @@
 """The frozen-feature disk cache: keys, validation of entries, concurrent filling, and use by the harness."""
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
 import os
 import re
 import threading
 
+import lightning as L
 import pytest
 import torch
 from PIL import Image
 
 from vlpt.backbone import ClipBackbone
 from vlpt.data.datamodule import CachedFeatureDataModule, PromptDataModule
-from vlpt.data.feature_cache import FeatureCache, FeatureCacheWarning, weights_digest
+from vlpt.data.feature_cache import FeatureCache, FeatureCacheWarning, view_seed, weights_digest
 from vlpt.data.protocols import EvalSet, ProtocolData
 from vlpt.data.samples import Sample
 from vlpt.data.transforms import eval_transform, train_transform
@@ -148,7 +150,8 @@ def test_augmented_views_are_fixed_per_view_and_differ_between_views(setup, tiny
     augment = train_transform(tiny_backbone.image_size, cfg["mean"], cfg["std"], "crop_flip")
     first = [cache.image_features(samples, augment, "toy", "train", v) for v in range(2)]
     torch.manual_seed(123)  # the global generator does not decide a view
-    again = FeatureCache(cache.folder.parent / "other", tiny_backbone).image_features(samples, augment, "toy", "train", 1)
+    again = FeatureCache(cache.folder.parent / "other", tiny_backbone, batch_size=4).image_features(
+        samples, augment, "toy", "train", 1)
     assert torch.equal(again, first[1])
     assert not torch.allclose(first[0], first[1])
 
@@ -217,3 +220,146 @@ def test_methods_on_stored_features_score_as_on_images(tiny_backbone):
         method = METHODS.get(name)(tiny_backbone, classnames, templates)
         with torch.no_grad():
             torch.testing.assert_close(method.logits(features), method.logits(images), rtol=1e-4, atol=1e-4)
+
+
+# ---------------------------------------------------------------- training views: per epoch (default) or N stored
+
+
+class _Recorder(L.LightningModule):
+    """Trains nothing but a scalar; records the (features, labels) each training step is served, by epoch."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(()))
+        self.served: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+
+    def training_step(self, batch, batch_idx):
+        features, labels = batch
+        self.served.setdefault(self.current_epoch, []).append((features.clone(), labels.clone()))
+        return (self.weight * features.sum()) ** 2
+
+    def configure_optimizers(self):
+        return torch.optim.SGD([self.weight], lr=0.0)
+
+
+def _fit(loader, epochs: int) -> dict[int, dict[int, torch.Tensor]]:
+    """Per epoch, the features served for each label (the labels name the images)."""
+    recorder = _Recorder()
+    trainer = L.Trainer(max_epochs=epochs, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, use_distributed_sampler=False)
+    trainer.fit(recorder, loader)
+    served = {}
+    for epoch, batches in recorder.served.items():
+        rows = {int(label): row for features, labels in batches for row, label in zip(features, labels)}
+        served[epoch] = rows
+    return served
+
+
+def _crop_features(backbone, sample, transform, epoch: int, seed: int) -> torch.Tensor:
+    """The frozen image tower on the deterministic training crop of ``sample`` for (epoch, run seed)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(view_seed(sample.path, epoch, seed))
+        image = transform(Image.open(sample.path).convert("RGB"))
+    with torch.no_grad():
+        return backbone.encode_image(image[None])[0]
+
+
+def test_default_training_views_are_a_new_stored_crop_per_image_and_epoch_shared_by_methods(tmp_path, tiny_backbone):
+    samples = [dataclasses.replace(s, label=i) for i, s in enumerate(make_samples(tmp_path / "images"))]
+    cfg = tiny_backbone.preprocess_cfg
+    args = (_protocol(samples), tiny_backbone.image_size, cfg["mean"], cfg["std"])
+    cache = FeatureCache(tmp_path / "cache", tiny_backbone, batch_size=4)
+    module = CachedFeatureDataModule(*args, cache=cache, dataset="toy", batch_size=4, seed=7)  # defaults
+    assert module.train_views == "per_epoch"
+    served = _fit(module.train_dataloader(), epochs=3)
+    assert sorted(served) == [0, 1, 2] and all(sorted(rows) == list(range(6)) for rows in served.values())
+    for epoch, rows in served.items():
+        for i, sample in enumerate(samples):
+            expected = _crop_features(tiny_backbone, sample, module.train_tf, epoch, seed=7)
+            torch.testing.assert_close(rows[i], expected, rtol=1e-4, atol=1e-5)
+    for i in range(6):  # a new crop every epoch
+        assert not torch.allclose(served[0][i], served[1][i]) and not torch.allclose(served[1][i], served[2][i])
+    # computed once per epoch, in one stored entry per epoch for this seed
+    assert [(k.split, k.view, k.seed) for k in cache.computed] == [("train", 0, 7), ("train", 1, 7), ("train", 2, 7)]
+    assert not cache.loaded
+
+    # a second method on the same images and seed (a new cache object, as in a later run) computes nothing
+    other = FeatureCache(cache.folder, tiny_backbone, batch_size=4)
+    second = CachedFeatureDataModule(*args, cache=other, dataset="toy", batch_size=4, seed=7)
+    again = _fit(second.train_dataloader(), epochs=3)
+    assert not other.computed and [k.view for k in other.loaded] == [0, 1, 2]
+    assert all(torch.equal(again[e][i], served[e][i]) for e in range(3) for i in range(6))
+    # another seed draws other crops (as another run of the reference would), into entries of its own
+    third = FeatureCache(cache.folder, tiny_backbone, batch_size=4)
+    reseeded = _fit(CachedFeatureDataModule(*args, cache=third, dataset="toy", batch_size=4, seed=8).train_dataloader(),
+                    epochs=1)
+    assert [(k.view, k.seed) for k in third.computed] == [(0, 8)]
+    assert not torch.allclose(reseeded[0][0], served[0][0])
+
+
+def test_per_epoch_entries_are_not_the_stored_views_of_other_settings(setup, tiny_backbone):
+    cache, samples, _ = setup
+    cfg = tiny_backbone.preprocess_cfg
+    augment = train_transform(tiny_backbone.image_size, cfg["mean"], cfg["std"])
+    fixed, epoch = cache.key(samples, augment, "toy", "train", 0), cache.key(samples, augment, "toy", "train", 0, 1)
+    assert fixed.digest() != epoch.digest() and cache.path_for(fixed) != cache.path_for(epoch)
+    assert ".s1-e0." in cache.path_for(epoch).name and ".v0." in cache.path_for(fixed).name
+    # a key without a seed is the key of earlier versions: their stored (evaluation) entries stay valid
+    legacy = json.dumps({**{k: v for k, v in dataclasses.asdict(fixed).items() if k != "seed"}, "format": "1"},
+                        sort_keys=True)
+    import hashlib
+    assert fixed.digest() == hashlib.blake2b(legacy.encode(), digest_size=12).hexdigest()
+
+
+def test_a_number_of_train_views_stores_that_many_views_and_draws_one_per_epoch(tmp_path, tiny_backbone):
+    samples = [dataclasses.replace(s, label=i) for i, s in enumerate(make_samples(tmp_path / "images"))]
+    cfg = tiny_backbone.preprocess_cfg
+    args = (_protocol(samples), tiny_backbone.image_size, cfg["mean"], cfg["std"])
+    cache = FeatureCache(tmp_path / "cache", tiny_backbone, batch_size=4)
+    module = CachedFeatureDataModule(*args, cache=cache, dataset="toy", batch_size=4, seed=7, train_views=2)
+    assert module.train_views == 2
+    torch.manual_seed(0)
+    served = _fit(module.train_dataloader(), epochs=6)
+    assert [(k.view, k.seed) for k in cache.computed] == [(0, None), (1, None)]  # stored before training
+    views = [cache.image_features(samples, module.train_tf, "toy", "train", v) for v in range(2)]
+    drawn = set()
+    for rows in served.values():
+        for i, row in rows.items():
+            matches = [v for v in range(2) if torch.equal(row, views[v][i])]
+            assert len(matches) == 1
+            drawn.add(matches[0])
+    assert drawn == {0, 1}
+    assert len(cache.computed) == 2  # nothing more was computed while training
+
+
+def test_a_suite_encodes_each_epochs_training_crops_once_for_all_its_methods(tmp_path):
+    """CoOp and KgCoOp on the same few-shot images and seed: the first computes each epoch's crops, the second
+    reads them; records say which training views ran, and a number of views shows on the leaderboard."""
+    experiment = {"protocol": "few_shot", "dataset": "starter_shapes", "shots": [2], "seeds": [1],
+                  "params": {"epochs": 2}, "methods": ["coop_m4", "kgcoop", "zeroshot", "linear_probe"]}
+    backbone = {"model": "vlpt-starter-vit", "pretrained": "vlpt-starter"}
+    cache = str(tmp_path / "cache")
+    runs = {}
+    for name, settings in (("epochs", {"folder": cache}), ("views", {"folder": cache, "train_views": 2})):
+        out = tmp_path / name
+        out.mkdir()
+        path = write_suite(tmp_path / name, output=str(out), data_root=str(tmp_path / "data"),
+                           experiments=[experiment], backbone=backbone, feature_cache=settings)
+        harness = Harness(load_suite(path), progress=False)
+        harness.run_all()
+        runs[name] = {r.identity.method: r for r in RecordStore(out / "records").records()}
+        computed, loaded = ([(k.view, k.seed) for k in keys if "RandomResizedCrop" in k.transform]  # training views
+                            for keys in (harness.feature_cache.computed, harness.feature_cache.loaded))
+        if name == "epochs":  # one entry per epoch for seed 1, computed by the first method, read by the second
+            assert computed == loaded == [(0, 1), (1, 1)]
+        else:  # two stored views, shared by the two methods too; none of the per-epoch entries is taken for them
+            assert computed == loaded == [(0, None), (1, None)]
+    epochs, views = runs["epochs"], runs["views"]
+    unused = {"zeroshot": {"train_views": None}, "linear_probe": {"train_views": None}}  # no training views drawn
+    assert {m: r.config["feature_cache"] for m, r in epochs.items()} == {
+        "coop": {"train_views": "per_epoch"}, "kgcoop": {"train_views": "per_epoch"}, **unused}
+    assert {m: r.config["feature_cache"] for m, r in views.items()} == {
+        "coop": {"train_views": 2}, "kgcoop": {"train_views": 2}, **unused}
+    settings = {name: {row["settings"] for row in csv.DictReader((tmp_path / name / "leaderboard.csv").open())}
+                for name in runs}
+    assert settings == {"epochs": {""}, "views": {"train_views=2", ""}}  # "": zero-shot and linear probe rows

@@ -177,7 +177,7 @@ def test_empty_records_dir_gives_a_valid_leaderboard(tmp_path):
     assert md.startswith("# vlpt leaderboard\n")
     assert "from 0 records in `records`" in md and "No run records found" in md and "|" not in md
     assert csv_path.read_text().splitlines() == [
-        "protocol,backbone,dataset,method,variant,shots,targets,eval_set,metric,mean,std,n_seeds,ci95,paper"
+        "protocol,backbone,dataset,method,variant,shots,targets,eval_set,metric,mean,std,n_seeds,ci95,paper,settings"
     ]
 
 
@@ -198,3 +198,32 @@ def test_unknown_protocol_gets_a_generic_table(tmp_path):
         write_leaderboard(tmp_path / "records", tmp_path)
     (row,) = table_rows((tmp_path / "LEADERBOARD.md").read_text(), "(`detection`)")
     assert row["test dice"] == f"85.00 ± {statistics.stdev([80, 90]):.2f}" and row["Seeds"] == "2"
+
+
+def test_rows_trained_on_a_number_of_stored_views_name_the_setting(tmp_path):
+    """The feature cache's faster ``train_views: N`` (not a new crop each epoch) shows in the CSV, the Markdown
+    notes and the page; the default (``per_epoch``), runs without the cache and deterministic augmentation do not."""
+    from vlpt.results.site import render_site
+    from vlpt.results.leaderboard import aggregate
+
+    store = RecordStore(tmp_path / "records")
+    views = {"coop": [8, 8, 8], "kgcoop": ["per_epoch", "per_epoch", "per_epoch"], "cocoop": [None, None, None],
+             "linear_probe": [1, 1, 1], "maple": ["per_epoch", 8, 8]}
+    augment = {"linear_probe": "none"}
+    for method, values in views.items():
+        for seed, value in enumerate(values, start=1):
+            identity = RunIdentity(method=method, backbone="ViT-B-16", dataset="dtd", protocol="few_shot", shots=16,
+                                   seed=seed)
+            config = {"data": {"train_augment": augment.get(method, "crop_flip")}}
+            if value is not None:
+                config["feature_cache"] = {"train_views": value}
+            store.write(RunRecord(identity=identity, metrics={"test": {"accuracy": 50.0 + seed}}, config=config))
+    write_leaderboard(tmp_path / "records", tmp_path)
+    rows = {r["method"]: r["settings"] for r in csv.DictReader(io.StringIO((tmp_path / "leaderboard.csv").read_text()))}
+    assert rows == {"coop": "train_views=8", "kgcoop": "", "cocoop": "", "linear_probe": "",
+                    "maple": "train_views=8 (2 of 3 records)"}
+    markdown = (tmp_path / "LEADERBOARD.md").read_text()
+    assert ("Rows run with non-default settings (faster, not the reference computation): coop (default) on dtd, "
+            "16 shots: train_views=8; maple (default) on dtd, 16 shots: train_views=8 (2 of 3 records).") in markdown
+    page = render_site(aggregate(store.records()), 15, "records")
+    assert page.count('<span class="setting"') == 2 and ">train_views=8</span>" in page

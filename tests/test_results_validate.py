@@ -110,6 +110,14 @@ RULES = [
     ({}, _set("identity.seed", 1.5), True, "identity.seed", r"identity\.seed = 1\.5 \(float\) is not an integer"),
     ({}, _set("identity.method", ""), True, "identity.method", r"identity\.method = '' \(string\) is not a non-empty"),
     ({}, _set("config", []), False, "config", r"config = \[\] \(list\) is not an object"),
+    ({}, _set("config.feature_cache", {"train_views": "epoch"}), False, "config.feature_cache.train_views",
+     r"config\.feature_cache\.train_views = 'epoch' \(string\) is not \"per_epoch\", a number of views"),
+    ({}, _set("config.feature_cache", {"train_views": -1}), False, "config.feature_cache.train_views",
+     r"config\.feature_cache\.train_views = -1 \(int\) is not"),
+    ({}, _set("config.feature_cache", {}), False, "config.feature_cache.train_views",
+     r"config\.feature_cache\.train_views is missing"),
+    ({}, _set("config.feature_cache", 8), False, "config.feature_cache",
+     r"config\.feature_cache = 8 \(int\) is not an object \{train_views\}"),
     ({}, _set("schema_version", 2), False, "schema_version",
      r"schema_version = 2 is unknown \(this vlpt reads schema_version 1\)"),
     ({}, _delete("schema_version"), False, "schema_version", r"schema_version is missing"),
@@ -433,3 +441,13 @@ def test_arbitrary_text_is_reported_not_raised(text):
         report = validate_records(folder)
     assert not report.valid and report.problems
     assert all(str(p).startswith(f"{path}: ") for p in report.problems)
+
+
+def test_feature_cache_settings_of_every_kind_are_valid():
+    """``config.feature_cache.train_views``: the default per_epoch, a number of stored views (0: centre view)."""
+    jsonschema = pytest.importorskip("jsonschema")
+    for views in ("per_epoch", 8, 1, 0, None):
+        data = record_data()
+        data["config"]["feature_cache"] = {"train_views": views}
+        assert check_record(data, f"{data['run_id']}.json") == [], views
+        jsonschema.validate(data, schema())

@@ -24,7 +24,7 @@ from vlpt.results import RecordStore
 #: 24 shape classes x 2 shots = 48 training images: 6 batches of 8 per epoch, cropped and flipped at random
 FEW_SHOT = {"protocol": "few_shot", "dataset": "starter_shapes", "shots": [2], "seeds": [1], "eval_limit": 48,
             "params": {"epochs": 3, "batch_size": 8, "lr": 0.01}}
-#: coop_m4 trains on stored features (one of 8 stored augmented views per image and epoch), vpt on images
+#: coop_m4 trains on stored features (a new stored random crop of every image each epoch), vpt on images
 EXPERIMENTS = [
     {**FEW_SHOT, "methods": ["coop_m4", "vpt"]},
     {"protocol": "multitask", "datasets": ["starter_shapes", "starter_digits"], "shots": [1], "seeds": [1],
@@ -118,6 +118,8 @@ def test_interrupted_runs_resume_to_the_uninterrupted_result(tmp_path, data_root
         assert f"resuming run {record.run_id} from epoch 2 of 3" in messages
         assert record.config["trainer"]["resumed_at_epoch"] == 2
         assert record.config["determinism"] == {"deterministic": True, "nondeterministic": []}
+        if record.identity.protocol == "few_shot" and record.identity.method == "coop":
+            assert record.config["feature_cache"] == {"train_views": "per_epoch"}
         assert_same_run(resumed, record, reference_harness, expected[record.run_id])
         final = prompt(resumed, record)
         assert any(not torch.equal(final[k], v) for k, v in middle[record.run_id].items()), \

@@ -40,8 +40,12 @@ def test_suite_compile_switch_and_cpu_precision(tmp_path):
 def test_bad_trainer_settings_are_named(tmp_path):
     with pytest.raises(ConfigError, match="trainer: key 'compile' has value 'yes'"):
         load_suite(write_suite(tmp_path, trainer={"compile": "yes"}))
-    with pytest.raises(ConfigError, match="feature_cache: train_views must be 0 or more, got -1"):
+    with pytest.raises(ConfigError, match="feature_cache: train_views must be per_epoch or 0 or more, got -1"):
         load_suite(write_suite(tmp_path, feature_cache={"train_views": -1}))
+    with pytest.raises(ConfigError, match="feature_cache: key 'train_views' has value 'epoch'"):
+        load_suite(write_suite(tmp_path, feature_cache={"train_views": "epoch"}))
+    assert load_suite(write_suite(tmp_path)).feature_cache.train_views == "per_epoch"
+    assert load_suite(write_suite(tmp_path, feature_cache={"train_views": 8})).feature_cache.train_views == 8
 
 
 @pytest.mark.parametrize("devices, one_process", [(1, True), ("1", True), ("0,", True), ("1,", True),

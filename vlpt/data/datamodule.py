@@ -1,6 +1,8 @@
 """A Lightning DataModule over the samples a protocol produced."""
 from __future__ import annotations
 
+from typing import Callable, Literal, Union
+
 import lightning as L
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, Sampler, TensorDataset
@@ -10,6 +12,24 @@ from vlpt.data.protocols import EvalSet, ProtocolData
 from vlpt.data.transforms import TrainAugment, eval_transform, train_transform
 from vlpt.errors import ConfigError
 
+#: ``train_views`` of the feature cache: one stored crop per image and epoch (the default), or a number of
+#: stored views per image, one of which each epoch draws (0: the centre view only)
+PER_EPOCH = "per_epoch"
+TrainViews = Union[int, Literal["per_epoch"]]
+
+
+class EpochRandomSampler(RandomSampler):
+    """A RandomSampler that knows the training epoch it draws for. Lightning calls ``set_epoch`` at the start
+    of every training epoch (as for a DistributedSampler), a resumed run included; without it each pass over
+    the sampler counts one epoch on from 0 (``GlobalBatchSampler`` counts)."""
+
+    def __init__(self, size: int, generator: torch.Generator):
+        super().__init__(range(size), generator=generator)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
 
 class GlobalBatchSampler(Sampler[list[int]]):
     """Shuffled batches of ``batch_size`` indices drawn from ``generator``, split across processes.
@@ -18,12 +38,15 @@ class GlobalBatchSampler(Sampler[list[int]]):
     ``torch.distributed`` (DDP) every process draws the same global batches and takes its contiguous
     ``batch_size / world_size`` slice, so gradients averaged over processes equal one process's for the
     same global batch (a last batch that cannot be split evenly is dropped). World size and rank are
-    read when iteration starts, after the trainer has joined its processes.
+    read when iteration starts, after the trainer has joined its processes. With ``with_epoch`` each
+    index is an ``(epoch, index)`` pair, the epoch of ``sampler`` (``EpochRandomSampler``).
     """
 
-    def __init__(self, size: int, batch_size: int, generator: torch.Generator):
-        self.batches = BatchSampler(RandomSampler(range(size), generator=generator), batch_size, drop_last=False)
+    def __init__(self, size: int, batch_size: int, generator: torch.Generator, with_epoch: bool = False):
+        self.sampler = EpochRandomSampler(size, generator)
+        self.batches = BatchSampler(self.sampler, batch_size, drop_last=False)
         self.batch_size = batch_size
+        self.with_epoch = with_epoch
 
     @staticmethod
     def world() -> tuple[int, int]:
@@ -36,6 +59,12 @@ class GlobalBatchSampler(Sampler[list[int]]):
         return len(self.batches)
 
     def __iter__(self):
+        epoch = self.sampler.epoch
+        self.sampler.epoch += 1  # the next pass's, unless set_epoch says otherwise
+        for batch in self._split():
+            yield [(epoch, index) for index in batch] if self.with_epoch else batch
+
+    def _split(self):
         rank, world = self.world()
         if world == 1:
             yield from self.batches
@@ -50,14 +79,17 @@ class GlobalBatchSampler(Sampler[list[int]]):
             yield batch[rank * share:(rank + 1) * share]
 
 
-def seeded_loader(dataset, batch_size: int, shuffle: bool, seed: int, num_workers: int = 0) -> DataLoader:
+def seeded_loader(dataset, batch_size: int, shuffle: bool, seed: int, num_workers: int = 0,
+                  with_epoch: bool = False) -> DataLoader:
     """A DataLoader whose shuffling order depends on ``seed`` only; a shuffled (training) loader splits
-    each global batch across DDP processes (``GlobalBatchSampler``)."""
+    each global batch across DDP processes (``GlobalBatchSampler``), and with ``with_epoch`` asks the
+    dataset for ``(epoch, index)`` items."""
     if not shuffle:
         return DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, persistent_workers=num_workers > 0)
     generator = torch.Generator().manual_seed(seed)
-    return DataLoader(dataset, batch_sampler=GlobalBatchSampler(len(dataset), batch_size, generator),
-                      generator=generator, num_workers=num_workers, persistent_workers=num_workers > 0)
+    sampler = GlobalBatchSampler(len(dataset), batch_size, generator, with_epoch=with_epoch)
+    return DataLoader(dataset, batch_sampler=sampler, generator=generator, num_workers=num_workers,
+                      persistent_workers=num_workers > 0)
 
 
 class PromptDataModule(L.LightningDataModule):
@@ -111,19 +143,59 @@ class FeatureViewsDataset(Dataset):
         return self.views[view, index], self.labels[index]
 
 
+class EpochFeaturesDataset(Dataset):
+    """Item ``(epoch, i)``: the stored features of image i's training view for ``epoch`` and its label. An
+    epoch's features ``[N, D]`` come from ``features_of(epoch)`` when its first item is asked for (in the
+    process that iterates the loader: ``seeded_loader(..., with_epoch=True)`` without workers)."""
+
+    def __init__(self, features_of: Callable[[int], torch.Tensor], labels: torch.Tensor):
+        self.features_of, self.labels = features_of, labels
+        self._epoch: int | None = None
+        self._features: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, item: tuple[int, int]):
+        epoch, index = item
+        if epoch != self._epoch:
+            self._features, self._epoch = self.features_of(epoch), epoch
+        return self._features[index], self.labels[index]
+
+
+def describe_train_views(train_views: TrainViews) -> str:
+    """What a CachedFeatureDataModule's ``train_views`` means, in words."""
+    if train_views == PER_EPOCH:
+        return "stored features, a new view per epoch"
+    if train_views == 0:
+        return "stored features, the centre view"
+    return f"stored features, {train_views} view(s)"
+
+
 class CachedFeatureDataModule(PromptDataModule):
     """PromptDataModule whose loaders give frozen image features ``[B, D]`` from a FeatureCache instead of
     images, for methods with ``frozen_image_features``. Batches have the same composition and order as
-    the image loaders'; training draws one of ``train_views`` stored augmented views of each image
-    (one view when the training transform is deterministic, the centre view when ``train_views`` is 0)."""
+    the image loaders'.
 
-    def __init__(self, data: ProtocolData, image_size: int, mean, std, cache, dataset: str, train_views: int = 8,
-                 train_augment: TrainAugment = "crop_flip", **kwargs):
+    ``train_views`` (the feature cache's setting): ``per_epoch`` (default) gives image i in epoch e the
+    features of its view e for the run's seed (``FeatureCache.image_features(..., view=e, seed=seed)``),
+    stored once and read by every method trained on the same images with the same seed: a fresh random
+    crop every epoch, as the reference's loader draws. A number N > 0 stores N views per image and each
+    epoch draws one of them at random (faster, not the reference computation); 0 trains on the centre
+    view. The attribute holds what ran: 1 when the training transform is deterministic (one view);
+    ``views_drawn`` says whether a training loader was made (not for zero-shot, nor the linear probe, which
+    fits on the centre view)."""
+
+    def __init__(self, data: ProtocolData, image_size: int, mean, std, cache, dataset: str,
+                 train_views: TrainViews = PER_EPOCH, train_augment: TrainAugment = "crop_flip", **kwargs):
         super().__init__(data, image_size, mean, std, train_augment=train_augment, **kwargs)
+        if not (train_views == PER_EPOCH or (isinstance(train_views, int) and train_views >= 0)):
+            raise ConfigError(f"train_views must be {PER_EPOCH!r} or a number of views (0 or more), "
+                              f"got {train_views!r}")
         self.cache = cache
         self.dataset = dataset
-        deterministic = train_augment == "none" or train_views == 0
-        self.train_views = 1 if deterministic else train_views
+        self.train_views = 1 if train_augment == "none" else train_views
+        self.views_drawn = False
         if train_views == 0:
             self.train_tf = self.eval_tf
 
@@ -134,9 +206,19 @@ class CachedFeatureDataModule(PromptDataModule):
     def _labels(self, samples) -> torch.Tensor:
         return torch.tensor([s.label for s in samples], dtype=torch.long)
 
+    def epoch_features(self, epoch: int) -> torch.Tensor:
+        """The training images' features ``[N, D]`` in ``epoch`` with ``train_views: per_epoch``."""
+        return self.cache.image_features(self.data.train, self.train_tf, self.dataset, "train", view=epoch,
+                                         seed=self.seed)
+
     def train_dataloader(self) -> DataLoader:
-        views = self._features(self.data.train, self.train_tf, "train", self.train_views)
-        return self._loader(FeatureViewsDataset(views, self._labels(self.data.train)), self.batch_size, shuffle=True)
+        labels = self._labels(self.data.train)
+        self.views_drawn = True
+        if self.train_views == PER_EPOCH:  # features in memory: no loader workers, items know their epoch
+            return seeded_loader(EpochFeaturesDataset(self.epoch_features, labels), self.batch_size, shuffle=True,
+                                 seed=self.seed, num_workers=0, with_epoch=True)
+        views = self._features(self.data.train, self.train_tf, "train", max(self.train_views, 1))
+        return self._loader(FeatureViewsDataset(views, labels), self.batch_size, shuffle=True)
 
     def train_eval_dataloader(self) -> DataLoader:
         return self._stored(self.data.train, "train")

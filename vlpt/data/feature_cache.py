@@ -4,8 +4,14 @@ Methods that see images only through the frozen, unprompted image tower (zero-sh
 CoOp, KgCoOp, CoCoOp: ``PromptMethod.frozen_image_features``) need nothing but ``encode_image`` of
 each image. Those features are computed once per (backbone, weights, samples, transform, view) and
 stored as one safetensors file, so every method, seed and suite that evaluates on the same test set
-encodes each test image once, and training text-prompt methods runs on stored features of a fixed
-number of augmented views per training image (view 0 is the only view of a deterministic transform).
+encodes each test image once, and training text-prompt methods runs on stored features of augmented
+views of the training images (view 0 is the only view of a deterministic transform).
+
+A random transform's view draws its randomness from a generator seeded by the view index and the
+image's file path (and the run seed, when one is given), so a view is the same in every run that asks
+for it. Training by default stores one view per epoch and run seed (``seed`` = the run's seed, ``view``
+= the epoch): every epoch sees a fresh crop of every image, as the reference's data loader draws one,
+and every method trained on the same images with the same seed reads the same stored crops.
 
 Every entry holds its full key and a checksum in the file's metadata: an entry whose key or size does
 not match (stale) or that cannot be read (truncated, corrupt) is reported (FeatureCacheWarning, naming
@@ -79,23 +85,41 @@ class FeatureKey:
     split: str
     samples: str
     transform: str
+    #: the view index (of per-epoch training crops: the epoch)
     view: int
+    #: the run seed that per-epoch training crops are drawn with; None for views shared by every seed
+    seed: int | None = None
+
+    def fields(self) -> dict:
+        """The key as JSON values (``seed`` only when set, so keys without one are those of earlier versions)."""
+        fields = asdict(self)
+        if self.seed is None:
+            del fields["seed"]
+        return fields
 
     def digest(self) -> str:
-        text = json.dumps({**asdict(self), "format": FORMAT_VERSION}, sort_keys=True)
+        text = json.dumps({**self.fields(), "format": FORMAT_VERSION}, sort_keys=True)
         return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
 
     def filename(self) -> str:
         safe = lambda text: "".join(c if c.isalnum() or c in "-_" else "-" for c in text)  # noqa: E731
-        return f"{safe(self.dataset)}.{safe(self.split)}.v{self.view}.{self.digest()}.safetensors"
+        view = f"v{self.view}" if self.seed is None else f"s{self.seed}-e{self.view}"
+        return f"{safe(self.dataset)}.{safe(self.split)}.{view}.{self.digest()}.safetensors"
+
+
+def view_seed(path: str, view: int, seed: int | None = None) -> int:
+    """The seed of the random draws of view ``view`` of the image at ``path`` (for run seed ``seed``)."""
+    text = f"{view}|{path}" if seed is None else f"seed {seed}|{view}|{path}"
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
 
 
 class ViewDataset(Dataset):
-    """Samples as (transform(image), label); with ``view`` > 0 a random transform draws from a generator
-    seeded by the view index and the file path, so view v of an image is the same in every run."""
+    """Samples as (transform(image), label); a random transform draws from a generator seeded by the view
+    index, the file path and the run ``seed`` when given (``view_seed``), so view v of an image is the
+    same in every run."""
 
-    def __init__(self, samples: Sequence[Sample], transform: Callable, view: int):
-        self.samples, self.transform, self.view = list(samples), transform, view
+    def __init__(self, samples: Sequence[Sample], transform: Callable, view: int, seed: int | None = None):
+        self.samples, self.transform, self.view, self.seed = list(samples), transform, view, seed
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -103,9 +127,8 @@ class ViewDataset(Dataset):
     def __getitem__(self, index: int):
         sample = self.samples[index]
         image = load_sample(sample)
-        seed = int.from_bytes(hashlib.blake2b(f"{self.view}|{sample.path}".encode(), digest_size=8).digest(), "little")
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+            torch.manual_seed(view_seed(sample.path, self.view, self.seed))
             return self.transform(image), sample.label
 
 
@@ -129,35 +152,39 @@ class FeatureCache:
             self._weights = f"{weights_digest(self.backbone.model)}-{self.backbone.activation}"
         return self._weights
 
-    def key(self, samples: Sequence[Sample], transform: Callable, dataset: str, split: str, view: int) -> FeatureKey:
+    def key(self, samples: Sequence[Sample], transform: Callable, dataset: str, split: str, view: int,
+            seed: int | None = None) -> FeatureKey:
         return FeatureKey(self.backbone.describe(), self.weights, dataset, split, samples_digest(samples),
-                          repr(transform), view)
+                          repr(transform), view, seed)
 
     def path_for(self, key: FeatureKey) -> Path:
         return self.folder / key.filename()
 
     def image_features(self, samples: Sequence[Sample], transform: Callable, dataset: str, split: str,
-                       view: int = 0) -> torch.Tensor:
-        """Features ``[N, D]`` (float32, CPU) of ``samples`` under ``transform`` (its view ``view``),
-        read from the cache when a valid entry exists, else computed and stored."""
-        key = self.key(samples, transform, dataset, split, view)
+                       view: int = 0, seed: int | None = None) -> torch.Tensor:
+        """Features ``[N, D]`` (float32, CPU) of ``samples`` under ``transform`` (its view ``view``, drawn
+        for run seed ``seed`` when given), read from the cache when a valid entry exists, else computed and
+        stored."""
+        key = self.key(samples, transform, dataset, split, view, seed)
         path = self.path_for(key)
         features = self._read(path, key, len(samples))
         if features is not None:
             self.loaded.append(key)
             return features
-        features = self._compute(samples, transform, view)
+        features = self._compute(samples, transform, view, seed)
         self._write(path, key, features)
         self.computed.append(key)
         return features
 
     @torch.no_grad()
-    def _compute(self, samples: Sequence[Sample], transform: Callable, view: int) -> torch.Tensor:
+    def _compute(self, samples: Sequence[Sample], transform: Callable, view: int, seed: int | None) -> torch.Tensor:
         device = self.backbone.model.token_embedding.weight.device
         # a private generator: filling the cache leaves the run's random stream as reading it would
-        loader = DataLoader(ViewDataset(samples, transform, view), batch_size=self.batch_size,
+        loader = DataLoader(ViewDataset(samples, transform, view, seed), batch_size=self.batch_size,
                             num_workers=self.num_workers, generator=torch.Generator().manual_seed(0))
-        return torch.cat([self.backbone.encode_image(images.to(device)).float().cpu() for images, _ in loader])
+        # also called from inside a training epoch (per-epoch views): the same features as before training
+        with torch.autocast(device.type, enabled=False):
+            return torch.cat([self.backbone.encode_image(images.to(device)).float().cpu() for images, _ in loader])
 
     def _read(self, path: Path, key: FeatureKey, count: int) -> torch.Tensor | None:
         """The entry's features, or None when it is absent, unreadable, stale or of the wrong size."""
@@ -174,7 +201,7 @@ class FeatureCache:
                           stacklevel=3)
             return None
         problem = None
-        if metadata.get("key") != json.dumps(asdict(key), sort_keys=True):
+        if metadata.get("key") != json.dumps(key.fields(), sort_keys=True):
             problem = "was made for other inputs"
         elif features.shape[0] != count:
             problem = f"holds {features.shape[0]} rows for {count} samples"
@@ -190,7 +217,7 @@ class FeatureCache:
 
         self.folder.mkdir(parents=True, exist_ok=True)
         tmp = writer_temp_path(path)
-        metadata = {"key": json.dumps(asdict(key), sort_keys=True), "checksum": tensor_checksum(features),
+        metadata = {"key": json.dumps(key.fields(), sort_keys=True), "checksum": tensor_checksum(features),
                     "format": FORMAT_VERSION}
         try:
             save_file({"features": features.contiguous()}, str(tmp), metadata=metadata)

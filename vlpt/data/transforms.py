@@ -18,8 +18,17 @@ def eval_transform(image_size: int, mean, std) -> T.Compose:
     ])
 
 
+#: the random resized crop of Dassl's ``random_resized_crop`` (the reference code of CoOp, CoCoOp, KgCoOp and
+#: MaPLe): torchvision's defaults, a crop of 8% to 100% of the image area with aspect ratio 3/4 to 4/3
+CROP_SCALE = (0.08, 1.0)
+CROP_RATIO = (3.0 / 4.0, 4.0 / 3.0)
+
+
 def train_transform(image_size: int, mean, std, augment: TrainAugment = "crop_flip") -> T.Compose:
-    """CoOp's training augmentation: random resized crop and horizontal flip.
+    """CoOp's training augmentation, as Dassl builds it from ``["random_resized_crop", "random_flip",
+    "normalize"]``: a random resized crop of the original image (no resize before it; area scale
+    ``CROP_SCALE``, aspect ratio ``CROP_RATIO``, bicubic) to ``image_size`` square, a horizontal flip
+    with probability 0.5, then normalization.
 
     ``crop`` drops the flip (for images whose meaning flipping changes, such as digits); ``flip``
     drops the crop (for tiny images whose object a crop can cut off); ``none`` is the evaluation
@@ -28,9 +37,10 @@ def train_transform(image_size: int, mean, std, augment: TrainAugment = "crop_fl
     if augment == "none":
         return eval_transform(image_size, mean, std)
     if "crop" in augment:
-        steps = [T.RandomResizedCrop(image_size, scale=(0.5, 1.0), interpolation=T.InterpolationMode.BICUBIC)]
+        steps = [T.RandomResizedCrop(image_size, scale=CROP_SCALE, ratio=CROP_RATIO,
+                                     interpolation=T.InterpolationMode.BICUBIC)]
     else:
         steps = [T.Resize(image_size, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(image_size)]
     if "flip" in augment:
-        steps.append(T.RandomHorizontalFlip())
+        steps.append(T.RandomHorizontalFlip(p=0.5))
     return T.Compose(steps + [T.ToTensor(), T.Normalize(mean, std)])

@@ -35,7 +35,7 @@ from vlpt.data import DatasetSplits, EvalSet, build_protocol, load_dataset, spli
 from vlpt.data.protocols import ProtocolData
 from vlpt.data.corruptions import split_corrupted_name
 from vlpt.data.fewshot import subsample
-from vlpt.data.datamodule import CachedFeatureDataModule, PromptDataModule
+from vlpt.data.datamodule import CachedFeatureDataModule, PromptDataModule, describe_train_views
 from vlpt.data.feature_cache import FeatureCache, default_cache_folder
 from vlpt.errors import CheckpointError, ConfigError
 from vlpt.eval.claims import ClaimFolder
@@ -511,7 +511,7 @@ class Harness:
                                        resumed_at is not None),
             **({"vlsm": experiment.vlsm or {}} if identity.protocol == SEGMENTATION else {}),
             **({"test_time": {"views": view_augments}} if view_augments else {}),
-            **({"feature_cache": {"train_views": datamodule.train_views}}
+            **({"feature_cache": {"train_views": datamodule.train_views if datamodule.views_drawn else None}}
                if isinstance(datamodule, CachedFeatureDataModule) else {}),
             "data": {"train_augment": experiment.train_augment, "n_train": n_train, "n_val": n_val, "classes": classes,
                      **({"sampling": experiment.sampling, "scoring": experiment.scoring}
@@ -572,7 +572,7 @@ class Harness:
                 "epochs": epochs, "device": self.device.type, "precision": self.precision, "world_size": world_size,
                 "num_workers": self.suite.trainer.num_workers, "versions": library_versions(),
                 "git": git_state(PROJECT_ROOT),
-                "inputs": f"stored features, {datamodule.train_views} view(s)" if cached else "images",
+                "inputs": describe_train_views(datamodule.train_views) if cached else "images",
                 "prompt": {name: list(value.shape) for name, value in module.state_dict().items()}}
 
     def _trainer(self, epochs: int, callbacks: list[L.Callback]) -> L.Trainer:

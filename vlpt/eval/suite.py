@@ -108,14 +108,16 @@ class FeatureCacheSpec:
     (or ``feature_cache: false``) runs every method on images."""
 
     enabled: bool = True
-    #: stored augmented views per training image (0: the centre view only)
-    train_views: int = 8
+    #: ``per_epoch``: a new stored crop of every training image each epoch, drawn for the run's seed and shared
+    #: by the methods trained on the same images (the reference computation); a number N: N stored views per
+    #: image, one drawn each epoch (faster, not the reference computation; 0: the centre view only)
+    train_views: int | Literal["per_epoch"] = "per_epoch"
     #: default ``$VLPT_CACHE`` or ``~/.cache/vlpt/features``
     folder: str | None = None
 
     def __post_init__(self):
-        if self.train_views < 0:
-            raise ValueError(f"train_views must be 0 or more, got {self.train_views}")
+        if self.train_views != "per_epoch" and self.train_views < 0:
+            raise ValueError(f"train_views must be per_epoch or 0 or more, got {self.train_views}")
 
 
 @dataclass

@@ -24,7 +24,7 @@ MARKDOWN_NAME = "LEADERBOARD.md"
 CSV_NAME = "leaderboard.csv"
 CSV_COLUMNS = [
     "protocol", "backbone", "dataset", "method", "variant", "shots", "targets",
-    "eval_set", "metric", "mean", "std", "n_seeds", "ci95", "paper",
+    "eval_set", "metric", "mean", "std", "n_seeds", "ci95", "paper", "settings",
 ]
 MISSING = "–"
 #: the dataset of a row averaged over datasets (``dataset_averages``)
@@ -71,6 +71,17 @@ class Group:
     def get(self, eval_set: str, metric: str = ACCURACY) -> Stat | None:
         return self.stats.get((eval_set, metric))
 
+    @property
+    def settings(self) -> str:
+        """The non-default settings of the row's records (``nondefault_settings``), "" when all ran the defaults;
+        a setting only some records used says how many (``train_views=8 (2 of 3 records)``)."""
+        per_record = [nondefault_settings(record) for record in self.records]
+        parts = []
+        for found in dict.fromkeys(found for found in per_record if found):
+            count, text = per_record.count(found), " ".join(found)
+            parts.append(text if count == len(per_record) else f"{text} ({count} of {len(per_record)} records)")
+        return "; ".join(parts)
+
     def ordered_keys(self) -> list[tuple[str, str]]:
         """(eval_set, metric) pairs: the protocol's headline sets first, then the rest sorted."""
         if self.protocol == "few_shot":
@@ -88,6 +99,18 @@ class Group:
             self.stats,
             key=lambda k: (rank.get(k[0], len(lead)), k[0], k[1] != ACCURACY, k[1]),
         )
+
+
+def nondefault_settings(record: RunRecord) -> tuple[str, ...]:
+    """The settings a record ran with that compute something other than the reference code, for speed:
+    ``train_views=N`` when it trained on N stored views per image, one drawn per epoch (the feature cache's
+    ``train_views``; 0: the centre view), not on a new random crop every epoch. Empty for the defaults."""
+    cache, data = record.config.get("feature_cache"), record.config.get("data")
+    views = cache.get("train_views") if isinstance(cache, dict) else None
+    augment = data.get("train_augment") if isinstance(data, dict) else None
+    if isinstance(views, int) and not isinstance(views, bool) and augment != "none":
+        return (f"train_views={views}",)
+    return ()
 
 
 def _protocol_rank(protocol: str) -> tuple[int, str]:
@@ -303,6 +326,10 @@ def _protocol_section(protocol: str, groups: list[Group]) -> list[str]:
         for i, g in enumerate(groups)
     ]
     lines += _table(header, rows)
+    flagged = [g for g in groups if g.settings]
+    if flagged:
+        notes = notes + ["Rows run with non-default settings (faster, not the reference computation): " + "; ".join(
+            f"{g.method} ({g.variant}) on {g.dataset}, {g.shots} {shots.lower()}: {g.settings}" for g in flagged) + "."]
     if notes:
         lines += [""] + notes
     return lines + [""]
@@ -335,7 +362,8 @@ def render_markdown(groups: list[Group], n_records: int, source: str) -> str:
 def render_csv(groups: list[Group]) -> str:
     """Long format: one row per group, evaluation set and metric (HM and Avg rows have no std). ``ci95`` is
     the half-width of the 95% confidence interval over seeds (empty for one seed), ``paper`` the published
-    figure for the row (see :mod:`vlpt.results.paper`), if any."""
+    figure for the row (see :mod:`vlpt.results.paper`), if any, ``settings`` the non-default settings its
+    records ran with (``Group.settings``; empty for the defaults)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
@@ -349,6 +377,7 @@ def render_csv(groups: list[Group]) -> str:
                 g.protocol, g.backbone, g.dataset, g.method, g.variant, g.shots, ";".join(g.targets),
                 eval_set, metric, f"{stat.mean:.6f}", "" if stat.std is None else f"{stat.std:.6f}", stat.n,
                 "" if half_width is None else f"{half_width:.6f}", "" if published is None else format_value(published),
+                g.settings,
             ])
     return buffer.getvalue()
 
@@ -390,5 +419,5 @@ def write_leaderboard(records_dir: str | Path, out_dir: str | Path, html: bool =
 
 __all__ = [
     "AVERAGE", "Column", "Group", "Stat", "aggregate", "ci95", "dataset_averages", "protocol_table", "render_csv",
-    "render_markdown", "write_leaderboard",
+    "nondefault_settings", "render_markdown", "write_leaderboard",
 ]

@@ -13,6 +13,7 @@ and dirty flag). Layout of a record file (``schema_version`` 1)::
                    "seed": 1, "targets": ["caltech101", "dtd"]},
       "config": {...,                       # fully resolved config (JSON values), with
                  "trainer": {..., "resumed_at_epoch": 2},     # only when resumed mid-training
+                 "feature_cache": {"train_views": "per_epoch"},  # only when trained on stored features
                  "determinism": {"deterministic": true, "nondeterministic": []}},
       "metrics": {"test": {"accuracy": 71.5}, "caltech101": {"accuracy": 93.7}},
       "timings": {"fit_s": 812.4, "test_s": 35.1},
@@ -33,6 +34,11 @@ it, with why (a GPU without ``trainer.deterministic: true``, mixed precision, to
 eager backend, several DDP processes, a resume with data loader workers; see ``vlpt.eval.determinism``),
 and ``deterministic`` is true when the list is empty. ``config.trainer.resumed_at_epoch`` is present when
 the run resumed from a mid-training checkpoint after that many epochs (``vlpt.eval.resume``).
+``config.feature_cache`` (only in runs that trained on stored frozen image features) says which training
+views they used: ``train_views`` is ``"per_epoch"`` (the default: a new crop of every image each epoch, as
+the reference computes), a number N of stored views of which each epoch drew one (faster; 0: the centre
+view), 1 for a deterministic training transform, or null when the run drew no training views (zero-shot,
+the linear probe); the leaderboard's ``settings`` column names a number.
 
 Metric conventions read by the leaderboard: accuracies are percentages under
 the metric name ``"accuracy"``; the evaluation sets are ``"test"`` (few_shot and

@@ -142,6 +142,9 @@ def _row(group: Group, columns: list[Column], page: _Page) -> str:
     else:
         dataset_cell = f'<td class="dataset">{escape(dataset)}</td>'
     variant = "" if group.variant == "default" else f'<span class="variant">{escape(group.variant)}</span>'
+    if group.settings:
+        variant += (f' <span class="setting" title="non-default settings (faster, not the reference computation): '
+                    f'{escape(group.settings)}">{escape(group.settings)}</span>')
     searchable = " ".join([group.backbone, "average" if group.over else dataset, str(group.shots),
                            group.method, group.variant, *group.over]).lower()
     cells = [

@@ -181,8 +181,11 @@ class _Checker:
             self.run_id(d["run_id"], identity)
         if "config" in present and not isinstance(d["config"], dict):
             self.wrong("config", d["config"], "an object (the resolved config)")
-        elif "config" in present and "determinism" in d["config"]:
-            self.determinism(d["config"]["determinism"])
+        elif "config" in present:
+            if "determinism" in d["config"]:
+                self.determinism(d["config"]["determinism"])
+            if "feature_cache" in d["config"]:
+                self.feature_cache(d["config"]["feature_cache"])
         if "metrics" in present:
             self.metrics(d["metrics"], identity)
         if "timings" in present:
@@ -308,6 +311,16 @@ class _Checker:
         elif isinstance(deterministic, bool) and isinstance(reasons, list) and deterministic == bool(reasons):
             self.add(f"{where}.deterministic", f"{where}.deterministic = {str(deterministic).lower()} but "
                                                f"{where}.nondeterministic lists {len(reasons)} reason(s)")
+
+    def feature_cache(self, cache: Any) -> None:
+        where = "config.feature_cache"
+        if not isinstance(cache, dict):
+            self.wrong(where, cache, "an object {train_views}")
+            return
+        if "train_views" in self.fields(cache, ("train_views",), f"{where}.", where):
+            views = cache["train_views"]
+            if not (views is None or views == "per_epoch" or (_is_int(views) and views >= 0)):
+                self.wrong(f"{where}.train_views", views, '"per_epoch", a number of views (0 or more) or null')
 
     def timings(self, timings: Any) -> None:
         if not isinstance(timings, dict):
