@@ -19,6 +19,8 @@ from test_claims import hold_in_other_process
 from test_harness import write_suite
 from test_kill_resume import bench_command, bench_env, results, run_bench
 
+pytestmark = pytest.mark.slow  # spawns processes
+
 STARTER_BACKBONE = {"model": "vlpt-starter-vit", "pretrained": "vlpt-starter"}
 #: `vlpt bench` that imports everything, says it is ready, and starts when the file GO appears
 STARTS_ON_GO = textwrap.dedent("""

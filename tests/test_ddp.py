@@ -15,6 +15,8 @@ from vlpt.eval.harness import Harness
 from vlpt.eval.suite import load_suite
 from vlpt.results import RecordStore
 
+pytestmark = pytest.mark.slow  # spawns processes
+
 
 def free_port() -> int:
     with socket.socket() as sock:

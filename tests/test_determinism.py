@@ -43,6 +43,7 @@ def scores(record) -> dict:
     return {name: {k: v for k, v in values.items() if k != ADAPT_MS} for name, values in record.metrics.items()}
 
 
+@pytest.mark.slow  # a fresh process
 def test_the_same_suite_run_twice_gives_bitwise_the_same_metrics_and_prompts(tmp_path):
     """Once in this process, once in a fresh one (each with its own feature cache)."""
     Harness(load_suite(write_suite(tmp_path, "first")), progress=False).run_all()

@@ -102,6 +102,7 @@ def test_cli_dry_run_lists_pending_runs(tmp_path, capsys):
     assert "4 to do" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # real Caltech-101 images
 @pytest.mark.integration
 def test_caltech101_runs_produce_records_and_leaderboard_rows(tmp_path, shared_data):
     path = write_suite(tmp_path, data_root=str(shared_data), experiments=[{

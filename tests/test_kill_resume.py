@@ -16,6 +16,8 @@ from vlpt.results import RecordStore, validate_records
 
 from test_harness import write_suite
 
+pytestmark = pytest.mark.slow  # spawns processes
+
 #: SIGKILLs the process when os.replace is about to rename the NTH file matching PATTERN into place
 KILL_BEFORE_RENAME = textwrap.dedent("""
     import fnmatch, os, signal, sys

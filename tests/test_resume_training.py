@@ -128,6 +128,7 @@ def test_interrupted_runs_resume_to_the_uninterrupted_result(tmp_path, data_root
     assert "resumed_at_epoch" not in next(iter(expected.values())).config["trainer"]
 
 
+@pytest.mark.slow  # kills a bench process
 def test_a_killed_bench_resumes_from_its_last_checkpoint(tmp_path, data_root, capsys):
     """SIGKILL of a real `vlpt bench` process as soon as its first mid-training checkpoint appears."""
     experiments = [{**FEW_SHOT, "params": {**FEW_SHOT["params"], "epochs": 8}, "methods": ["coop_m4"]}]

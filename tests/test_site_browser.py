@@ -1,9 +1,9 @@
 """The leaderboard page in a real browser: headless Chromium opens it from disk, sorts and filters a table,
 measures the plots' marks, reads the console and takes a screenshot.
 
-Chromium and its driver come from the distribution (``apt-get install chromium chromium-driver``, done
-here when /usr/bin/chromium is missing); Selenium drives them through /usr/bin/chromedriver, so Selenium
-Manager never downloads anything. Set ``VLPT_SITE_SCREENSHOT=PATH`` to keep the screenshot (the one in
+Chromium and its driver come from the distribution (``apt-get install chromium chromium-driver``, which
+``.ci/run`` does before the tests; without them these tests skip); Selenium drives them through
+/usr/bin/chromedriver, so Selenium Manager never downloads anything. Set ``VLPT_SITE_SCREENSHOT=PATH`` to keep the screenshot (the one in
 docs/leaderboard-site.png is made so).
 """
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import shutil
 import struct
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -19,40 +18,17 @@ import pytest
 from vlpt.paths import LEADERBOARD_DIR
 from vlpt.results.leaderboard import write_leaderboard
 
+pytestmark = pytest.mark.browser
+
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
-PACKAGES = ["chromium", "chromium-driver"]
-
-
-def _install_chromium() -> str | None:
-    """Install Debian's chromium and chromium-driver; the reason it cannot be done, or None."""
-    if shutil.which("apt-get") is None:
-        return "no apt-get on this machine to install chromium and chromium-driver"
-    if os.geteuid() != 0:
-        return "installing chromium and chromium-driver with apt-get needs root"
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    attempts = [["apt-get", "install", "-y", *PACKAGES], ["apt-get", "update"], ["apt-get", "install", "-y", *PACKAGES]]
-    result = None
-    for command in attempts:  # install; if that fails, refresh the package lists and try once more
-        try:
-            result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=1800, check=False)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            return f"`{' '.join(command)}` failed: {exc}"
-        if command[1] == "install" and result.returncode == 0:
-            break
-    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
-        tail = (result.stderr or result.stdout).strip().splitlines()[-3:] if result else []
-        return f"`apt-get install -y {' '.join(PACKAGES)}` did not provide {CHROMIUM} and {CHROMEDRIVER}: {tail}"
-    return None
 
 
 @pytest.fixture(scope="session")
 def chromium():
-    """Paths of Debian's chromium and chromedriver, installed when missing (skip only if that is impossible)."""
+    """Paths of Debian's chromium and chromedriver (``.ci/run`` installs them); the tests skip without them."""
     if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
-        reason = _install_chromium()
-        if reason:
-            pytest.skip(reason)
+        pytest.skip(f"{CHROMIUM} and {CHROMEDRIVER} are missing: apt-get install chromium chromium-driver")
     return CHROMIUM, CHROMEDRIVER
 
 

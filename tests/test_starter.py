@@ -20,6 +20,7 @@ def _digest(path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+@pytest.mark.slow  # pretrains twice
 def test_pretraining_is_reproducible_and_excludes_held_out_data(tmp_path):
     first = pretrain_starter(tmp_path / "a.safetensors", steps=3, batch_size=32, warmup=1, log_every=10)
     pretrain_starter(tmp_path / "b.safetensors", steps=3, batch_size=32, warmup=1, log_every=10)
