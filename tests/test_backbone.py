@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import open_clip
 import yaml
 from open_clip.transformer import QuickGELU
 from safetensors.torch import save_file
@@ -118,7 +119,7 @@ def test_checkpoint_of_another_architecture_is_rejected(tmp_path, tiny_backbone)
     path = tmp_path / "other.safetensors"
     save_file(state, str(path))
     with pytest.raises(CheckpointError) as info:
-        ClipBackbone("vlpt-starter-vit", pretrained=str(path), quick_gelu=False)
+        ClipBackbone("vlpt-starter-vit", pretrained=str(path))
     message = str(info.value)
     assert str(path) in message and "vlpt-starter-vit" in message
     assert "logit_scale" in message and "extra.weight" in message and "visual.conv1.weight" in message
@@ -128,7 +129,7 @@ def test_corrupt_checkpoint_is_named(tmp_path):
     path = tmp_path / "broken.pt"
     path.write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="broken.pt cannot be read"):
-        ClipBackbone("vlpt-starter-vit", pretrained=str(path), quick_gelu=False)
+        ClipBackbone("vlpt-starter-vit", pretrained=str(path))
 
 
 @pytest.mark.skipif(not STARTER_WEIGHTS.is_file(), reason="starter weights not built")
@@ -172,6 +173,7 @@ def test_openai_weights_run_quickgelu_from_a_suite(tmp_path, monkeypatch):
     }))
     backbone = Harness(load_suite(suite), output=tmp_path / "out", data_root=tmp_path / "data").backbone
     assert calls[0]["pretrained"] == "openai"
+    assert calls[0]["force_quick_gelu"] is True  # set before open_clip compares it with the tag: no false warning
     assert backbone.activation == "quick_gelu" and backbone.quick_gelu
     assert isinstance(backbone.model.visual.transformer.resblocks[0].mlp.gelu, QuickGELU)
     assert isinstance(backbone.model.transformer.resblocks[0].mlp.gelu, QuickGELU)
@@ -184,6 +186,9 @@ def test_activation_follows_the_weights():
     assert resolve_quick_gelu("vlpt-starter-vit", "vlpt-starter") is False
     assert resolve_quick_gelu("vlpt-starter-vit", None) is False
     assert resolve_quick_gelu("vlpt-starter-vit", None, stated=True) is True  # random weights: the user's choice
+    # a tag silent on the activation leaves it to the architecture's config
+    assert "quick_gelu" not in open_clip.get_pretrained_cfg("roberta-ViT-B-32", "laion2b_s12b_b32k")
+    assert resolve_quick_gelu("roberta-ViT-B-32", "laion2b_s12b_b32k") is True
     with pytest.raises(ConfigError, match="contradicts the pretrained tag 'openai'"):
         resolve_quick_gelu("ViT-B-16", "openai", stated=False)
     with pytest.raises(ConfigError, match="contradicts the architecture vlpt-starter-vit"):
@@ -199,6 +204,8 @@ def test_a_checkpoint_of_unknown_activation_is_refused_unless_stated(tmp_path, t
     plain = ClipBackbone("vlpt-starter-vit", pretrained=str(path), quick_gelu=False)
     assert (quick.activation, plain.activation) == ("quick_gelu", "gelu")
     assert quick.describe() == f"vlpt-starter-vit@{path}+quickgelu"
+    assert ClipBackbone("vlpt-starter-vit", "vlpt-starter", quick_gelu=False).describe() == \
+        "vlpt-starter-vit@vlpt-starter"  # stating what the weights imply changes no identity
     images = torch.randn(2, 3, 32, 32)
     assert not torch.allclose(quick.encode_image(images), plain.encode_image(images))
     assert torch.equal(plain.encode_image(images), tiny_backbone.encode_image(images))
@@ -211,3 +218,8 @@ def test_a_checkpoint_states_its_activation_in_its_metadata(tmp_path, tiny_backb
     assert ClipBackbone("vlpt-starter-vit", pretrained=str(path)).activation == "quick_gelu"
     with pytest.raises(ConfigError, match="contradicts the checkpoint"):
         ClipBackbone("vlpt-starter-vit", pretrained=str(path), quick_gelu=False)
+    save_file(state, str(path), metadata={"quick_gelu": "yes"})
+    with pytest.raises(CheckpointError, match="metadata quick_gelu = 'yes', expected true or false"):
+        ClipBackbone("vlpt-starter-vit", pretrained=str(path))
+    with pytest.raises(CheckpointError, match="is not a file"):
+        ClipBackbone("vlpt-starter-vit", pretrained=str(tmp_path))

@@ -223,6 +223,27 @@ def test_a_record_made_with_other_settings_is_reported_not_reused(tmp_path):
     assert Harness(load_suite(write_suite(tmp_path, experiments=[experiment])), progress=False).pending() == []
 
 
+def test_a_record_computed_with_another_activation_or_stored_views_is_not_reused(tmp_path):
+    """The activation and the feature cache's training views change what a run computes without changing its
+    identity: a record made otherwise (old code's GELU for OpenAI weights, 8 stored views) is refused."""
+    experiment = {"protocol": "few_shot", "dataset": "starter_shapes", "shots": [1], "seeds": [1],
+                  "params": {"epochs": 1}, "methods": ["coop_m4"]}
+    Harness(load_suite(write_suite(tmp_path, experiments=[experiment])), progress=False).run_all()
+    [path] = (tmp_path / "out" / "records").glob("*.json")
+    record = json.loads(path.read_text())
+    assert record["config"]["backbone"]["activation"] == "gelu"
+    assert record["config"]["feature_cache"]["train_views"] == "per_epoch"
+    for key, value, message in [("backbone", {"model": "vlpt-starter-vit", "pretrained": None,
+                                              "activation": "quick_gelu"}, "activation quick_gelu, not gelu"),
+                                ("feature_cache", {"train_views": 8}, "train_views 8, not per_epoch")]:
+        path.write_text(json.dumps({**record, "config": {**record["config"], key: value}}))
+        again = Harness(load_suite(write_suite(tmp_path, experiments=[experiment])), progress=False)
+        with pytest.raises(ConfigError, match=f"computed otherwise than the suite asks \\({message}\\)"):
+            again.pending()
+    path.write_text(json.dumps(record))
+    assert Harness(load_suite(write_suite(tmp_path, experiments=[experiment])), progress=False).pending() == []
+
+
 @pytest.mark.parametrize("experiment, message", [
     ({"protocol": "base_to_novel", "methods": ["linear_probe"]}, "only subsets of its training classes"),
     ({"protocol": "base_to_novel", "methods": [{"config": "coop", "params": {"csc": True}}]},

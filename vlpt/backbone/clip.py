@@ -91,30 +91,35 @@ def checkpoint_file(pretrained: str | None) -> Path | None:
     return None
 
 
-def stated_quick_gelu(path: Path) -> bool | None:
-    """The activation a .safetensors checkpoint states in its metadata (``quick_gelu``), or None."""
-    if path.suffix != ".safetensors" or not path.is_file():
+def metadata_quick_gelu(path: Path) -> bool | None:
+    """The activation a .safetensors checkpoint states in its metadata (``quick_gelu: true|false``), or None."""
+    if path.suffix != ".safetensors":
         return None
     from safetensors import safe_open
 
     try:
         with safe_open(str(path), "pt") as handle:
             value = (handle.metadata() or {}).get("quick_gelu")
-    except Exception:  # an unreadable file is reported by the loader, naming it
+    except Exception:  # an unreadable file: the loader reports it, naming the file
         return None
-    return None if value is None else value.lower() == "true"
+    if value is None:
+        return None
+    if value.strip().lower() not in ("true", "false"):
+        raise CheckpointError(f"checkpoint {path}: metadata quick_gelu = {value!r}, expected true or false")
+    return value.strip().lower() == "true"
 
 
-def resolve_quick_gelu(model_name: str, pretrained: str | None, stated: bool | None = None) -> bool:
-    """Whether the model must run QuickGELU (``x * sigmoid(1.702 x)``) instead of GELU.
+def implied_quick_gelu(model_name: str, pretrained: str | None) -> tuple[bool | None, str]:
+    """The activation the weights imply (True: QuickGELU) and what says so; None for a checkpoint file
+    that states none on an architecture whose config names none.
 
-    The weights decide: an open_clip pretrained tag by its config (OpenAI's CLIP weights were trained
-    with QuickGELU, and open_clip's plain ``ViT-B-16`` would only warn and compute with GELU), a
-    checkpoint file by its ``quick_gelu`` metadata or a ``-quickgelu`` architecture, vlpt's shipped
-    and random weights by the architecture's config. ``stated`` (the suite's ``backbone.quick_gelu``)
-    is needed only for a checkpoint whose activation cannot be known, and must agree elsewhere.
+    An open_clip pretrained tag decides by its config (OpenAI's CLIP weights were trained with QuickGELU;
+    open_clip's plain ``ViT-B-16`` would only warn and compute with GELU), else by the architecture's; a
+    checkpoint file by its ``quick_gelu`` metadata, else by an architecture that names it (``-quickgelu``);
+    vlpt's shipped and random weights by the architecture's config.
     """
     model_cfg = open_clip.get_model_config(model_name) or {}
+    architecture = bool(model_cfg.get("quick_gelu", False)), f"architecture {model_name}"
     checkpoint = checkpoint_file(pretrained)
     if pretrained and checkpoint is None:
         tags = open_clip.list_pretrained_tags_by_model(model_name)
@@ -123,29 +128,41 @@ def resolve_quick_gelu(model_name: str, pretrained: str | None, stated: bool | N
                 f"pretrained tag {pretrained!r} is not known for {model_name}; valid tags: "
                 f"{', '.join(tags) or 'none'}, {', '.join(SHIPPED_WEIGHTS)}, or a checkpoint file path"
             )
-        known, source = bool(open_clip.get_pretrained_cfg(model_name, pretrained).get("quick_gelu", False)), \
-            f"pretrained tag {pretrained!r} of {model_name}"
-    elif checkpoint is not None and pretrained not in SHIPPED_WEIGHTS:
-        if not checkpoint.is_file():
+        tag_cfg = open_clip.get_pretrained_cfg(model_name, pretrained)
+        if "quick_gelu" in tag_cfg:
+            return bool(tag_cfg["quick_gelu"]), f"pretrained tag {pretrained!r} of {model_name}"
+        return architecture
+    if checkpoint is not None and pretrained not in SHIPPED_WEIGHTS:
+        if not checkpoint.exists():
             raise CheckpointError(f"checkpoint file {checkpoint} does not exist")
-        known, source = stated_quick_gelu(checkpoint), f"checkpoint {checkpoint}'s metadata"
-        if known is None and "quick_gelu" in model_cfg:
-            known, source = bool(model_cfg["quick_gelu"]), f"architecture {model_name}"
-        if known is None:
-            if stated is None:
-                raise ConfigError(
-                    f"checkpoint {checkpoint}: its activation cannot be known; state it in the suite's backbone "
-                    f"(quick_gelu: true for weights trained with QuickGELU, such as OpenAI's CLIP; false for GELU)"
-                )
-            return stated
-    else:
-        if pretrained is None and stated is not None:
-            return stated  # random weights: any activation is the user's choice
-        known, source = bool(model_cfg.get("quick_gelu", False)), f"architecture {model_name}"
-    if stated is not None and stated != known:
+        if not checkpoint.is_file():
+            raise CheckpointError(f"checkpoint {checkpoint} is not a file")
+        stated = metadata_quick_gelu(checkpoint)
+        if stated is not None:
+            return stated, f"checkpoint {checkpoint}'s metadata"
+        return architecture if "quick_gelu" in model_cfg else (None, f"checkpoint {checkpoint}")
+    return architecture
+
+
+def resolve_quick_gelu(model_name: str, pretrained: str | None, stated: bool | None = None) -> bool | None:
+    """Whether the model must run QuickGELU (``x * sigmoid(1.702 x)``) instead of GELU: what the weights
+    imply (``implied_quick_gelu``); ``stated`` (the suite's ``backbone.quick_gelu``) decides where they
+    cannot tell and for random weights, and must agree elsewhere. None when nothing tells."""
+    implied, source = implied_quick_gelu(model_name, pretrained)
+    if implied is None or (pretrained is None and stated is not None):
+        return stated  # a checkpoint that cannot tell, or random weights: the suite's choice
+    if stated is not None and stated != implied:
         raise ConfigError(f"backbone quick_gelu: {str(stated).lower()} contradicts the {source}, "
-                          f"which computes with {'QuickGELU' if known else 'GELU'}")
-    return known
+                          f"which computes with {'QuickGELU' if implied else 'GELU'}")
+    return implied
+
+
+def activation_suffix(model_name: str, pretrained: str | None, stated: bool | None) -> str:
+    """``+quickgelu`` or ``+gelu`` for a backbone identity whose activation the suite chose (a checkpoint
+    that cannot tell, or random weights against their architecture); empty where the weights decide."""
+    if stated is None or stated == implied_quick_gelu(model_name, pretrained)[0]:
+        return ""
+    return "+quickgelu" if stated else "+gelu"
 
 
 class ClipBackbone(nn.Module):
@@ -168,8 +185,14 @@ class ClipBackbone(nn.Module):
         self.model_name = model_name
         self.pretrained = pretrained
         self.stated_quick_gelu = quick_gelu
-        self.quick_gelu = resolve_quick_gelu(model_name, pretrained, quick_gelu)
-        self.model = self._create(model_name, pretrained, precision, self.quick_gelu)
+        resolved = resolve_quick_gelu(model_name, pretrained, quick_gelu)
+        self.model = self._create(model_name, pretrained, precision, bool(resolved))  # a bad file is named first
+        if resolved is None:
+            raise ConfigError(
+                f"checkpoint {pretrained}: its activation cannot be known; state it in the suite's backbone "
+                f"(quick_gelu: true for weights trained with QuickGELU, such as OpenAI's CLIP; false for GELU)"
+            )
+        self.quick_gelu = resolved
         self.model.requires_grad_(False)
         self.model.eval()
         self.tokenizer = open_clip.get_tokenizer(model_name)
@@ -180,8 +203,9 @@ class ClipBackbone(nn.Module):
     def _create(model_name: str, pretrained: str | None, precision: str, quick_gelu: bool) -> nn.Module:
         checkpoint = checkpoint_file(pretrained)
         if checkpoint is None and pretrained:
+            # force_quick_gelu before open_clip compares the tag's activation with the config (no false warning)
             return open_clip.create_model(model_name, pretrained=pretrained, precision=precision,
-                                          quick_gelu=quick_gelu)
+                                          force_quick_gelu=quick_gelu, quick_gelu=quick_gelu)
         open_clip_log = logging.getLogger()
         level = open_clip_log.level
         open_clip_log.setLevel(logging.ERROR)  # open_clip warns "no pretrained weights"; vlpt loads them below
@@ -381,9 +405,9 @@ class ClipBackbone(nn.Module):
         return x if getattr(transformer, "batch_first", True) else x.transpose(0, 1)
 
     def describe(self) -> str:
-        """Identity string used in run records: ``architecture@weights``, ``+quickgelu``/``+gelu`` when stated."""
-        stated = "" if self.stated_quick_gelu is None else ("+quickgelu" if self.stated_quick_gelu else "+gelu")
-        return f"{self.model_name}@{self.pretrained or 'random'}{stated}"
+        """Identity string used in run records: ``architecture@weights``, plus ``activation_suffix``."""
+        suffix = activation_suffix(self.model_name, self.pretrained, self.stated_quick_gelu)
+        return f"{self.model_name}@{self.pretrained or 'random'}{suffix}"
 
     @property
     def activation(self) -> str:

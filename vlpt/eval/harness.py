@@ -31,11 +31,12 @@ import torch
 from tqdm import tqdm
 
 from vlpt.backbone import ClipBackbone
+from vlpt.backbone.clip import resolve_quick_gelu
 from vlpt.data import DatasetSplits, EvalSet, build_protocol, load_dataset, split_rng
 from vlpt.data.protocols import ProtocolData
 from vlpt.data.corruptions import split_corrupted_name
 from vlpt.data.fewshot import subsample
-from vlpt.data.datamodule import CachedFeatureDataModule, PromptDataModule, describe_train_views
+from vlpt.data.datamodule import PER_EPOCH, CachedFeatureDataModule, PromptDataModule, describe_train_views
 from vlpt.data.feature_cache import FeatureCache, default_cache_folder
 from vlpt.errors import CheckpointError, ConfigError
 from vlpt.eval.claims import ClaimFolder
@@ -220,6 +221,13 @@ class Harness:
         stored = run_settings(record.config["method"]["params"], data.get("train_augment"), data.get("sampling"),
                               None, data.get("eval_limit"), data.get("scoring"))
         current = settings_of(run)
+        computed = self._computation_changes(record, run)
+        if computed:
+            raise ConfigError(
+                f"record {path} ({run.identity.method}, variant {run.identity.variant!r}, {run.identity.dataset}, "
+                f"seed {run.identity.seed}) was computed otherwise than the suite asks ({'; '.join(computed)}); "
+                f"delete it to run again"
+            )
         if {**stored, "init": None} != {**current, "init": None}:
             changed = sorted(k for k in set(stored["params"]) | set(current["params"])
                              if stored["params"].get(k) != current["params"].get(k))
@@ -230,6 +238,23 @@ class Harness:
                 f"run again, or give the changed entry its own `variant:`"
             )
         return record
+
+    def _computation_changes(self, record, run: Run) -> list[str]:
+        """Suite-level settings that change what a run computes and in which ``record`` differs from the suite:
+        the backbone's activation (a record without one ran its architecture's) and the stored training views
+        (the feature cache's ``train_views``; a record that drew none, or one deterministic view, agrees)."""
+        spec = self.suite.backbone
+        resolved = resolve_quick_gelu(spec.model, spec.pretrained, spec.quick_gelu)
+        expected = "quick_gelu" if resolved else "gelu"
+        ran = record.config.get("backbone", {}).get("activation") or (
+            "quick_gelu" if resolve_quick_gelu(spec.model, None) else "gelu")
+        changes = [f"activation {ran}, not {expected}"] if resolved is not None and ran != expected else []
+        views = (record.config.get("feature_cache") or {}).get("train_views")
+        wanted = self.suite.feature_cache.train_views if self.uses_feature_cache(run.method.cls) else None
+        wanted = wanted or PER_EPOCH  # training on images draws a new crop every epoch
+        if views not in (None, 1) and views != wanted:
+            changes.append(f"train_views {views}, not {wanted}")
+        return changes
 
     def check_data(self, runs: list[Run]) -> None:
         """Check the data of ``runs`` before any long work (``vlpt.eval.preflight``); raises DatasetError."""
@@ -260,7 +285,8 @@ class Harness:
             return False
         with claim:
             path, spec_path = self.init_path(init.name), self.init_path(init.name).with_suffix(".spec.json")
-            spec = json.dumps({**dataclasses.asdict(init), "backbone": self.suite.backbone.describe()}, sort_keys=True)
+            spec = json.dumps({**dataclasses.asdict(init), "backbone": self.suite.backbone.describe(),
+                               "activation": self.backbone.activation}, sort_keys=True)
             if path.is_file() and spec_path.is_file():
                 if spec_path.read_text() != spec:
                     raise ConfigError(f"initialisation {init.name!r} in {path} was made with other settings than the "

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from vlpt.backbone.clip import activation_suffix
 from vlpt.config import build_dataclass, load_yaml
 from vlpt.data.protocols import PROTOCOLS as CLASSIFICATION_PROTOCOLS
 from vlpt.data.corruptions import split_corrupted_name
@@ -65,8 +66,8 @@ class BackboneSpec:
     quick_gelu: bool | None = None
 
     def describe(self) -> str:
-        stated = "" if self.quick_gelu is None else ("+quickgelu" if self.quick_gelu else "+gelu")
-        return f"{self.model}@{self.pretrained or 'random'}{stated}"
+        suffix = activation_suffix(self.model, self.pretrained, self.quick_gelu)
+        return f"{self.model}@{self.pretrained or 'random'}{suffix}"
 
 
 @dataclass
