@@ -60,6 +60,22 @@ def test_vpt_prompts_start_from_the_references_normal_distribution(tiny_backbone
     assert float(torch.cat([t.detach().flatten() for t in uniform.visual_prompts().values()]).std()) > 0.05
 
 
+@pytest.mark.parametrize("name", ["vpt", "vpt_shallow"])
+def test_vpt_classifies_with_a_photo_of_a_for_every_dataset(tiny_backbone, name):
+    """multimodal-prompt-learning trainers/vpt.py: the frozen text side is "a photo of a {}." on every dataset."""
+    resolved = load_method_config(name, {}, "test")
+    method = resolved.cls(tiny_backbone, ["banded", "dotted"], ["{} texture."], resolved.config)
+    own = resolved.cls(tiny_backbone, ["banded", "dotted"], ["{} texture."],
+                       load_method_config(name, {"text_template": None}, "test").config)
+    with torch.no_grad():
+        expected = tiny_backbone.encode_text(tiny_backbone.tokenize(["a photo of a banded.", "a photo of a dotted."]),
+                                             normalize=True)
+        dataset = tiny_backbone.encode_text(tiny_backbone.tokenize(["banded texture.", "dotted texture."]),
+                                            normalize=True)
+    assert torch.allclose(method.class_embeddings, expected, atol=1e-6)
+    assert torch.allclose(own.class_embeddings, dataset, atol=1e-6)
+
+
 @pytest.mark.parametrize("name", ["coop", "coop_m4"])
 def test_coop_trains_imagenet_fifty_epochs_at_every_shot_count(name):
     """CoOp's COOP.md: for ImageNet, *_ep50.yaml for all settings; elsewhere 50/100/100/200/200 by shots."""

@@ -2,8 +2,9 @@
 
 Learnable tokens are inserted after the class token: at the input only (``shallow``) or, in
 ``deep`` mode, fresh tokens at every layer of ``layers`` (default: all). The text tower is not
-prompted, so the class embeddings of the dataset's hand-written template are computed once per
-class list. Defaults for CLIP follow the reference code of MaPLe's deep-VPT baseline (Khattak et al. 2023,
+prompted, so the class embeddings of a hand-written prompt are computed once per class list: "a photo of
+a {}." for every dataset, as the reference code (``text_template: null`` takes the dataset's template).
+Defaults for CLIP follow the reference code of MaPLe's deep-VPT baseline (Khattak et al. 2023,
 multimodal-prompt-learning ``VPT/vit_b16_c2_ep5_batch4_4``): 8 tokens in all 12 layers drawn from
 N(0, 0.02), SGD lr 0.0025, batch 4, 5 epochs. ``init: uniform`` is the VPT paper's own initialisation
 (Jia et al.: U(-v, v), v = sqrt(6 / (3 * patch**2 + width))).
@@ -30,9 +31,16 @@ class VPTConfig(MethodConfig):
     layers: list[int] | None = None
     #: normal: N(0, 0.02) as the reference code (MaPLe's VPT baseline); uniform: Jia et al.'s xavier-uniform
     init: PromptInit = "normal"
+    #: the frozen classifier's prompt: "a photo of a {}." as the reference code; null: the dataset's template
+    text_template: str | None = "a photo of a {}."
     lr: float = 0.0025
     batch_size: int = 4
     epochs: int | dict[int, int] = 5
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.text_template is not None and "{}" not in self.text_template:
+            raise ValueError(f"text_template must contain {{}} for the class name, got {self.text_template!r}")
 
 
 @register_method("vpt")
@@ -60,7 +68,7 @@ class VPT(PromptMethod):
 
     def update_classnames(self, classnames, templates):
         with torch.no_grad():
-            weights = zero_shot_weights(self.backbone, classnames, templates[:1])
+            weights = zero_shot_weights(self.backbone, classnames, [self.config.text_template or templates[0]])
         self.register_buffer("class_embeddings", weights, persistent=False)
 
     def logits(self, images):
