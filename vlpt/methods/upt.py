@@ -34,6 +34,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from vlpt.backbone.clip import QuickGELU  # CLIP's x * sigmoid(1.702 x), as open_clip defines it
 from vlpt.errors import ConfigError
 from vlpt.methods.base import MethodConfig, PromptMethod, cosine_logits
 from vlpt.prompts.context import TextContext
@@ -64,13 +65,6 @@ class UPTConfig(MethodConfig):
     init_std: float = 0.02
     class_token_position: Literal["end", "middle", "front"] = "middle"
     epochs: int | dict[int, int] = 200
-
-
-class QuickGELU(nn.Module):
-    """CLIP's activation ``x * sigmoid(1.702 x)``, used by the MLP of MVLPT's prompt transformer."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * torch.sigmoid(1.702 * x)
 
 
 class PromptBlock(nn.Module):

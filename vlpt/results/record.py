@@ -12,7 +12,9 @@ and dirty flag). Layout of a record file (``schema_version`` 1)::
                    "dataset": "imagenet", "protocol": "cross_dataset", "shots": 16,
                    "seed": 1, "targets": ["caltech101", "dtd"]},
       "config": {...,                       # fully resolved config (JSON values), with
+                 "backbone": {..., "activation": "quick_gelu"},  # the MLP activation that ran
                  "trainer": {..., "resumed_at_epoch": 2},     # only when resumed mid-training
+                 "test_time": {"views": {"imagenet_a": "crop_flip"}},  # test-time runs: views per set
                  "feature_cache": {"train_views": "per_epoch"},  # only when trained on stored features
                  "determinism": {"deterministic": true, "nondeterministic": []}},
       "metrics": {"test": {"accuracy": 71.5}, "caltech101": {"accuracy": 93.7}},
@@ -38,7 +40,9 @@ the run resumed from a mid-training checkpoint after that many epochs (``vlpt.ev
 views they used: ``train_views`` is ``"per_epoch"`` (the default: a new crop of every image each epoch, as
 the reference computes), a number N of stored views of which each epoch drew one (faster; 0: the centre
 view), 1 for a deterministic training transform, or null when the run drew no training views (zero-shot,
-the linear probe); the leaderboard's ``settings`` column names a number.
+the linear probe); the leaderboard's ``settings`` column names a number. ``config.backbone.activation``
+(``quick_gelu`` or ``gelu``; older records lack it) is the MLP activation the run computed with, and
+``config.test_time.views`` the view augmentation of each evaluation set of a test-time run.
 
 Metric conventions read by the leaderboard: accuracies are percentages under
 the metric name ``"accuracy"``; the evaluation sets are ``"test"`` (few_shot and

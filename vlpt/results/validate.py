@@ -186,6 +186,12 @@ class _Checker:
                 self.determinism(d["config"]["determinism"])
             if "feature_cache" in d["config"]:
                 self.feature_cache(d["config"]["feature_cache"])
+            if isinstance(d["config"].get("backbone"), dict) and "activation" in d["config"]["backbone"]:
+                activation = d["config"]["backbone"]["activation"]
+                if activation not in ("quick_gelu", "gelu"):
+                    self.wrong("config.backbone.activation", activation, '"quick_gelu" or "gelu"')
+            if "test_time" in d["config"]:
+                self.test_time(d["config"]["test_time"])
         if "metrics" in present:
             self.metrics(d["metrics"], identity)
         if "timings" in present:
@@ -321,6 +327,13 @@ class _Checker:
             views = cache["train_views"]
             if not (views is None or views == "per_epoch" or (_is_int(views) and views >= 0)):
                 self.wrong(f"{where}.train_views", views, '"per_epoch", a number of views (0 or more) or null')
+
+    def test_time(self, test_time: Any) -> None:
+        where = "config.test_time"
+        views = test_time.get("views") if isinstance(test_time, dict) else None
+        if not (isinstance(views, dict) and all(isinstance(k, str) and k and isinstance(v, str) and v
+                                                for k, v in views.items())):
+            self.wrong(where, test_time, "an object {views: {evaluation set: view augmentation}}")
 
     def timings(self, timings: Any) -> None:
         if not isinstance(timings, dict):
