@@ -263,3 +263,28 @@ def test_the_views_are_the_reference_views(references, differences, monkeypatch,
     check(f"{augment} views (3 seeds x 15)", reference[:, 1:], views[:, 1:], tolerance=tolerance)
     check.assert_agreement()
 
+
+@pytest.mark.xfail(strict=True, reason="translate_x/y round their shift at a boundary level differently: the "
+                   "reference computes int(level * (IMAGE_SIZE / 3) / 10), vlpt int(level * width / 3 / 10)")
+def test_translate_at_a_rounding_boundary(references, monkeypatch):
+    """At the level just below 45/112 (a shift of exactly 3 pixels at 224) the reference shifts by 3, vlpt by 2.
+
+    A difference of floating-point association alone, at one float64 level below each boundary (3, 6
+    and 7 pixels at severity 1, more at higher severities); vlpt's levels come from fp32 uniforms.
+    """
+    import vlpt.tta.views
+
+    triples, _, _ = operations(references)
+    level = float(np.nextafter(45 / 112, 0))  # 0.40178571428571425
+
+    def uniform(low=0.0, high=1.0, size=None):  # the level, then a positive sign
+        return level if (low, high) == (0.1, 1) else 0.2
+
+    monkeypatch.setattr(np.random, "uniform", uniform)
+    monkeypatch.setattr(np.random, "random", lambda size=None: 0.2)
+    monkeypatch.setattr(vlpt.tta.views, "_uniform", uniform)
+    image = make_image(SIZE, SIZE)
+    for name, reference_op, our_op in triples:
+        if name in ("translate_x", "translate_y"):
+            reference, ours = (np.asarray(op(image.copy(), 1)) for op in (reference_op, our_op))
+            assert (reference == ours).all(), name
