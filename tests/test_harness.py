@@ -51,6 +51,8 @@ def test_zero_shot_runs_are_not_repeated_per_shot(tmp_path):
     ({"seeds": "1"}, "key 'seeds' has value '1' of type str, expected list"),
     ({"methods": [{"config": "coop", "params": {"n_ctxx": 4}}]}, "unknown key\\(s\\) 'n_ctxx'; allowed keys: .*n_ctx"),
     ({"methods": [{"config": "coop", "params": {"lr": "fast"}}]}, "key 'lr' has value 'fast'"),
+    ({"methods": [{"config": "kgcoop", "params": {"kg_penalty": "l1"}}]},
+     "key 'kg_penalty' has value 'l1' of type str, expected 'cosine' or 'squared'"),
     ({"protocol": "cross_dataset"}, "protocol cross_dataset needs a list of targets"),
 ])
 def test_bad_suites_fail_up_front_naming_the_problem(tmp_path, experiment, message):

@@ -101,4 +101,14 @@ def _short(value: Any) -> str:
 
 
 def _type_name(annotation: Any) -> str:
+    """What a value of ``annotation`` looks like, in words: ``'per_epoch' or int``, ``'cosine' or 'squared'``."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(arg) for arg in typing.get_args(annotation))
+    if origin is typing.Literal:
+        return " or ".join(repr(arg) for arg in typing.get_args(annotation))
+    if annotation is type(None):
+        return "null"
+    if origin is not None:
+        return str(annotation).replace("typing.", "")
     return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
