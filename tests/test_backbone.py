@@ -9,7 +9,7 @@ from open_clip.transformer import QuickGELU
 from safetensors.torch import save_file
 
 from vlpt.backbone import ClipBackbone
-from vlpt.backbone.clip import resolve_quick_gelu
+from vlpt.backbone.clip import MODEL_CONFIG_DIR, resolve_quick_gelu
 from vlpt.errors import CheckpointError, ConfigError
 from vlpt.eval.harness import Harness
 from vlpt.eval.suite import load_suite
@@ -223,3 +223,20 @@ def test_a_checkpoint_states_its_activation_in_its_metadata(tmp_path, tiny_backb
         ClipBackbone("vlpt-starter-vit", pretrained=str(path))
     with pytest.raises(CheckpointError, match="is not a file"):
         ClipBackbone("vlpt-starter-vit", pretrained=str(tmp_path))
+
+
+def test_backbone_properties_cover_what_methods_need(tmp_path, tiny_backbone):
+    """Methods ask the backbone (device, ViT patches, embedding width) instead of reaching into open_clip; a
+    text projection with a bias (an nn.Linear in open_clip) has a width too."""
+    import json
+
+    assert tiny_backbone.device == torch.device("cpu") and tiny_backbone.is_vit and tiny_backbone.patch_size == 4
+    config = json.loads((MODEL_CONFIG_DIR / "vlpt-starter-vit.json").read_text())
+    config["embed_dim"], config["text_cfg"]["proj_bias"] = 64, True
+    (tmp_path / "vlpt-test-projbias.json").write_text(json.dumps(config))
+    open_clip.add_model_config(tmp_path)
+    biased = ClipBackbone("vlpt-test-projbias", None)
+    assert isinstance(biased.model.text_projection, torch.nn.Linear) and biased.embed_dim == 64
+    tokens = biased.tokenize(["a photo of a dog."])
+    embedded = biased.encode_text_embeds(biased.embed_tokens(tokens), biased.eot_positions(tokens))
+    assert embedded.shape == (1, 64) and torch.allclose(embedded, biased.encode_text(tokens), atol=1e-6)

@@ -15,7 +15,7 @@ from PIL import Image
 
 from vlpt.backbone import ClipBackbone
 from vlpt.data.datamodule import CachedFeatureDataModule, PromptDataModule
-from vlpt.data.feature_cache import FeatureCache, FeatureCacheWarning, view_seed, weights_digest
+from vlpt.data.feature_cache import FeatureCache, FeatureCacheWarning, view_seed
 from vlpt.data.protocols import EvalSet, ProtocolData
 from vlpt.data.samples import Sample
 from vlpt.data.transforms import eval_transform, train_transform
@@ -83,7 +83,7 @@ def test_key_changes_with_every_input(setup, tmp_path, tiny_backbone):
         assert key.digest() != base.digest(), f"the key ignores the {what}"
     assert len({key.digest() for key in changed.values()}) == len(changed)
     assert cache.key(samples, transform, "toy", "test", 0) == changed["image file"]  # and it is stable
-    assert weights_digest(tiny_backbone.model) != weights_digest(other_backbone.model)
+    assert tiny_backbone.state_fingerprint() != other_backbone.state_fingerprint()
 
 
 def test_truncated_entry_is_detected_and_rebuilt(setup):

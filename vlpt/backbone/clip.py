@@ -1,6 +1,7 @@
 """ClipBackbone: a frozen open_clip model, the only code in vlpt that touches open_clip internals."""
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections import OrderedDict
 from pathlib import Path
@@ -253,7 +254,42 @@ class ClipBackbone(nn.Module):
     # ---- sizes -------------------------------------------------------------------------
     @property
     def embed_dim(self) -> int:
-        return self.model.text_projection.shape[-1] if self.model.text_projection is not None else self.text_width
+        """The joint embedding's width (open_clip makes ``text_projection`` a tensor, or a Linear with a bias)."""
+        projection = self.model.text_projection
+        if projection is None:
+            return self.text_width
+        return projection.out_features if isinstance(projection, nn.Linear) else projection.shape[-1]
+
+    @property
+    def device(self) -> torch.device:
+        """Where the frozen weights are."""
+        return self.model.token_embedding.weight.device
+
+    @property
+    def is_vit(self) -> bool:
+        """Whether the image tower is a ViT (class token, patch tokens), which image prompts need."""
+        return hasattr(self.model.visual, "class_embedding")
+
+    @property
+    def patch_size(self) -> int:
+        """A ViT image tower's patch side in pixels."""
+        if not self.is_vit:
+            raise ConfigError(f"{self.model_name}: its image tower is not a ViT and has no patches")
+        return self.model.visual.conv1.kernel_size[0]
+
+    def state_fingerprint(self) -> str:
+        """A hash of every frozen tensor (names, shapes, dtypes, values) and the activation: what the
+        backbone computes, for cache keys."""
+        digest = hashlib.blake2b(digest_size=16)
+        for name, tensor in self.model.state_dict().items():
+            digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+            digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        return f"{digest.hexdigest()}-{self.activation}"
+
+    def zero_shot_classifier(self, classnames: Sequence[str], templates: Sequence) -> torch.Tensor:
+        """Normalized class embeddings ``[C, D]``, each the mean over the templates (open_clip's builder)."""
+        return open_clip.build_zero_shot_classifier(self.model, self.tokenizer, list(classnames), templates,
+                                                    device=self.device).T
 
     @property
     def text_width(self) -> int:

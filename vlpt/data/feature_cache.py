@@ -48,15 +48,6 @@ def default_cache_folder() -> Path:
     return Path(os.environ.get("VLPT_CACHE", "~/.cache/vlpt/features")).expanduser()
 
 
-def weights_digest(model: torch.nn.Module) -> str:
-    """A hash of every tensor of a model's state dict (names, shapes, dtypes and values)."""
-    digest = hashlib.blake2b(digest_size=16)
-    for name, tensor in model.state_dict().items():
-        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
-        digest.update(_bytes(tensor))
-    return digest.hexdigest()
-
-
 def samples_digest(samples: Sequence[Sample]) -> str:
     """A hash of the sample list: order, paths, labels, corruptions, and each file's size and mtime."""
     digest = hashlib.blake2b(digest_size=16)
@@ -148,8 +139,7 @@ class FeatureCache:
     @property
     def weights(self) -> str:
         if self._weights is None:
-            # the activation is not in the state dict: the same weights under GELU and QuickGELU differ
-            self._weights = f"{weights_digest(self.backbone.model)}-{self.backbone.activation}"
+            self._weights = self.backbone.state_fingerprint()  # weights and activation
         return self._weights
 
     def key(self, samples: Sequence[Sample], transform: Callable, dataset: str, split: str, view: int,
@@ -178,7 +168,7 @@ class FeatureCache:
 
     @torch.no_grad()
     def _compute(self, samples: Sequence[Sample], transform: Callable, view: int, seed: int | None) -> torch.Tensor:
-        device = self.backbone.model.token_embedding.weight.device
+        device = self.backbone.device
         # a private generator: filling the cache leaves the run's random stream as reading it would
         loader = DataLoader(ViewDataset(samples, transform, view, seed), batch_size=self.batch_size,
                             num_workers=self.num_workers, generator=torch.Generator().manual_seed(0))

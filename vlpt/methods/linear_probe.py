@@ -47,7 +47,7 @@ class LinearProbeConfig(MethodConfig):
 def extract_features(method: PromptMethod, loader) -> tuple[np.ndarray, np.ndarray]:
     """Image features and labels of every batch of ``loader`` (images or stored features), as numpy arrays."""
     features, labels = [], []
-    device = method.backbone.model.token_embedding.weight.device
+    device = method.backbone.device
     for inputs, y in loader:
         features.append(method.image_features(inputs.to(device)).float().cpu())
         labels.append(y)

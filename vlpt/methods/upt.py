@@ -187,7 +187,7 @@ class UPT(PromptMethod):
         if cfg.design == "mvlpt":
             self.generator = MVLPTPromptGenerator(
                 cfg.n_ctx, backbone.text_width, backbone.vision_width,
-                backbone.vision_layers if cfg.deep else 1, backbone.model.visual.conv1.kernel_size[0],
+                backbone.vision_layers if cfg.deep else 1, backbone.patch_size,
                 proj_dim=cfg.proj_dim or 128, n_layers=cfg.n_layers, n_heads=cfg.n_heads, mlp_ratio=cfg.mlp_ratio,
                 init_std=cfg.init_std, across_tokens=across,
             ).to(backbone.dtype)

@@ -61,7 +61,7 @@ class VPT(PromptMethod):
         else:
             layers = check_prompt_layers(cfg.layers if cfg.layers is not None else range(n_layers), n_layers,
                                          "vpt layers")
-        patch = self.backbone.model.visual.conv1.kernel_size[0]
+        patch = self.backbone.patch_size
         self.visual_prompts = PromptStack(layers, cfg.n_tokens, self.backbone.vision_width, init=cfg.init,
                                           patch_size=patch, dtype=self.backbone.dtype)
         self.update_classnames(classnames, templates)

@@ -12,7 +12,6 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from open_clip.zero_shot_classifier import build_zero_shot_classifier
 from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES, SIMPLE_IMAGENET_TEMPLATES
 
 from vlpt.methods.base import MethodConfig, PromptMethod
@@ -40,8 +39,7 @@ def zero_shot_weights(backbone, classnames: list[str], templates) -> torch.Tenso
 
     def compute() -> torch.Tensor:
         with torch.no_grad():
-            return build_zero_shot_classifier(backbone.model, backbone.tokenizer, names, templates,
-                                              device=backbone.model.token_embedding.weight.device).T
+            return backbone.zero_shot_classifier(names, templates)
 
     return backbone.remember(("zero_shot", tuple(names), texts), compute)
 

@@ -249,7 +249,7 @@ class ClipDecoderModel(SegmentationModel):
 
     def __init__(self, backbone: ClipBackbone, spec: VLSMSpec):
         super().__init__()
-        if not hasattr(backbone.model.visual, "class_embedding"):
+        if not backbone.is_vit:
             raise ConfigError(f"{backbone.model_name}: a segmentation decoder needs a ViT image tower")
         self.backbone = backbone
         self.spec = spec
@@ -264,7 +264,7 @@ class ClipDecoderModel(SegmentationModel):
         if self.image_size != backbone.image_size:
             raise ConfigError(f"vlsm image_size {self.image_size}: {backbone.model_name} takes {backbone.image_size} px")
         self.mean, self.std = tuple(backbone.preprocess_cfg["mean"]), tuple(backbone.preprocess_cfg["std"])
-        self.patch_size = backbone.model.visual.conv1.kernel_size[0]
+        self.patch_size = backbone.patch_size
         self.tokenizer = backbone.tokenizer
 
     # text side: the backbone's own
