@@ -16,11 +16,12 @@ from json_mutations import mutated
 from vlpt.cli import main
 from vlpt.errors import ConfigError
 from vlpt.paths import LEADERBOARD_DIR, PROJECT_ROOT
+from vlpt.registry import METHODS
 from vlpt.results.leaderboard import write_leaderboard
 from vlpt.results.record import RunIdentity, RunRecord
 from vlpt.results.store import RecordStore
 from vlpt.results.validate import (
-    FIELDS, IDENTITY_FIELDS, SCHEMA_PATH, check_record, expected_eval_sets, records_folder, schema,
+    FIELDS, IDENTITY_FIELDS, PROTOCOLS, SCHEMA_PATH, check_record, expected_eval_sets, records_folder, schema,
     validate_files, validate_records,
 )
 
@@ -177,7 +178,7 @@ def test_each_rule_names_file_and_field(tmp_path, kind, edit, identity_changed, 
     if identity_changed:
         rehash(data)
     path = write(tmp_path / "records", data, name=f"{data.get('run_id', base['run_id'])}.json")
-    report = validate_records(tmp_path)
+    report = validate_records(tmp_path, METHODS.names())
     assert report.valid == []
     assert [p.field for p in report.problems] == [field], [str(p) for p in report.problems]
     problem = report.problems[0]
@@ -193,6 +194,20 @@ def test_unedited_examples_are_valid(tmp_path):
         assert check_record(data, f"{data['run_id']}.json") == []
     report = validate_records(tmp_path)
     assert report.ok and len(report.valid) == 6
+
+
+def test_method_names_come_from_the_caller(tmp_path):
+    data = rehash(record_data(method="my_plugin_method"))
+    write(tmp_path, data)
+    assert validate_records(tmp_path).ok  # no names given: any method
+    (problem,) = validate_records(tmp_path, ["coop", "zeroshot"]).problems
+    assert problem.message == "identity.method = 'my_plugin_method' is not a registered method (valid: coop, zeroshot)"
+
+
+def test_known_protocols_are_the_suites():
+    from vlpt.eval.suite import PROTOCOLS as SUITE_PROTOCOLS
+
+    assert PROTOCOLS == SUITE_PROTOCOLS
 
 
 def test_unreadable_files(tmp_path):
@@ -285,6 +300,14 @@ def test_cli_validate(tmp_path, capsys):
     assert f"{victim}: metrics.{eval_set}.{name} = 130.0 is out of range [0, 100]" in captured.out
     assert "1 with problems" in captured.err
     assert main(["leaderboard", "validate", str(tmp_path / "absent")]) == 2
+
+
+def test_cli_validate_and_merge_check_registered_methods(tmp_path, capsys):
+    path = write(tmp_path / "records", rehash(record_data(method="coopp")))
+    assert main(["leaderboard", "validate", str(tmp_path)]) == 1
+    assert f"{path}: identity.method = 'coopp' is not a registered method (valid: " in capsys.readouterr().out
+    assert main(["leaderboard", "merge", str(tmp_path), "--into", str(tmp_path / "board")]) == 1
+    assert "refused: " in capsys.readouterr().out and not list((tmp_path / "board" / "records").glob("*.json"))
 
 
 def test_cli_leaderboard_without_subcommand_still_rebuilds(tmp_path):

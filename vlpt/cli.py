@@ -105,9 +105,10 @@ def _leaderboard(args) -> None:
 
 
 def _leaderboard_validate(args) -> int:
+    from vlpt.registry import METHODS
     from vlpt.results.validate import validate_records
 
-    report = validate_records(args.directory)
+    report = validate_records(args.directory, METHODS.names())
     for problem in report.problems:
         print(problem)
     bad = len(report.invalid_files)
@@ -117,9 +118,10 @@ def _leaderboard_validate(args) -> int:
 
 
 def _leaderboard_merge(args) -> int:
+    from vlpt.registry import METHODS
     from vlpt.results.merge import merge_records
 
-    report = merge_records(args.sources, args.into)
+    report = merge_records(args.sources, args.into, METHODS.names())
     for problem in report.problems:
         print(f"refused: {problem}")
     for conflict in report.conflicts:

@@ -44,15 +44,17 @@ def _existing(path: Path) -> object:
         return None
 
 
-def merge_records(sources: Iterable[str | Path], output: str | Path) -> MergeReport:
+def merge_records(sources: Iterable[str | Path], output: str | Path,
+                  methods: Iterable[str] | None = None) -> MergeReport:
     """Merge the valid records of ``sources`` (records folders, output folders or record files)
-    into ``output/records`` and rebuild ``output``'s leaderboard."""
+    into ``output/records`` and rebuild ``output``'s leaderboard; ``methods``, when given, are the
+    method names a record may name (:func:`vlpt.results.validate.check_record`)."""
     output = Path(output)
     destination = output / "records"
     report = MergeReport()
     planned: dict[str, ValidRecord] = {}  # run id -> record to copy
     for source in sources:
-        validation = validate_records(source)
+        validation = validate_records(source, methods)
         report.problems += validation.problems
         for valid in validation.valid:
             run_id = valid.record.run_id

@@ -3,9 +3,10 @@
 The checks cover the versioned layout described by ``record.schema.json`` (missing, unknown
 and wrongly typed fields, ``schema_version``, metric ranges) and what a JSON Schema cannot
 express: ``run_id`` must be the hash of the identity and the file's name, the protocol must be
-known and the method registered, every evaluation set the protocol reports must be there, no
-number may be NaN or infinite, and no two files may hold the same run. Records that pass can
-be merged into a leaderboard (:mod:`vlpt.results.merge`).
+one of :data:`PROTOCOLS` and the method one of the names the caller passes (``vlpt leaderboard
+validate`` passes the registered methods; without names that check is skipped), every evaluation
+set the protocol reports must be there, no number may be NaN or infinite, and no two files may
+hold the same run. Records that pass can be merged into a leaderboard (:mod:`vlpt.results.merge`).
 """
 from __future__ import annotations
 
@@ -30,6 +31,9 @@ TARGET_PROTOCOLS = ("cross_dataset", "domain_generalization", "test_time", "segm
 TARGETS_REQUIRED = ("cross_dataset", "domain_generalization")
 SEGMENTATION = "segmentation"
 MULTITASK = "multitask"
+#: the protocols a record may name (``vlpt.eval.suite.PROTOCOLS``, checked equal by a test)
+PROTOCOLS = ("few_shot", "base_to_novel", "cross_dataset", "domain_generalization", "test_time", MULTITASK,
+             SEGMENTATION)
 _RUN_ID = re.compile(r"[0-9a-f]{16}")
 _COMMIT = re.compile(r"[0-9a-f]{7,64}")
 
@@ -120,10 +124,9 @@ def _finite(v: int | float) -> bool:
 class _Checker:
     """Collects the problems of one parsed record file."""
 
-    def __init__(self, file: str, methods: Iterable[str], protocols: Iterable[str]):
+    def __init__(self, file: str, methods: Iterable[str] | None):
         self.file = file
-        self.methods = set(methods)
-        self.protocols = tuple(protocols)
+        self.methods = None if methods is None else set(methods)
         self.problems: list[Problem] = []
 
     def add(self, field_path: str, message: str) -> None:
@@ -230,9 +233,9 @@ class _Checker:
             elif len(set(targets)) != len(targets):
                 self.add("identity.targets", f"identity.targets = {_describe(targets)} names a target twice")
         protocol = d.get("protocol")
-        if isinstance(protocol, str) and protocol and protocol not in self.protocols:
+        if isinstance(protocol, str) and protocol and protocol not in PROTOCOLS:
             self.add("identity.protocol", f"identity.protocol = {protocol!r} is not a known protocol "
-                                          f"(valid: {', '.join(self.protocols)})")
+                                          f"(valid: {', '.join(PROTOCOLS)})")
         elif isinstance(protocol, str) and protocol and targets is not None:
             if targets and protocol not in TARGET_PROTOCOLS:
                 self.add("identity.targets", f"identity.targets = {_describe(targets)} must be empty: protocol "
@@ -241,7 +244,7 @@ class _Checker:
                 self.add("identity.targets", f"identity.targets is empty: protocol {protocol} needs at least "
                                              "one target")
         method = d.get("method")
-        if isinstance(method, str) and method and method not in self.methods:
+        if self.methods is not None and isinstance(method, str) and method and method not in self.methods:
             self.add("identity.method", f"identity.method = {method!r} is not a registered method "
                                         f"(valid: {', '.join(sorted(self.methods))})")
         if len(self.problems) != before:
@@ -357,27 +360,12 @@ def _bound(value: float | None, default: str) -> str:
     return str(int(value)) if float(value).is_integer() else str(value)
 
 
-def check_record(data: Any, file: str | Path, methods: Iterable[str] | None = None,
-                 protocols: Iterable[str] | None = None) -> list[Problem]:
-    """Every problem of one parsed record (``file`` names it in the messages).
-
-    ``methods`` and ``protocols`` default to vlpt's registered methods and known protocols.
-    """
-    checker = _Checker(str(file), *_known(methods, protocols))
+def check_record(data: Any, file: str | Path, methods: Iterable[str] | None = None) -> list[Problem]:
+    """Every problem of one parsed record (``file`` names it in the messages); ``identity.method`` must be
+    one of ``methods`` when given."""
+    checker = _Checker(str(file), methods)
     checker.record(data)
     return checker.problems
-
-
-def _known(methods: Iterable[str] | None, protocols: Iterable[str] | None) -> tuple[list[str], list[str]]:
-    if methods is None:
-        from vlpt.registry import METHODS
-
-        methods = METHODS.names()
-    if protocols is None:
-        from vlpt.eval.suite import PROTOCOLS
-
-        protocols = PROTOCOLS
-    return list(methods), list(protocols)
 
 
 def records_folder(path: str | Path) -> Path:
@@ -390,15 +378,15 @@ def records_folder(path: str | Path) -> Path:
     return path
 
 
-def validate_files(paths: Iterable[str | Path], methods: Iterable[str] | None = None,
-                   protocols: Iterable[str] | None = None) -> ValidationReport:
-    """Check record files one by one, then across files for duplicated runs."""
-    methods, protocols = _known(methods, protocols)
+def validate_files(paths: Iterable[str | Path], methods: Iterable[str] | None = None) -> ValidationReport:
+    """Check record files one by one, then across files for duplicated runs (``methods``: as in
+    :func:`check_record`)."""
+    methods = None if methods is None else list(methods)
     report = ValidationReport()
     runs: dict[str, str] = {}  # run id -> first file holding it
     for path in map(Path, paths):
         report.checked += 1
-        checker = _Checker(str(path), methods, protocols)
+        checker = _Checker(str(path), methods)
         text, data = _read(path, checker)
         identity = checker.record(data) if checker.problems == [] else None
         if identity is not None:
@@ -418,16 +406,15 @@ def validate_files(paths: Iterable[str | Path], methods: Iterable[str] | None = 
     return report
 
 
-def validate_records(source: str | Path, methods: Iterable[str] | None = None,
-                     protocols: Iterable[str] | None = None) -> ValidationReport:
+def validate_records(source: str | Path, methods: Iterable[str] | None = None) -> ValidationReport:
     """Check every ``*.json`` record in a records folder (or an output folder holding ``records/``).
 
     A single ``.json`` file is checked on its own.
     """
     source = Path(source)
     if source.is_file():
-        return validate_files([source], methods, protocols)
-    return validate_files(sorted(records_folder(source).glob("*.json")), methods, protocols)
+        return validate_files([source], methods)
+    return validate_files(sorted(records_folder(source).glob("*.json")), methods)
 
 
 def _read(path: Path, checker: _Checker) -> tuple[str, Any]:
@@ -449,6 +436,7 @@ def schema() -> dict:
 
 
 __all__ = [
+    "PROTOCOLS",
     "Problem",
     "SCHEMA_PATH",
     "ValidRecord",
