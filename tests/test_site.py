@@ -9,10 +9,9 @@ import pytest
 
 from vlpt.cli import main
 from vlpt.errors import ConfigError
-from vlpt.methods.published import COOP_DATASETS, PublishedResult
 from vlpt.paths import LEADERBOARD_DIR
 from vlpt.results.leaderboard import aggregate, dataset_averages, write_leaderboard
-from vlpt.results.paper import method_published, paper_results
+from vlpt.results.paper import PublishedResult, method_published, paper_results, parse_published, published_figures
 from vlpt.results.plots import Point, Series, bar_chart, line_chart, nice_ticks, scatter_chart
 from vlpt.results.provenance import config_hash, provenance
 from vlpt.results.record import RunIdentity, RunRecord
@@ -21,6 +20,9 @@ from vlpt.results.store import RecordStore
 
 T_975 = {1: 12.706204736174698, 2: 4.302652729911275}  # Student t quantiles from a table, by degrees of freedom
 VERSIONS = {"python": "3.11.7", "torch": "2.15.0"}
+#: the 11 datasets of CoOp's benchmark, over which the papers' base-to-novel and few-shot averages are taken
+COOP_DATASETS = ("imagenet", "caltech101", "oxford_pets", "stanford_cars", "oxford_flowers", "food101",
+                 "fgvc_aircraft", "sun397", "dtd", "eurosat", "ucf101")
 
 
 def record(protocol, method, seed, metrics, dataset="dtd", shots=16, targets=(), backbone="ViT-B-16@openai",
@@ -242,16 +244,47 @@ def test_paper_results_match_eval_set_variant_and_single_datasets():
     assert found[("ViT-B-16@openai", "kgcoop", "default")] == {}  # published as an 11-dataset average only
 
 
-def test_published_figures_belong_to_the_class_that_declares_them():
+def test_published_figures_are_the_data_file_s_per_method():
     kgcoop, coop = method_published("kgcoop"), method_published("coop")
-    assert kgcoop and all("KgCoOp" in r.reference for r in kgcoop)  # KgCoOp subclasses CoOp: nothing inherited
+    assert kgcoop and all("KgCoOp" in r.reference for r in kgcoop)  # KgCoOp subclasses CoOp: nothing shared
     assert not set(kgcoop) & set(coop)
     assert all(r.unverified for r in method_published("difftpt"))
     assert method_published("no_such_method") == ()
+    (b2n_base,) = [r for r in coop if r.protocol == "base_to_novel" and r.eval_set == "base"]
+    assert b2n_base.dataset == COOP_DATASETS and b2n_base.is_average  # the YAML anchor's list, as a tuple
     with pytest.raises(ValueError, match="value must be a percentage"):
         PublishedResult("few_shot", "ViT-B-16", "dtd", 16, "test", "accuracy", 130.0, "Someone 2024")
     with pytest.raises(ValueError, match="dataset must be"):
         PublishedResult("few_shot", "ViT-B-16", (), 16, "test", "accuracy", 50.0, "Someone 2024")
+
+
+def test_published_file_names_registered_methods_and_known_protocols():
+    from vlpt.registry import METHODS
+    from vlpt.results.validate import PROTOCOLS
+
+    figures = published_figures()
+    assert set(figures) <= set(METHODS.names()) and sum(map(len, figures.values())) == 61
+    assert {r.protocol for results in figures.values() for r in results} <= set(PROTOCOLS)
+
+
+GOOD = {"protocol": "few_shot", "backbone": "ViT-B-16", "dataset": "dtd", "shots": 16, "eval_set": "test",
+        "metric": "accuracy", "value": 50.0, "reference": "Someone 2024"}
+
+
+@pytest.mark.parametrize("entry, message", [
+    ({**GOOD, "value": 130.0}, r"method coop, figure 2: value must be a percentage in \[0, 100\], got 130\.0"),
+    ({**GOOD, "shots": "16"}, r"method coop, figure 2: shots must be an integer >= 0, got '16'"),
+    ({**GOOD, "dataset": []}, r"method coop, figure 2: dataset must be a dataset name or a list of names"),
+    ({**GOOD, "varaint": "x"}, r"method coop, figure 2: unknown key 'varaint' \(keys: protocol, "),
+    ({k: v for k, v in GOOD.items() if k != "reference"}, r"method coop, figure 2: key 'reference' is missing"),
+    ({**GOOD, "unverified": "yes"}, r"method coop, figure 2: unverified must be true or false"),
+    ("dtd", r"method coop, figure 2: expected a mapping, got 'dtd'"),
+])
+def test_a_bad_published_entry_names_the_file_method_and_key(entry, message):
+    with pytest.raises(ConfigError, match=r"^published\.yaml: " + message):
+        parse_published({"methods": {"zeroshot": [GOOD], "coop": [GOOD, entry]}}, "published.yaml")
+    with pytest.raises(ConfigError, match=r"published\.yaml: unknown top-level key\(s\) figures"):
+        parse_published({"methods": {}, "figures": []}, "published.yaml")
 
 
 def test_unverified_figures_are_flagged_and_references_listed():

@@ -26,7 +26,6 @@ import torch.nn.functional as F
 
 from vlpt.backbone import ClipBackbone
 from vlpt.errors import CheckpointError
-from vlpt.methods.published import PublishedResult
 from vlpt.paths import writer_temp_path
 
 BACKBONE_PREFIX = "backbone."
@@ -91,9 +90,6 @@ class PromptMethod(L.LightningModule, abc.ABC):
     #: frozen tower (through ``image_features``): the harness may then give it stored features instead of
     #: images (``vlpt.data.feature_cache``)
     frozen_image_features: ClassVar[bool] = False
-    #: figures the method's paper published (``vlpt.methods.published``), shown in the leaderboard's
-    #: "paper" column where a row matches; read from the class that declares them, never inherited
-    published: ClassVar[tuple[PublishedResult, ...]] = ()
 
     def __init__(self, backbone: ClipBackbone, classnames: Sequence[str], templates: Sequence[str],
                  config: MethodConfig | None = None):

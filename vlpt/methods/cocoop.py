@@ -25,7 +25,6 @@ from torch.utils.checkpoint import checkpoint
 from vlpt.backbone import ClipBackbone
 from vlpt.errors import ConfigError
 from vlpt.methods.base import MethodConfig, PromptMethod
-from vlpt.methods.published import COCOOP_BASE_TO_NOVEL, COOP_DATASETS, published_results
 from vlpt.prompts.context import TextContext
 from vlpt.prompts.meta_net import MetaNet
 from vlpt.registry import register_method
@@ -94,9 +93,6 @@ class CoCoOp(PromptMethod):
     """Instance-conditional context: shared context plus a meta-net bias per image."""
 
     Config = CoCoOpConfig
-    published = published_results(COCOOP_BASE_TO_NOVEL, protocol="base_to_novel", backbone="ViT-B-16",
-                                  dataset=COOP_DATASETS, shots=16,
-                                  values={"base": 80.47, "novel": 71.69, "hm": 75.83})
     frozen_image_features = True
 
     def build(self, classnames, templates):

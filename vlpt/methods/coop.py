@@ -22,10 +22,8 @@ from typing import Literal
 from vlpt.data.corruptions import split_corrupted_name
 from vlpt.errors import ConfigError
 from vlpt.methods.base import MethodConfig, PromptMethod, cosine_logits, epochs_at
-from vlpt.methods.published import COCOOP_BASE_TO_NOVEL, COOP_DATASETS, PublishedResult, published_results
 from vlpt.prompts.context import TextContext
 from vlpt.registry import register_method
-from vlpt.results.record import ACCURACY
 
 
 @dataclass
@@ -65,14 +63,6 @@ class CoOp(PromptMethod):
     """Learned text context shared by all classes (or one per class with ``csc``)."""
 
     Config = CoOpConfig
-    published = (
-        *published_results(COCOOP_BASE_TO_NOVEL, protocol="base_to_novel", backbone="ViT-B-16",
-                           dataset=COOP_DATASETS, shots=16, values={"base": 82.69, "novel": 63.22, "hm": 71.66}),
-        *[PublishedResult("few_shot", "ViT-B-16", COOP_DATASETS, shots, "test", ACCURACY, value,
-                          "Zhou et al., Learning to Prompt for Vision-Language Models (CoOp), IJCV 2022: "
-                          "few-shot, mean of 11 datasets", unverified=True)
-          for shots, value in ((1, 67.6), (2, 70.7), (4, 74.0), (8, 77.0), (16, 79.9))],
-    )
     frozen_image_features = True
 
     @classmethod

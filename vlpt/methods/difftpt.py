@@ -31,7 +31,6 @@ import torch
 
 from vlpt.data.transforms import eval_transform
 from vlpt.methods.tpt import TPT, TPTConfig
-from vlpt.methods.published import published_results
 from vlpt.registry import register_method
 from vlpt.tta.data import TestTimeViews
 from vlpt.tta.diffusion import DiffusionSettings
@@ -89,11 +88,6 @@ class DiffTPT(TPT):
     """TPT over conventional plus similarity-filtered diffusion-generated views."""
 
     Config = DiffTPTConfig
-    published = published_results(
-        "Feng et al., Diverse Data Augmentation with Diffusions for Effective Test-time Prompt Tuning (DiffTPT), "
-        "ICCV 2023: 1,000-image subsets of each set", protocol="test_time", backbone="ViT-B-16", dataset="imagenet",
-        shots=0, values={"test": 70.30, "imagenet_a": 55.68, "imagenet_v2": 65.10, "imagenet_r": 75.00,
-                         "imagenet_sketch": 46.80}, unverified=True)
 
     def test_time_dataset(self, samples, image_size, mean, std, seed, dataset: str | None = None,
                           view_store: str | Path | None = None, device: str = "cpu", progress: bool = False):

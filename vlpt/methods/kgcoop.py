@@ -21,7 +21,6 @@ import torch.nn.functional as F
 
 from vlpt.methods.base import cosine_logits
 from vlpt.methods.coop import CoOp, CoOpConfig
-from vlpt.methods.published import COOP_DATASETS, published_results
 from vlpt.methods.zeroshot import zero_shot_weights
 from vlpt.registry import register_method
 
@@ -45,10 +44,6 @@ class KgCoOp(CoOp):
     """CoOp regularized towards the zero-shot class embeddings of the dataset's template."""
 
     Config = KgCoOpConfig
-    published = published_results(
-        "Yao et al., Visual-Language Prompt Tuning with Knowledge-guided Context Optimization (KgCoOp), CVPR 2023: "
-        "base-to-novel, mean of 11 datasets", protocol="base_to_novel", backbone="ViT-B-16",
-        dataset=COOP_DATASETS, shots=16, values={"base": 80.73, "novel": 73.60, "hm": 77.00})
 
     def build(self, classnames, templates):
         super().build(classnames, templates)

@@ -20,7 +20,6 @@ from torch import nn
 
 from vlpt.errors import ConfigError
 from vlpt.methods.base import MethodConfig, PromptMethod, cosine_logits
-from vlpt.methods.published import COOP_DATASETS, published_results
 from vlpt.prompts.context import TextContext
 from vlpt.prompts.deep import PromptStack
 from vlpt.registry import register_method
@@ -41,10 +40,6 @@ class MaPLe(PromptMethod):
     """Coupled language and vision prompts in the first ``prompt_depth`` layers of both towers."""
 
     Config = MaPLeConfig
-    published = published_results(
-        "Khattak et al., MaPLe: Multi-modal Prompt Learning, CVPR 2023: base-to-novel, mean of 11 datasets",
-        protocol="base_to_novel", backbone="ViT-B-16", dataset=COOP_DATASETS, shots=16,
-        values={"base": 82.28, "novel": 75.14, "hm": 78.55})
 
     def build(self, classnames, templates):
         cfg = self.config

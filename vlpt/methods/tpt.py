@@ -29,7 +29,6 @@ import torch
 
 from vlpt.errors import CheckpointError, ConfigError
 from vlpt.methods.base import MethodConfig, PromptMethod, cosine_logits
-from vlpt.methods.published import TPT_PAPER, published_results
 from vlpt.prompts.context import TextContext
 from vlpt.prompts.meta_net import MetaNet
 from vlpt.registry import register_method
@@ -78,18 +77,6 @@ class TPT(PromptMethod):
     """Per-image entropy minimisation over confident augmented views, on the text context."""
 
     Config = TPTConfig
-    published = (
-        *published_results(TPT_PAPER, protocol="test_time", backbone="RN50", dataset="imagenet", shots=0,
-                           values={"test": 60.74, "imagenet_a": 26.67, "imagenet_v2": 54.70, "imagenet_r": 59.11,
-                                   "imagenet_sketch": 35.09}),
-        *published_results(TPT_PAPER + ": TPT+CoOp (16-shot ImageNet CoOp prompt)", protocol="test_time",
-                           backbone="RN50", dataset="imagenet", shots=16,
-                           values={"test": 64.73, "imagenet_a": 30.32, "imagenet_v2": 57.83, "imagenet_r": 58.99,
-                                   "imagenet_sketch": 35.86}),
-        *published_results(TPT_PAPER, protocol="test_time", backbone="ViT-B-16", dataset="imagenet", shots=0,
-                           values={"test": 68.98, "imagenet_a": 54.77, "imagenet_v2": 63.45, "imagenet_r": 77.06,
-                                   "imagenet_sketch": 47.94}, unverified=True),
-    )
     trains = False
     adapts_at_test_time = True
 

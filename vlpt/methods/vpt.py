@@ -17,7 +17,6 @@ from typing import Literal
 import torch
 
 from vlpt.methods.base import MethodConfig, PromptMethod, cosine_logits
-from vlpt.methods.published import COOP_DATASETS, published_results
 from vlpt.methods.zeroshot import zero_shot_weights
 from vlpt.prompts.deep import PromptInit, PromptStack, check_prompt_layers
 from vlpt.registry import register_method
@@ -48,10 +47,6 @@ class VPT(PromptMethod):
     """Visual prompts in the image tower; frozen hand-written text classifier."""
 
     Config = VPTConfig
-    published = published_results(
-        "Khattak et al., MaPLe: Multi-modal Prompt Learning, CVPR 2023: deep VPT on CLIP, base-to-novel, mean of "
-        "11 datasets", protocol="base_to_novel", backbone="ViT-B-16", dataset=COOP_DATASETS, shots=16,
-        values={"base": 80.24, "novel": 73.43, "hm": 76.68})
 
     def build(self, classnames, templates):
         cfg = self.config

@@ -15,14 +15,8 @@ import torch.nn.functional as F
 from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES, SIMPLE_IMAGENET_TEMPLATES
 
 from vlpt.methods.base import MethodConfig, PromptMethod
-from vlpt.methods.published import (COCOOP_BASE_TO_NOVEL, COOP_DATASETS, TPT_PAPER, PublishedResult,
-                                    published_results)
 from vlpt.prompts.context import readable
 from vlpt.registry import register_method
-from vlpt.results.record import ACCURACY
-
-_CLIP_ENSEMBLE = ("Radford et al., Learning Transferable Visual Models From Natural Language Supervision "
-                  "(CLIP), ICML 2021: OpenAI weights, 80-template ensemble")
 
 ENSEMBLES = {"imagenet7": SIMPLE_IMAGENET_TEMPLATES, "clip80": OPENAI_IMAGENET_TEMPLATES}
 
@@ -49,24 +43,6 @@ class ZeroShotCLIP(PromptMethod):
     """CLIP with hand-written prompts; nothing is trained."""
 
     Config = ZeroShotConfig
-    published = (
-        *published_results(COCOOP_BASE_TO_NOVEL, protocol="base_to_novel", backbone="ViT-B-16",
-                           dataset=COOP_DATASETS, shots=0, variant="default",
-                           values={"base": 69.34, "novel": 74.22, "hm": 71.70}),
-        *published_results(_CLIP_ENSEMBLE, protocol="domain_generalization", backbone="ViT-B-16", dataset="imagenet",
-                           shots=0, variant="zeroshot_ensemble",
-                           values={"test": 68.35, "imagenet_v2": 61.88, "imagenet_sketch": 48.14,
-                                   "imagenet_a": 50.07, "imagenet_r": 77.67}),
-        *[PublishedResult("few_shot", "ViT-B-16", dataset, 0, "test", ACCURACY, value, _CLIP_ENSEMBLE,
-                          variant="zeroshot_ensemble")
-          for dataset, value in (("imagenet", 68.35), ("oxford_pets", 88.9), ("stanford_cars", 64.5),
-                                 ("fgvc_aircraft", 24.2), ("sun397", 64.4), ("dtd", 44.6), ("eurosat", 55.6),
-                                 ("oxford_flowers", 71.4))],
-        *published_results(TPT_PAPER + ": the CLIP baseline", protocol="test_time", backbone="RN50",
-                           dataset="imagenet", shots=0, variant="default",
-                           values={"test": 58.16, "imagenet_a": 21.83, "imagenet_v2": 51.41, "imagenet_r": 56.15,
-                                   "imagenet_sketch": 33.37}),
-    )
     trains = False
     frozen_image_features = True
 

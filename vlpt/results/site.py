@@ -10,14 +10,13 @@ from collections import defaultdict
 from html import escape
 from pathlib import Path
 
-from vlpt.methods.published import PublishedResult
 from vlpt.results import plots
 from vlpt.results.leaderboard import (
     AVERAGE, DICE, MISSING, Column, Group, ci95, dataset_averages, protocol_table, protocol_title,
 )
-from vlpt.results.paper import format_value, method_published, model_name, paper_results
+from vlpt.results.paper import PublishedResult, format_value, method_published, model_name, paper_results
 from vlpt.results.provenance import Provenance, provenance
-from vlpt.registry import METHODS
+from vlpt.results.record import ADAPT_MS
 
 SITE_NAME = "index.html"
 GENERATOR = "vlpt leaderboard"
@@ -252,8 +251,9 @@ def _legend_labels(groups: list[Group]) -> dict[int, str]:
         g.method, g.variant)]) > 1 else "") for g in groups}
 
 
-def _adapts_at_test_time(method: str) -> bool:
-    return method in METHODS.names() and METHODS.get(method).adapts_at_test_time
+def _adapts_at_test_time(group: Group) -> bool:
+    """Whether the row's runs adapted to every test image: only those report ``adapt_ms_per_image``."""
+    return any(metric == ADAPT_MS for _, metric in group.stats)
 
 
 def _accuracy_vs_shots(rows: list[Group], page: _Page) -> list[tuple[str, str, str, str]]:
@@ -312,9 +312,9 @@ def _test_time_gain(rows: list[Group], page: _Page) -> list[tuple[str, str, str,
     for (backbone, dataset, targets), members in _by(rows, "backbone", "dataset", "targets").items():
         if any(g.over for g in members):
             continue
-        baselines = sorted((g for g in members if g.shots == 0 and not _adapts_at_test_time(g.method)),
+        baselines = sorted((g for g in members if g.shots == 0 and not _adapts_at_test_time(g)),
                            key=lambda g: (g.variant != "default", g.method, g.variant))
-        adapted = [g for g in members if _adapts_at_test_time(g.method)]
+        adapted = [g for g in members if _adapts_at_test_time(g)]
         if not baselines or not adapted:
             continue
         baseline, labels = baselines[0], _legend_labels(adapted)
@@ -397,8 +397,8 @@ def _published_section(page: _Page) -> str:
     return "\n".join([
         '<section class="published" id="published">',
         "<h2>Published numbers</h2>",
-        '<p class="section-sub">The figures the methods\' papers report (method metadata, '
-        "<code>PromptMethod.published</code>). The Paper column shows one only where the backbone (open_clip "
+        '<p class="section-sub">The figures the methods\' papers report (the data file '
+        "<code>vlpt/results/published.yaml</code>). The Paper column shows one only where the backbone (open_clip "
         "model name), protocol, dataset (or the same set of datasets, for an average), shots and evaluation set "
         "all match the row.</p>",
         f"<details><summary>All {len(page.published)} published figures of the methods on this board</summary>",
