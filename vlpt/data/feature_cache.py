@@ -34,7 +34,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from vlpt.data.image_dataset import load_sample
 from vlpt.data.samples import Sample
-from vlpt.paths import writer_temp_path
+from vlpt.results.store import writer_temp_path
 
 FORMAT_VERSION = "1"
 

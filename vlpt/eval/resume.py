@@ -29,7 +29,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from vlpt.errors import CheckpointError
-from vlpt.paths import writer_temp_path
+from vlpt.results.store import writer_temp_path
 
 CHECKPOINT_NAME = "last.ckpt"
 STATE_KEY = "RunCheckpoint"

@@ -71,7 +71,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from vlpt.errors import CheckpointError, ConfigError
 from vlpt.meta.captions import CaptionDataset, CaptionPair
-from vlpt.paths import writer_temp_path
+from vlpt.results.store import writer_temp_path
 
 Params = dict[str, torch.Tensor]
 LossFn = Callable[[Params], torch.Tensor]

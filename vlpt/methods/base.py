@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from vlpt.backbone import ClipBackbone
 from vlpt.errors import CheckpointError
-from vlpt.paths import writer_temp_path
+from vlpt.results.store import writer_temp_path
 
 BACKBONE_PREFIX = "backbone."
 

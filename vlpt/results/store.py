@@ -1,6 +1,6 @@
 """A folder of run records, one ``<run_id>.json`` file per run, written atomically.
 
-Writers write to a private temporary name (``vlpt.paths.writer_temp_path``: ``.<name>.<pid>.<random>.tmp``)
+Writers write to a private temporary name (:func:`writer_temp_path`: ``.<name>.<pid>.<random>.tmp``)
 and rename it into place, so a killed writer leaves at most such a file, which no reader takes for a
 record; ``remove_stale_temp_files`` removes the ones whose writer is gone.
 """
@@ -11,11 +11,11 @@ import contextlib
 import os
 import re
 import time
+import uuid
 import warnings
 from pathlib import Path
 
 from vlpt.errors import ConfigError
-from vlpt.paths import writer_temp_path
 from vlpt.results.record import RunIdentity, RunRecord
 
 #: a temporary file whose writer process is not running here is removed once this old (seconds): a
@@ -25,6 +25,12 @@ DEAD_WRITER_GRACE_S = 60.0
 STALE_TEMP_AGE_S = 3600.0
 _TEMP_NAME = re.compile(r"^\..+\.tmp$")
 _WRITER_PID = re.compile(r"\.(\d+)\.[0-9a-f]{8}\.tmp$")
+
+
+def writer_temp_path(path: Path) -> Path:
+    """A name beside ``path`` that no other writer uses (process id and a random part): write there, then
+    rename over ``path``, so readers and concurrent writers never see a partial file or folder."""
+    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
 
 
 class RecordWarning(UserWarning):

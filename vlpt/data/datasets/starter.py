@@ -18,8 +18,8 @@ import numpy as np
 
 from vlpt.data.samples import DatasetSplits, Sample, list_images
 from vlpt.errors import DatasetError
-from vlpt.paths import writer_temp_path
 from vlpt.registry import register_dataset
+from vlpt.results.store import writer_temp_path
 from vlpt.starter import synthetic
 from vlpt.starter.pretrain import DIGIT_CAPTIONS, SHAPE_CAPTIONS, is_pretraining_digit
 
