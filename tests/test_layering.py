@@ -1,11 +1,29 @@
-"""The results layer is a leaf: reading, validating and publishing records loads neither torch nor Lightning."""
+"""The layering: vlpt.results is a leaf (reading, validating and publishing records loads neither torch nor
+Lightning), and the import-linter contract that enforces it names every other module of vlpt."""
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
+
+import vlpt
 
 LEAF = ("import vlpt.results, vlpt.results.validate, vlpt.results.leaderboard, vlpt.results.site, sys; "
         "assert 'torch' not in sys.modules and 'lightning' not in sys.modules")
+PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
 
 
 def test_results_imports_neither_torch_nor_lightning():
     done = subprocess.run([sys.executable, "-c", LEAF], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_the_results_contract_forbids_every_other_module():
+    tomllib = pytest.importorskip("tomllib")
+    contracts = tomllib.loads(PYPROJECT.read_text())["tool"]["importlinter"]["contracts"]
+    (leaf,) = [c for c in contracts if c["id"] == "results-leaf"]
+    package = Path(vlpt.__file__).parent
+    modules = {f"vlpt.{p.stem}" for p in package.glob("*.py") if p.stem != "__init__"}
+    modules |= {f"vlpt.{p.parent.name}" for p in package.glob("*/__init__.py")}
+    forbidden = {m for m in leaf["forbidden_modules"] if m.startswith("vlpt.")}
+    assert forbidden == modules - {"vlpt.errors", "vlpt.results"}
