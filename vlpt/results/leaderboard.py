@@ -1,8 +1,8 @@
 """Aggregate run records over seeds and render ``LEADERBOARD.md`` and ``leaderboard.csv`` (and the web page,
 ``index.html``, through :mod:`vlpt.results.site`).
 
-The records folder is the only input, and the output holds no timestamps, so
-rebuilding from the same records gives byte-identical files.
+The records folder is the only input besides the shipped published figures (:mod:`vlpt.results.paper`),
+and the output holds no timestamps, so rebuilding from the same records gives byte-identical files.
 """
 from __future__ import annotations
 

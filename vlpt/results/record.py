@@ -27,8 +27,8 @@ and dirty flag). Layout of a record file (``schema_version`` 1)::
 
 The layout is published as a JSON Schema (draft 2020-12) in ``record.schema.json`` next to this
 module; ``vlpt leaderboard validate`` (:mod:`vlpt.results.validate`) checks record files against it
-and against what a schema cannot express (the run_id hash, registered methods, each protocol's
-evaluation sets). A change of the layout bumps ``SCHEMA_VERSION``.
+and against what a schema cannot express (the run_id hash, known protocols, the methods the caller
+names, each protocol's evaluation sets). A change of the layout bumps ``SCHEMA_VERSION``.
 
 ``config.determinism`` (optional: older records lack it) says whether the same seed on the same machine
 gives bitwise the same metrics (timings aside): ``nondeterministic`` lists each setting used that breaks
