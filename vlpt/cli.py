@@ -224,6 +224,7 @@ def _list(args) -> None:
     from vlpt.registry import DATASETS, METHODS
 
     from vlpt.data.corruptions import CORRUPTIONS
+    from vlpt.factory import shipped_config_names
 
     from vlpt.seg.datasets import seg_dataset_names
     from vlpt.seg.vlsm import CLIPSEG_HUB_MODELS, TINY_RANDOM
@@ -231,6 +232,7 @@ def _list(args) -> None:
     names = {task: [n for n in METHODS.names() if METHODS.get(n).task == task]
              for task in ("classification", "segmentation")}
     print("methods:    ", ", ".join(names["classification"]))
+    print("method configs:", ", ".join(shipped_config_names()), "(or a .yaml file)")
     print("datasets:   ", ", ".join(DATASETS.names()))
     print("corruptions:", ", ".join(sorted(CORRUPTIONS)), "(as DATASET~NAME:SEVERITY, severity 1-5)")
     print("segmentation methods: ", ", ".join(names["segmentation"]))
