@@ -76,9 +76,13 @@ def test_a_suite_entry_takes_a_config_file_relative_to_the_suite(tmp_path):
     (tmp_path / "configs").mkdir()
     (tmp_path / "configs" / "coop_m8.yaml").write_text("method: coop\nparams: {n_ctx: 8, ctx_init: null}\n")
     suite = {"name": "files", "backbone": {"model": "vlpt-starter-vit", "pretrained": None},
+             "initializations": [{"name": "gram-m8", "method": "configs/coop_m8.yaml"}],
              "experiments": [{"protocol": "few_shot", "dataset": "starter_shapes", "shots": [1], "seeds": [1],
                               "methods": ["coop_m4", {"config": "configs/coop_m8.yaml", "params": {"epochs": 2}}]}]}
     (tmp_path / "suite.yaml").write_text(yaml.safe_dump(suite))
-    runs = load_suite(tmp_path / "suite.yaml").runs
+    loaded = load_suite(tmp_path / "suite.yaml")
+    runs = loaded.runs
+    # GRAM reads the initialisation's config wherever it runs
+    assert loaded.initializations[0].method == str((tmp_path / "configs" / "coop_m8.yaml").resolve())
     assert [(r.identity.method, r.identity.variant) for r in runs] == [("coop", "coop_m4"), ("coop", "coop_m8")]
     assert (runs[1].method.config.n_ctx, runs[1].method.config.epochs) == (8, 2)
