@@ -246,9 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     bench = commands.add_parser("bench", help="run a suite (default: the offline starter suite)")
-    bench.add_argument("--suite", help="suite YAML file (default: the shipped starter suite, vlpt/configs/suites/starter.yaml)")
-    bench.add_argument("--output", help="folder for records/ and the leaderboard (default: the suite's, else the checkout's "
-                                          "leaderboard/, or ./leaderboard for an installed wheel)")
+    bench.add_argument("--suite", help="suite YAML file (default: the starter suite, vlpt/configs/suites/starter.yaml)")
+    bench.add_argument("--output", help="folder for records/ and the leaderboard (default: the suite's, else the "
+                                        "checkout's leaderboard/, or ./leaderboard for an installed wheel)")
     bench.add_argument("--data-root", help="folder holding the datasets (default: $VLPT_DATA or ./data)")
     bench.add_argument("--dry-run", action="store_true", help="validate the suite, check the data of its pending runs, and list them")
     bench.add_argument("--shard", help="I/N: run only shard I of N (0-based), e.g. one SLURM array task each; "

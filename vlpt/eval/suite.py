@@ -39,12 +39,12 @@ from typing import Any, Literal
 
 from vlpt.backbone.clip import activation_suffix
 from vlpt.config import build_dataclass, load_yaml
-from vlpt.factory import CONFIG_SUFFIXES, ResolvedMethod, resolve_method
 from vlpt.data.protocols import PROTOCOLS as CLASSIFICATION_PROTOCOLS
 from vlpt.data.corruptions import split_corrupted_name
 from vlpt.data.protocols import TEST_TIME
 from vlpt.data.transforms import TrainAugment
 from vlpt.errors import ConfigError
+from vlpt.factory import CONFIG_SUFFIXES, ResolvedMethod, resolve_method
 from vlpt.methods.base import PromptMethod
 from vlpt.paths import CONFIG_DIR
 from vlpt.registry import DATASETS, METHODS
@@ -372,7 +372,7 @@ def load_suite(path: str | Path) -> Suite:
         init = build_dataclass(InitializationSpec, raw, f"{path}: initializations[{index}]")
         load_method_config(init.method, init.params, f"{path}: initializations[{index}]", path.parent)
         if init.method.endswith(CONFIG_SUFFIXES):  # a config file: found from the suite's folder, wherever GRAM runs
-            init.method = str((path.parent / init.method).resolve())
+            init.method = str((path.parent / Path(init.method).expanduser()).resolve())
         if init.name in {i.name for i in initializations}:
             raise ConfigError(f"{path}: initializations[{index}]: name {init.name!r} is used twice")
         initializations.append(init)
