@@ -9,7 +9,7 @@ Three parts, each measured as ratios within one invocation on one machine:
   recorded beside it). VPT prompts the image tower, so the cache cannot serve it: it is the control.
 * ``eval``: evaluation throughput (test images / second) of zero-shot CLIP on the test set without the
   cache, cold and warm.
-* ``suite``: the whole starter suite (``configs/suites/starter.yaml``), wall time without and with the
+* ``suite``: the whole starter suite (``vlpt/configs/suites/starter.yaml``), wall time without and with the
   cache (cold: a fresh cache folder), peak memory, and each leaderboard row's mean accuracy in both.
 
 Every measured run is its own ``vlpt bench`` process, so each peak-memory figure (the process's peak
@@ -38,7 +38,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-STARTER = ROOT / "configs" / "suites" / "starter.yaml"
+STARTER = ROOT / "vlpt" / "configs" / "suites" / "starter.yaml"
 SETTINGS = ("no cache", "cold cache", "warm cache")
 #: the starter suite's settings for its digits experiment
 METHODS = {"coop_m4": {}, "kgcoop": {}, "cocoop": {"batch_size": 8, "epochs": 3}, "vpt": {"epochs": 10}}

@@ -10,7 +10,7 @@ import warnings
 from pathlib import Path
 
 from vlpt.errors import ConfigError, VlptError
-from vlpt.paths import LEADERBOARD_DIR, STARTER_WEIGHTS, default_data_root
+from vlpt.paths import IN_CHECKOUT, LEADERBOARD_DIR, STARTER_WEIGHTS, default_data_root
 
 
 @contextlib.contextmanager
@@ -226,6 +226,7 @@ def _list(args) -> None:
     from vlpt.registry import DATASETS, METHODS
 
     from vlpt.data.corruptions import CORRUPTIONS
+    from vlpt.factory import shipped_config_names
 
     from vlpt.seg.datasets import seg_dataset_names
     from vlpt.seg.vlsm import CLIPSEG_HUB_MODELS, TINY_RANDOM
@@ -233,6 +234,7 @@ def _list(args) -> None:
     names = {task: [n for n in METHODS.names() if METHODS.get(n).task == task]
              for task in ("classification", "segmentation")}
     print("methods:    ", ", ".join(names["classification"]))
+    print("method configs:", ", ".join(shipped_config_names()), "(or a .yaml file)")
     print("datasets:   ", ", ".join(DATASETS.names()))
     print("corruptions:", ", ".join(sorted(CORRUPTIONS)), "(as DATASET~NAME:SEVERITY, severity 1-5)")
     print("segmentation methods: ", ", ".join(names["segmentation"]))
@@ -246,8 +248,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     bench = commands.add_parser("bench", help="run a suite (default: the offline starter suite)")
-    bench.add_argument("--suite", help="suite YAML file (default: configs/suites/starter.yaml)")
-    bench.add_argument("--output", help="folder for records/ and the leaderboard (default: the suite's, else leaderboard/)")
+    bench.add_argument("--suite", help="suite YAML file (default: the starter suite, vlpt/configs/suites/starter.yaml)")
+    bench.add_argument("--output", help="folder for records/ and the leaderboard (default: the suite's, else the "
+                                        "checkout's leaderboard/, or ./leaderboard for an installed wheel)")
     bench.add_argument("--data-root", help="folder holding the datasets (default: $VLPT_DATA or ./data)")
     bench.add_argument("--dry-run", action="store_true", help="validate the suite, check the data of its pending runs, and list them")
     bench.add_argument("--shard", help="I/N: run only shard I of N (0-based), e.g. one SLURM array task each; "
@@ -309,7 +312,9 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain.add_argument("--batch-size", type=int, default=256)
     pretrain.add_argument("--lr", type=float, default=1e-3)
     pretrain.add_argument("--seed", type=int, default=0)
-    pretrain.add_argument("--out", default=str(STARTER_WEIGHTS), help="output .safetensors path")
+    pretrain.add_argument("--out", default=str(STARTER_WEIGHTS if IN_CHECKOUT else STARTER_WEIGHTS.name),
+                          help="output .safetensors path (default: the shipped weights in a checkout, else ./"
+                               f"{STARTER_WEIGHTS.name}: an installed package is never written to)")
     pretrain.set_defaults(func=_pretrain)
 
     gram = commands.add_parser("gram", help="meta-learn a prompt initialisation with GRAM (use it with init_from)")

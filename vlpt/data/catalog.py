@@ -1,4 +1,4 @@
-"""The dataset catalog (``configs/datasets/<name>.yaml``) and ``load_dataset``.
+"""The dataset catalog (``vlpt/configs/datasets/<name>.yaml``) and ``load_dataset``.
 
 A catalog file is data, not code: the dataset's folder names, split file, templates,
 class-name rules and ``family`` (``imagenet`` for ImageNet and its variants: methods whose reference

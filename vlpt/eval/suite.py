@@ -4,6 +4,10 @@ A suite is validated whole before any run starts: unknown keys, wrong types, unk
 methods, datasets or protocols, and invalid method parameters all fail up front with the
 file and key named. Loading expands it into the list of runs, each with its identity.
 
+A method entry's ``config`` is what ``vlpt.factory.create_method`` takes: a shipped config (``coop_m4``), a
+registered method, or a ``.yaml`` file (relative paths are read from the suite file's folder; its runs'
+variant is the file's name).
+
 Besides the classification protocols, ``multitask`` learns one prompt on several ``datasets``
 at once (MVLPT). A method entry's ``init_from`` is a checkpoint path (relative paths are read from
 the suite file's folder), ``experiment:NAME``: the prompt learned by the run of the earlier
@@ -40,7 +44,8 @@ from vlpt.data.corruptions import split_corrupted_name
 from vlpt.data.protocols import TEST_TIME
 from vlpt.data.transforms import TrainAugment
 from vlpt.errors import ConfigError
-from vlpt.methods.base import MethodConfig, PromptMethod
+from vlpt.factory import CONFIG_SUFFIXES, ResolvedMethod, resolve_method
+from vlpt.methods.base import PromptMethod
 from vlpt.paths import CONFIG_DIR
 from vlpt.registry import DATASETS, METHODS
 from vlpt.results import RunIdentity
@@ -52,7 +57,6 @@ MULTITASK = "multitask"
 PROTOCOLS = (*CLASSIFICATION_PROTOCOLS, MULTITASK, SEGMENTATION)
 EXPERIMENT_REFERENCE = "experiment:"
 INIT_REFERENCE = "init:"
-METHOD_CONFIG_DIR = CONFIG_DIR / "methods"
 DEFAULT_SUITE = CONFIG_DIR / "suites" / "starter.yaml"
 
 
@@ -184,15 +188,6 @@ class SuiteSpec:
 
 
 @dataclass
-class ResolvedMethod:
-    """A method class with its validated config and the identity pieces that name it."""
-
-    cls: type[PromptMethod]
-    config: MethodConfig
-    variant: str
-
-
-@dataclass
 class Run:
     """One run of the suite: identity plus everything needed to execute it.
 
@@ -220,20 +215,11 @@ class Suite:
     feature_cache: FeatureCacheSpec = field(default_factory=FeatureCacheSpec)
 
 
-def load_method_config(name: str, overrides: dict[str, Any], where: str) -> ResolvedMethod:
-    """Resolve ``configs/methods/<name>.yaml`` plus overrides into a method class and typed config."""
-    known = sorted(p.stem for p in METHOD_CONFIG_DIR.glob("*.yaml"))
-    if name not in known:  # also keeps names such as "../x" from reaching outside the folder
-        raise ConfigError(f"{where}: unknown method config {name!r}; available: {', '.join(known)}")
-    path = METHOD_CONFIG_DIR / f"{name}.yaml"
-    data = load_yaml(path)
-    for key in data:
-        if key not in ("method", "params"):
-            raise ConfigError(f"{path}: unknown key {key!r}; allowed keys: method, params")
-    cls = METHODS.get(data.get("method", name))
-    params = {**(data.get("params") or {}), **overrides}
-    config = build_dataclass(cls.Config, params, f"{where} (method {name}, config {path.name})")
-    return ResolvedMethod(cls, config, "default" if name == cls.name else name)
+def load_method_config(name: str, overrides: dict[str, Any], where: str,
+                       relative_to: Path | None = None) -> ResolvedMethod:
+    """A suite's method config (a name, or a ``.yaml`` path relative to ``relative_to``) plus overrides,
+    resolved by ``vlpt.factory.resolve_method``."""
+    return resolve_method(name, overrides, where, relative_to)
 
 
 def _check_dataset_name(name: str, where: str, segmentation: bool = False) -> None:
@@ -384,7 +370,9 @@ def load_suite(path: str | Path) -> Suite:
     initializations = []
     for index, raw in enumerate(spec.initializations):
         init = build_dataclass(InitializationSpec, raw, f"{path}: initializations[{index}]")
-        load_method_config(init.method, init.params, f"{path}: initializations[{index}]")
+        load_method_config(init.method, init.params, f"{path}: initializations[{index}]", path.parent)
+        if init.method.endswith(CONFIG_SUFFIXES):  # a config file: found from the suite's folder, wherever GRAM runs
+            init.method = str((path.parent / Path(init.method).expanduser()).resolve())
         if init.name in {i.name for i in initializations}:
             raise ConfigError(f"{path}: initializations[{index}]: name {init.name!r} is used twice")
         initializations.append(init)
@@ -421,7 +409,7 @@ def load_suite(path: str | Path) -> Suite:
                 if not checkpoint.is_file():
                     raise ConfigError(f"{where}: init_from checkpoint {reference} does not exist ({checkpoint})")
                 overrides["init_from"] = str(checkpoint)
-            resolved = load_method_config(method_spec.config, overrides, where)
+            resolved = load_method_config(method_spec.config, overrides, where, path.parent)
             if experiment.protocol == MULTITASK and \
                     resolved.cls.fit_without_gradients is not PromptMethod.fit_without_gradients:
                 raise ConfigError(f"{where}: method {resolved.cls.name} is fitted in closed form and cannot "

@@ -586,8 +586,9 @@ def run_gram(
 ) -> GramResult:
     """``vlpt gram``: meta-learn an initialization for a method config and write it to ``out_path``.
 
-    ``method_name`` is a method config (``configs/methods/<name>.yaml``, e.g. ``coop``, ``coop_m4``)
-    with ``params`` overrides; ``backbone`` a ClipBackbone or ``MODEL@PRETRAINED``.
+    ``method_name`` is a method config as ``vlpt.factory.create_method`` takes it (a shipped config such as
+    ``coop`` or ``coop_m4``, a registered method, or a ``.yaml`` path) with ``params`` overrides; ``backbone``
+    a ClipBackbone or ``MODEL@PRETRAINED``.
     ``caption_source``: ``"starter"`` (captioned starter images generated under
     ``<data_root>/gram_starter_captions``), a mapping ``{domain: folder | shard(s) | glob}``, or
     command-line ``NAME=PATH[,PATH...]`` strings. ``augment`` picks the image transform
@@ -597,11 +598,11 @@ def run_gram(
     result by setting the method's ``init_from`` to ``out_path``.
     """
     from vlpt.data.transforms import train_transform
-    from vlpt.eval.suite import load_method_config
+    from vlpt.factory import resolve_method
     from vlpt.meta.captions import load_caption_domains, parse_domain_specs, starter_caption_pairs
     from vlpt.paths import default_data_root
 
-    resolved = load_method_config(method_name, dict(params or {}), "vlpt gram")
+    resolved = resolve_method(method_name, dict(params or {}), "vlpt gram")
     clip = _backbone_from(backbone)
     if isinstance(caption_source, str) and caption_source == "starter":
         root = Path(data_root) if data_root is not None else default_data_root()
@@ -615,7 +616,7 @@ def run_gram(
         torch.manual_seed(gram_kwargs.get("seed", 0))
         method = resolved.cls(clip, ["object"], ["{}"], resolved.config).to(device)
     transform = train_transform(clip.image_size, clip.preprocess_cfg["mean"], clip.preprocess_cfg["std"], augment)
-    notes = {"method_config": {"name": method_name, "params": dataclasses.asdict(resolved.config)},
+    notes = {"method_config": {"name": str(method_name), "params": dataclasses.asdict(resolved.config)},
              "caption_source": caption_source if isinstance(caption_source, str) else "custom", "augment": augment}
     return meta_learn_initialization(method, domains, steps=steps, transform=transform, out_path=out_path,
                                      notes=notes, **gram_kwargs)

@@ -19,7 +19,7 @@ UPT's own repository (yuhangzang/UPT) holds only a README; the one public implem
 * ``design: shared`` (the UPT paper's description): one shared prompt ``U`` ``[n_ctx, dim]`` (``dim``:
   the text width), a linear map to ``proj_dim`` (default ``dim // 8``), the blocks (attending across the
   tokens, GELU MLP) and one linear head per tower: ``n_ctx`` text context tokens and ``n_ctx`` visual tokens
-  at the image tower's input only. ``configs/methods/upt_shared.yaml`` is this reading with vlpt's earlier
+  at the image tower's input only. ``vlpt/configs/methods/upt_shared.yaml`` is this reading with vlpt's earlier
   settings (class token at the end, prompts before ``ln_pre``, CoOp's epochs per shot).
 
 Both towers stay frozen; only the prompts and the small network are trained (SGD lr 0.002, batch 32,

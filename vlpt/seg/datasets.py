@@ -1,4 +1,4 @@
-"""The segmentation catalog (``configs/datasets/segmentation/<name>.yaml``) and ``load_seg_dataset``.
+"""The segmentation catalog (``vlpt/configs/datasets/segmentation/<name>.yaml``) and ``load_seg_dataset``.
 
 A catalog file is data: the dataset's folder, layout, classes, mask naming and ignored values,
 sources and preparation steps. Layouts:
