@@ -12,21 +12,21 @@ from vlpt.eval.suite import load_suite
 from vlpt.factory import create_method, method_config_names, resolve_method, shipped_config_names
 from vlpt.methods.coop import CoOp
 from vlpt.paths import METHOD_CONFIG_DIR
-from vlpt.registry import METHODS
+from vlpt.registry import method_class, method_names
 
 SHIPPED = shipped_config_names()
 
 
 def test_every_method_has_a_shipped_config_and_the_configs_ship_in_the_package():
     assert METHOD_CONFIG_DIR.parent.parent.name == "vlpt"
-    assert set(METHODS.names()) <= set(SHIPPED)
-    assert method_config_names() == sorted({*SHIPPED, *METHODS.names()})
+    assert set(method_names()) <= set(SHIPPED)
+    assert method_config_names() == sorted({*SHIPPED, *method_names()})
 
 
 @pytest.mark.parametrize("name", SHIPPED)
 def test_a_config_holds_only_what_differs_from_its_dataclass(name):
     data = load_yaml(METHOD_CONFIG_DIR / f"{name}.yaml")
-    defaults = METHODS.get(data["method"]).Config()
+    defaults = method_class(data["method"]).Config()
     repeated = {k: v for k, v in (data.get("params") or {}).items() if getattr(defaults, k) == v}
     assert not repeated, f"{name}.yaml repeats its dataclass's defaults: {repeated}"
 
@@ -34,7 +34,7 @@ def test_a_config_holds_only_what_differs_from_its_dataclass(name):
 @pytest.mark.parametrize("name", SHIPPED)
 def test_a_config_resolves_to_its_dataclass_defaults_plus_its_params(name):
     data = load_yaml(METHOD_CONFIG_DIR / f"{name}.yaml")
-    cls = METHODS.get(data["method"])
+    cls = method_class(data["method"])
     resolved = resolve_method(name)
     expected = dataclasses.replace(cls.Config(), **(data.get("params") or {}))
     assert resolved.cls is cls

@@ -46,10 +46,7 @@ def _fit_two_steps(method, datamodule):
     trainer.fit(method, train_dataloaders=datamodule.train_dataloader())
 
 
-CLASSIFICATION_METHODS = [name for name in METHODS.names() if METHODS.get(name).task == "classification"]
-
-
-@pytest.mark.parametrize("name", CLASSIFICATION_METHODS)
+@pytest.mark.parametrize("name", METHODS.names())
 def test_every_method_trains_checkpoints_itself_and_leaves_the_backbone_alone(name, deep_backbone, tiny_data, tmp_path):
     """Each registered method with its paper defaults, on a 12-layer backbone."""
     backbone = deep_backbone

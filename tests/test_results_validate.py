@@ -16,7 +16,7 @@ from json_mutations import mutated
 from vlpt.cli import main
 from vlpt.errors import ConfigError
 from vlpt.paths import LEADERBOARD_DIR, PROJECT_ROOT
-from vlpt.registry import METHODS
+from vlpt.registry import method_names
 from vlpt.results.leaderboard import write_leaderboard
 from vlpt.results.record import RunIdentity, RunRecord
 from vlpt.results.store import RecordStore
@@ -178,7 +178,7 @@ def test_each_rule_names_file_and_field(tmp_path, kind, edit, identity_changed, 
     if identity_changed:
         rehash(data)
     path = write(tmp_path / "records", data, name=f"{data.get('run_id', base['run_id'])}.json")
-    report = validate_records(tmp_path, METHODS.names())
+    report = validate_records(tmp_path, method_names())
     assert report.valid == []
     assert [p.field for p in report.problems] == [field], [str(p) for p in report.problems]
     problem = report.problems[0]

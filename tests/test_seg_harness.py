@@ -11,7 +11,7 @@ from vlpt.errors import ConfigError
 from vlpt.eval.harness import Harness
 from vlpt.eval.segmentation import evaluate_segmenter
 from vlpt.eval.suite import load_suite
-from vlpt.registry import METHODS
+from vlpt.registry import SEG_METHODS
 from vlpt.seg.data import SegmentationDataset
 from vlpt.seg.protocol import SegEvalSet
 from vlpt.seg.vlsm import VLSMSpec, build_vlsm
@@ -75,8 +75,8 @@ def test_kvasir_to_clinicdb_records_in_and_cross_domain_dice_above_the_untrained
     vlsm = build_vlsm(VLSMSpec(), harness.backbone)
     clinic = harness.seg_dataset("cvc_clinicdb")
     torch.manual_seed(1)
-    untrained = METHODS.get("seg_coop")(vlsm, clinic.classnames, clinic.templates,
-                                        METHODS.get("seg_coop").Config(train_decoder=True)).eval()
+    untrained = SEG_METHODS.get("seg_coop")(vlsm, clinic.classnames, clinic.templates,
+                                        SEG_METHODS.get("seg_coop").Config(train_decoder=True)).eval()
     loader = DataLoader(SegmentationDataset(clinic.test, clinic, vlsm.image_size, vlsm.mean, vlsm.std), batch_size=64)
     before = evaluate_segmenter(untrained, loader, SegEvalSet("cvc_clinicdb", clinic.test, clinic), harness.device)
     for record in records:

@@ -9,14 +9,13 @@ from torch.utils.data import DataLoader
 from vlpt.backbone import ClipBackbone
 from vlpt.errors import CheckpointError, ConfigError, DatasetError
 from vlpt.eval.segmentation import evaluate_segmenter
-from vlpt.registry import METHODS
+from vlpt.registry import SEG_METHODS
 from vlpt.seg.data import SegmentationDataset
 from vlpt.seg.datasets import load_seg_dataset
 from vlpt.seg.protocol import SegEvalSet, build_seg_protocol
 from vlpt.seg.vlsm import ClipSegModel, VLSMSpec, build_vlsm, default_extract_layers
 
-SEG_METHODS = [name for name in METHODS.names() if METHODS.get(name).task == "segmentation"]
-TRAINED = [name for name in SEG_METHODS if METHODS.get(name).trains]
+TRAINED = [name for name in SEG_METHODS.names() if SEG_METHODS.get(name).trains]
 CLASSES = ["background", "circle", "square"]
 TEMPLATES = ["a photo of a {}."]
 
@@ -80,13 +79,13 @@ def test_model_identity_holds_every_setting_and_foreign_settings_are_refused(tmp
 
 
 def test_prompts_the_decoder_never_reads_and_a_trained_zero_shot_are_refused(tiny_backbone):
-    cls = METHODS.get("seg_vpt")
+    cls = SEG_METHODS.get("seg_vpt")
     shallow_taps = build_vlsm(VLSMSpec(extract_layers=[1, 2]), tiny_backbone)
     cls(shallow_taps, CLASSES, TEMPLATES, cls.Config(prompt_depth=3, train_decoder=True))
     with pytest.raises(ConfigError, match="layer 3 would never reach the decoder"):
         cls(shallow_taps, CLASSES, TEMPLATES, cls.Config(prompt_depth=4, train_decoder=True))
     with pytest.raises(ValueError, match="seg_zeroshot trains nothing"):
-        METHODS.get("seg_zeroshot").Config(train_decoder=True)
+        SEG_METHODS.get("seg_zeroshot").Config(train_decoder=True)
 
 
 def test_decoder_reads_clipseg_layers_scaled_to_the_tower():
@@ -112,7 +111,7 @@ def test_every_segmentation_method_trains_checkpoints_itself_and_leaves_the_mode
     vlsm = clip_decoder if kind == "clip_decoder" else clipseg
     # CLIPSeg's trained decoder stays frozen, as in TuneVLSeg (seg_decoder trains nothing else)
     train_decoder = kind == "clip_decoder" or name == "seg_decoder"
-    cls = METHODS.get(name)
+    cls = SEG_METHODS.get(name)
     torch.manual_seed(0)
     frozen_before = {k: v.clone() for k, v in vlsm.state_dict().items()}
     method = cls(vlsm, CLASSES, TEMPLATES, _config(cls, batch_size=2, train_decoder=train_decoder, prompt_depth=2,
@@ -177,7 +176,7 @@ def test_prompts_reach_exactly_the_layers_they_claim(name, text, vision, kind, c
     after the start/class token, and block 2 no longer does; an unprompted tower gets no extra tokens
     (image) or exactly the hand-written prompt's embedding (text)."""
     vlsm = clip_decoder if kind == "clip_decoder" else clipseg
-    cls = METHODS.get(name)
+    cls = SEG_METHODS.get(name)
     torch.manual_seed(0)
     method = cls(vlsm, CLASSES, TEMPLATES, _config(cls, prompt_depth=2, train_decoder=True, heads=4)).eval()
     text_blocks, vision_blocks = _towers(vlsm)
@@ -210,7 +209,7 @@ def test_prompts_reach_exactly_the_layers_they_claim(name, text, vision, kind, c
 
 
 def test_cocoop_conditions_each_image_on_its_own_feature(clip_decoder):
-    cls = METHODS.get("seg_cocoop")
+    cls = SEG_METHODS.get("seg_cocoop")
     torch.manual_seed(0)
     method = cls(clip_decoder, CLASSES, TEMPLATES, cls.Config(train_decoder=True)).eval()
     images, _ = _batch(clip_decoder, 3, batch=2)
@@ -225,13 +224,13 @@ def test_cocoop_conditions_each_image_on_its_own_feature(clip_decoder):
 
 def test_binary_prediction_thresholds_the_one_class_and_multiclass_takes_the_argmax(clip_decoder):
     torch.manual_seed(0)
-    binary = METHODS.get("seg_decoder")(clip_decoder, ["polyp"], TEMPLATES)
+    binary = SEG_METHODS.get("seg_decoder")(clip_decoder, ["polyp"], TEMPLATES)
     images, _ = _batch(clip_decoder, 1, batch=2)
     with torch.no_grad():
         logits = binary.logits(images)
         assert logits.shape == (2, 1, 32, 32)
         assert torch.equal(binary.predict(images), (logits[:, 0] > 0).long())
-        multi = METHODS.get("seg_decoder")(clip_decoder, CLASSES, TEMPLATES)
+        multi = SEG_METHODS.get("seg_decoder")(clip_decoder, CLASSES, TEMPLATES)
         assert torch.equal(multi.predict(images), multi.logits(images).argmax(1))
     with pytest.raises(ConfigError, match="binary"):
         binary.set_classnames(CLASSES)
@@ -239,9 +238,9 @@ def test_binary_prediction_thresholds_the_one_class_and_multiclass_takes_the_arg
 
 def test_a_random_decoder_cannot_stay_frozen_and_foreign_decoder_weights_are_rejected(tiny_backbone, tmp_path):
     with pytest.raises(ConfigError, match="random decoder"):
-        METHODS.get("seg_coop")(build_vlsm(VLSMSpec(), tiny_backbone), CLASSES, TEMPLATES)
+        SEG_METHODS.get("seg_coop")(build_vlsm(VLSMSpec(), tiny_backbone), CLASSES, TEMPLATES)
     with pytest.raises(ConfigError, match="random decoder"):
-        METHODS.get("seg_zeroshot")(build_vlsm(VLSMSpec(), tiny_backbone), CLASSES, TEMPLATES)
+        SEG_METHODS.get("seg_zeroshot")(build_vlsm(VLSMSpec(), tiny_backbone), CLASSES, TEMPLATES)
     torch.save({"film_mul.weight": torch.zeros(3, 3)}, tmp_path / "decoder.pt")
     vlsm = build_vlsm(VLSMSpec(decoder_from=str(tmp_path / "decoder.pt")), tiny_backbone)
     with pytest.raises(CheckpointError, match="decoder.pt"):
@@ -277,7 +276,7 @@ def test_short_training_on_the_starter_task_raises_dice_well_above_the_untrained
     backbone = ClipBackbone("vlpt-starter-vit", "vlpt-starter")
     vlsm = build_vlsm(VLSMSpec(), backbone)
     splits = _tiny_splits(tmp_path)
-    cls = METHODS.get("seg_coop")
+    cls = SEG_METHODS.get("seg_coop")
     L.seed_everything(1, verbose=False)
     method = cls(vlsm, splits.classnames, splits.templates, cls.Config(lr=2e-3, train_decoder=True, epochs=4))
     size_args = (vlsm.image_size, vlsm.mean, vlsm.std)
@@ -309,7 +308,7 @@ def test_config_files_hold_tunevlsegs_defaults():
 
 
 def test_coop_context_starts_as_a_photo_of_a(clip_decoder):
-    method = METHODS.get("seg_coop")(clip_decoder, CLASSES, TEMPLATES, METHODS.get("seg_coop").Config(
+    method = SEG_METHODS.get("seg_coop")(clip_decoder, CLASSES, TEMPLATES, SEG_METHODS.get("seg_coop").Config(
         train_decoder=True))
     tokens = clip_decoder.tokenize(["a photo of a"])
     expected = clip_decoder.embed_tokens(tokens)[0, 1:5]
@@ -317,7 +316,7 @@ def test_coop_context_starts_as_a_photo_of_a(clip_decoder):
 
 
 def test_maple_couples_text_to_vision_through_tunevlsegs_projector(clip_decoder):
-    cls = METHODS.get("seg_maple")
+    cls = SEG_METHODS.get("seg_maple")
     torch.manual_seed(0)
     method = cls(clip_decoder, CLASSES, TEMPLATES, cls.Config(prompt_depth=2, train_decoder=True))
     text_width, vision_width = clip_decoder.text_width, clip_decoder.vision_width
@@ -338,7 +337,7 @@ def test_maple_couples_text_to_vision_through_tunevlsegs_projector(clip_decoder)
 
 
 def test_cocoop_meta_net_is_tunevlsegs_on_the_raw_image_feature(clip_decoder):
-    cls = METHODS.get("seg_cocoop")
+    cls = SEG_METHODS.get("seg_cocoop")
     torch.manual_seed(0)
     method = cls(clip_decoder, CLASSES, TEMPLATES, cls.Config(train_decoder=True)).eval()
     first, _, second, norm = method.meta_net
@@ -354,7 +353,7 @@ def test_cocoop_meta_net_is_tunevlsegs_on_the_raw_image_feature(clip_decoder):
 
 
 def test_shared_separate_projects_each_layer_with_its_own_maps_starting_equal(clip_decoder):
-    cls = METHODS.get("seg_shared_separate")
+    cls = SEG_METHODS.get("seg_shared_separate")
     method = cls(clip_decoder, CLASSES, TEMPLATES, cls.Config(prompt_depth=3, train_decoder=True))
     for maps in (method.to_text, method.to_vision):
         assert len({id(m) for m in maps}) == 3
@@ -365,7 +364,7 @@ def test_shared_separate_projects_each_layer_with_its_own_maps_starting_equal(cl
 
 
 def test_shared_attention_vectors_attend_only_to_themselves_unless_asked(clip_decoder):
-    cls = METHODS.get("seg_shared_attention")
+    cls = SEG_METHODS.get("seg_shared_attention")
     for across in (False, True):
         torch.manual_seed(0)
         method = cls(clip_decoder, CLASSES, TEMPLATES, cls.Config(heads=4, attend_across_tokens=across,
@@ -377,3 +376,16 @@ def test_shared_attention_vectors_attend_only_to_themselves_unless_asked(clip_de
             same = torch.allclose(text_after[0][:2], text[0][:2], atol=1e-6) and torch.allclose(
                 vision_after[0][:2], vision[0][:2], atol=1e-6)
         assert same != across
+
+
+def test_segmentation_methods_have_their_own_registry_and_share_the_names():
+    from vlpt.registry import METHODS, method_class, method_names, register_method
+
+    assert SEG_METHODS.names() and not set(SEG_METHODS.names()) & set(METHODS.names())
+    assert method_names() == sorted([*METHODS.names(), *SEG_METHODS.names()])
+    for name in SEG_METHODS.names():
+        cls = method_class(name)
+        assert cls is SEG_METHODS.get(name) and cls.task == "segmentation"
+        assert cls.__module__ == f"vlpt.seg.methods.{name}"
+    with pytest.raises(ConfigError, match="register_seg_method"):
+        register_method("my_seg")(type("MySeg", (SEG_METHODS.get("seg_coop"),), {}))

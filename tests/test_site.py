@@ -259,11 +259,11 @@ def test_published_figures_are_the_data_file_s_per_method():
 
 
 def test_published_file_names_registered_methods_and_known_protocols():
-    from vlpt.registry import METHODS
+    from vlpt.registry import method_names
     from vlpt.results.validate import PROTOCOLS
 
     figures = published_figures()
-    assert set(figures) <= set(METHODS.names()) and sum(map(len, figures.values())) == 61
+    assert set(figures) <= set(method_names()) and sum(map(len, figures.values())) == 61
     assert {r.protocol for results in figures.values() for r in results} <= set(PROTOCOLS)
 
 

@@ -105,10 +105,10 @@ def _leaderboard(args) -> None:
 
 
 def _leaderboard_validate(args) -> int:
-    from vlpt.registry import METHODS
+    from vlpt.registry import method_names
     from vlpt.results.validate import validate_records
 
-    report = validate_records(args.directory, METHODS.names())
+    report = validate_records(args.directory, method_names())
     for problem in report.problems:
         print(problem)
     bad = len(report.invalid_files)
@@ -118,10 +118,10 @@ def _leaderboard_validate(args) -> int:
 
 
 def _leaderboard_merge(args) -> int:
-    from vlpt.registry import METHODS
+    from vlpt.registry import method_names
     from vlpt.results.merge import merge_records
 
-    report = merge_records(args.sources, args.into, METHODS.names())
+    report = merge_records(args.sources, args.into, method_names())
     for problem in report.problems:
         print(f"refused: {problem}")
     for conflict in report.conflicts:
@@ -223,7 +223,7 @@ def _tta_generate(args) -> None:
 
 
 def _list(args) -> None:
-    from vlpt.registry import DATASETS, METHODS
+    from vlpt.registry import DATASETS, METHODS, SEG_METHODS
 
     from vlpt.data.corruptions import CORRUPTIONS
     from vlpt.factory import shipped_config_names
@@ -231,13 +231,11 @@ def _list(args) -> None:
     from vlpt.seg.datasets import seg_dataset_names
     from vlpt.seg.vlsm import CLIPSEG_HUB_MODELS, TINY_RANDOM
 
-    names = {task: [n for n in METHODS.names() if METHODS.get(n).task == task]
-             for task in ("classification", "segmentation")}
-    print("methods:    ", ", ".join(names["classification"]))
+    print("methods:    ", ", ".join(METHODS.names()))
     print("method configs:", ", ".join(shipped_config_names()), "(or a .yaml file)")
     print("datasets:   ", ", ".join(DATASETS.names()))
     print("corruptions:", ", ".join(sorted(CORRUPTIONS)), "(as DATASET~NAME:SEVERITY, severity 1-5)")
-    print("segmentation methods: ", ", ".join(names["segmentation"]))
+    print("segmentation methods: ", ", ".join(SEG_METHODS.names()))
     print("segmentation datasets:", ", ".join(seg_dataset_names()))
     print("segmentation models:   clip_decoder (the suite's backbone + a CLIPSeg-style decoder), clipseg:",
           ", ".join([*CLIPSEG_HUB_MODELS, TINY_RANDOM]))

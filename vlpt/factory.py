@@ -2,8 +2,8 @@
 
 A method config is named by
 * a shipped config, ``vlpt/configs/methods/<name>.yaml`` (``coop``, ``coop_m4``, ...),
-* a registered method name (``vlpt.registry.METHODS``, which also loads the methods that other packages
-  declare in the ``vlpt.methods`` entry point group), or
+* a registered method name (``vlpt.registry.method_names``: classification and segmentation methods, and
+  those that other packages declare in the ``vlpt.methods`` entry point group), or
 * a path to a YAML file (``*.yaml`` / ``*.yml``; relative to ``relative_to``, else the current folder).
 
 A config file holds ``method:`` and ``params:``: only the parameters where the variant differs from the
@@ -20,7 +20,7 @@ from vlpt.config import build_dataclass, load_yaml
 from vlpt.errors import ConfigError
 from vlpt.methods.base import MethodConfig, PromptMethod
 from vlpt.paths import METHOD_CONFIG_DIR
-from vlpt.registry import METHODS
+from vlpt.registry import method_class, method_names
 
 CONFIG_KEYS = ("method", "params")
 CONFIG_SUFFIXES = (".yaml", ".yml")
@@ -42,7 +42,7 @@ def shipped_config_names() -> list[str]:
 
 def method_config_names() -> list[str]:
     """Every name ``create_method`` takes: shipped configs and registered methods."""
-    return sorted({*shipped_config_names(), *METHODS.names()})
+    return sorted({*shipped_config_names(), *method_names()})
 
 
 def _config_file(name_or_path: str | Path, relative_to: Path | None, where: str) -> tuple[str, Path | None]:
@@ -60,7 +60,7 @@ def _config_file(name_or_path: str | Path, relative_to: Path | None, where: str)
         return str(path), path
     if text in shipped_config_names():  # a name, never a path: "../x" does not reach outside the folder
         return text, METHOD_CONFIG_DIR / f"{text}.yaml"
-    if text in METHODS.names():
+    if text in method_names():
         return text, None
     raise ConfigError(f"{where}: unknown method config {text!r}; available: {', '.join(method_config_names())} "
                       f"(or a path to a .yaml file)")
@@ -77,13 +77,13 @@ def resolve_method(name_or_path: str | Path, overrides: dict[str, Any] | None = 
         if unknown:
             raise ConfigError(f"{path}: unknown key {unknown[0]!r}; allowed keys: {', '.join(CONFIG_KEYS)}")
         if users and "method" not in data:
-            raise ConfigError(f"{path}: a method config file needs `method:` (one of {', '.join(METHODS.names())})")
+            raise ConfigError(f"{path}: a method config file needs `method:` (one of {', '.join(method_names())})")
         method, params = data.get("method", name), data.get("params") or {}
         if not isinstance(method, str) or not isinstance(params, dict):
             raise ConfigError(f"{path}: `method` must be a name and `params` a mapping")
-        if method not in METHODS.names():
-            raise ConfigError(f"{path}: unknown method {method!r}; valid names: {', '.join(METHODS.names())}")
-        cls = METHODS.get(method)
+        if method not in method_names():
+            raise ConfigError(f"{path}: unknown method {method!r}; valid names: {', '.join(method_names())}")
+        cls = method_class(method)
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}") from exc
     params = {**params, **(overrides or {})}

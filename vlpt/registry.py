@@ -2,10 +2,13 @@
 
 Each registered object lives in its own module and registers itself with a
 decorator (as timm models do); looking up an unknown name raises an error that
-lists every valid name. Other packages add methods through the ``vlpt.methods`` entry point group: each
-entry names a module that registers its method with ``register_method`` when imported, e.g. in its
-pyproject.toml ``[project.entry-points."vlpt.methods"] mymethod = "mypkg.mymethod"``. They are imported
-when a name is asked for that vlpt lacks, or when the names are listed.
+lists every valid name. Methods have one registry per task: ``METHODS`` (classification, ``vlpt/methods``,
+``register_method``) and ``SEG_METHODS`` (segmentation, ``vlpt/seg/methods``, ``register_seg_method``);
+their names form one namespace (configs, suites and records name a method without its task), which
+``method_names`` and ``method_class`` serve. Other packages add methods through the ``vlpt.methods`` entry
+point group: each entry names a module that registers its method with either decorator when imported, e.g.
+in its pyproject.toml ``[project.entry-points."vlpt.methods"] mymethod = "mypkg.mymethod"``. They are
+imported when a name is asked for that vlpt lacks, or when the names are listed.
 """
 from __future__ import annotations
 
@@ -80,16 +83,47 @@ class Registry(Generic[T]):
 
 
 METHODS: Registry = Registry("method", "vlpt.methods", entry_point_group="vlpt.methods")
+SEG_METHODS: Registry = Registry("segmentation method", "vlpt.seg.methods", entry_point_group="vlpt.methods")
+#: the method registry of each task (a method class's ``task``)
+METHOD_REGISTRIES: dict[str, Registry] = {"classification": METHODS, "segmentation": SEG_METHODS}
 DATASETS: Registry = Registry("dataset", "vlpt.data.datasets")
 
 register_dataset = DATASETS.register
 
 
-def register_method(name: str):
-    """Register a PromptMethod subclass under ``name`` (also stored as its ``name`` attribute)."""
-
+def _method_decorator(task: str, name: str):
     def decorator(cls):
+        if cls.task != task:
+            raise ConfigError(f"{cls.__name__} is a {cls.task} method; register it with "
+                              f"{'register_method' if cls.task == 'classification' else 'register_seg_method'}")
         cls.name = name
-        return METHODS.register(name)(cls)
+        return METHOD_REGISTRIES[task].register(name)(cls)
 
     return decorator
+
+
+def register_method(name: str):
+    """Register a classification PromptMethod subclass under ``name`` (also stored as its ``name`` attribute)."""
+    return _method_decorator("classification", name)
+
+
+def register_seg_method(name: str):
+    """Register a ``SegPromptMethod`` subclass under ``name`` (also stored as its ``name`` attribute)."""
+    return _method_decorator("segmentation", name)
+
+
+def method_names() -> list[str]:
+    """The names of every method, of all tasks (a name registered for two tasks raises ConfigError)."""
+    names = [name for registry in METHOD_REGISTRIES.values() for name in registry.names()]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise ConfigError(f"method(s) {', '.join(twice)} registered for more than one task")
+    return sorted(names)
+
+
+def method_class(name: str):
+    """The method class registered as ``name`` in any task's registry."""
+    for registry in METHOD_REGISTRIES.values():
+        if name in registry.names():
+            return registry.get(name)
+    raise ConfigError(f"unknown method {name!r}; valid names: {', '.join(method_names())}")

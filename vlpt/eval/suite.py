@@ -47,7 +47,7 @@ from vlpt.errors import ConfigError
 from vlpt.factory import CONFIG_SUFFIXES, ResolvedMethod, resolve_method
 from vlpt.methods.base import PromptMethod
 from vlpt.paths import CONFIG_DIR
-from vlpt.registry import DATASETS, METHODS
+from vlpt.registry import DATASETS, METHOD_REGISTRIES
 from vlpt.results import RunIdentity
 from vlpt.seg.datasets import is_seg_dataset, seg_dataset_names
 from vlpt.seg.protocol import SEGMENTATION
@@ -267,7 +267,7 @@ def _check_task(resolved: ResolvedMethod, experiment: ExperimentSpec, vlsm: VLSM
     segmentation = experiment.protocol == SEGMENTATION
     if (resolved.cls.task == "segmentation") != segmentation:
         wanted = "segmentation" if segmentation else "classification"
-        valid = [n for n in METHODS.names() if METHODS.get(n).task == wanted]
+        valid = METHOD_REGISTRIES[wanted].names()
         raise ConfigError(f"{where}: method {resolved.cls.name} is a {resolved.cls.task} method; protocol "
                           f"{experiment.protocol} needs a {wanted} method ({', '.join(valid)})")
     if segmentation and not resolved.config.train_decoder and not vlsm.has_trained_decoder:

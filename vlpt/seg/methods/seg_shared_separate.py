@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from vlpt.prompts.context import TextContext
-from vlpt.registry import register_method
+from vlpt.registry import register_seg_method
 from vlpt.seg.method import SegMethodConfig, SegPromptMethod, prompt_layers
 
 
@@ -49,7 +49,7 @@ def encode_layer_prompts(method: SegPromptMethod, text: list[torch.Tensor]) -> t
     return method.backbone.encode_text_embeds(context(ctx=text[0]), context.eot_positions, deep or None)
 
 
-@register_method("seg_shared_separate")
+@register_seg_method("seg_shared_separate")
 class SegSharedSeparate(SegPromptMethod):
     """Shared low-dimensional prompts, separate linear projections to each tower."""
 

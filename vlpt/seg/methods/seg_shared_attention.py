@@ -21,10 +21,10 @@ import torch
 from torch import nn
 
 from vlpt.errors import ConfigError
-from vlpt.methods.seg_shared_separate import encode_layer_prompts, projections
 from vlpt.prompts.context import TextContext
-from vlpt.registry import register_method
+from vlpt.registry import register_seg_method
 from vlpt.seg.method import SegMethodConfig, SegPromptMethod, prompt_layers
+from vlpt.seg.methods.seg_shared_separate import encode_layer_prompts, projections
 
 
 @dataclass
@@ -40,7 +40,7 @@ class SegSharedAttentionConfig(SegMethodConfig):
     attend_across_tokens: bool = False
 
 
-@register_method("seg_shared_attention")
+@register_seg_method("seg_shared_attention")
 class SegSharedAttention(SegPromptMethod):
     """Joint text-and-vision prompt vectors mixed by self-attention, then split between the towers."""
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from vlpt.registry import register_method
+from vlpt.registry import register_seg_method
 from vlpt.seg.method import SegMethodConfig, SegPromptMethod
 
 
@@ -16,7 +16,7 @@ class SegZeroShotConfig(SegMethodConfig):
             raise ValueError("seg_zeroshot trains nothing; train_decoder: true is seg_decoder")
 
 
-@register_method("seg_zeroshot")
+@register_seg_method("seg_zeroshot")
 class SegZeroShot(SegPromptMethod):
     """The VLSM as it is: one hand-written prompt per class, frozen decoder."""
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from vlpt.prompts.deep import PromptInit, PromptStack
-from vlpt.registry import register_method
+from vlpt.registry import register_seg_method
 from vlpt.seg.method import SegMethodConfig, SegPromptMethod, prompt_layers
 
 
@@ -22,7 +22,7 @@ class SegVPTConfig(SegMethodConfig):
     init_std: float = 0.02
 
 
-@register_method("seg_vpt")
+@register_seg_method("seg_vpt")
 class SegVPT(SegPromptMethod):
     """Visual prompts in the image tower; hand-written text prompts."""
 

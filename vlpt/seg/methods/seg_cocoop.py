@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from vlpt.errors import ConfigError
 from vlpt.methods.cocoop import CoCoOp
-from vlpt.registry import register_method
+from vlpt.registry import register_seg_method
 from vlpt.seg.method import SegMethodConfig, SegPromptMethod
 from vlpt.seg.projection import mlp_projection
 
@@ -37,7 +37,7 @@ class SegCoCoOpConfig(SegMethodConfig):
     meta_net_dim: int = 64
 
 
-@register_method("seg_cocoop")
+@register_seg_method("seg_cocoop")
 class SegCoCoOp(SegPromptMethod):
     """Instance-conditional text context: shared vectors plus a meta-net bias per image."""
 

@@ -20,7 +20,7 @@ from vlpt.errors import ConfigError
 from vlpt.methods.maple import MaPLe
 from vlpt.prompts.context import TextContext
 from vlpt.prompts.deep import PromptStack
-from vlpt.registry import register_method
+from vlpt.registry import register_seg_method
 from vlpt.seg.method import SegMethodConfig, SegPromptMethod, prompt_layers
 from vlpt.seg.projection import mlp_projection
 
@@ -38,7 +38,7 @@ class SegMaPLeConfig(SegMethodConfig):
     coupling_dim: int = 64
 
 
-@register_method("seg_maple")
+@register_seg_method("seg_maple")
 class SegMaPLe(SegPromptMethod):
     """Coupled language and vision prompts in the first ``prompt_depth`` layers of both towers."""
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from vlpt.prompts.context import TextContext
 from vlpt.prompts.deep import PromptStack
-from vlpt.registry import register_method
+from vlpt.registry import register_seg_method
 from vlpt.seg.method import SegMethodConfig, SegPromptMethod, prompt_layers
 
 
@@ -25,7 +25,7 @@ class SegCoOpConfig(SegMethodConfig):
     prompt_depth: int = 1
 
 
-@register_method("seg_coop")
+@register_seg_method("seg_coop")
 class SegCoOp(SegPromptMethod):
     """Learned text context (and deep text prompts) for every class prompt."""
 

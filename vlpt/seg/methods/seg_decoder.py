@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from vlpt.registry import register_method
+from vlpt.registry import register_seg_method
 from vlpt.seg.method import SegMethodConfig, SegPromptMethod
 
 
@@ -19,7 +19,7 @@ class SegDecoderConfig(SegMethodConfig):
             raise ValueError("seg_decoder trains the decoder only; train_decoder: false would leave nothing to train")
 
 
-@register_method("seg_decoder")
+@register_seg_method("seg_decoder")
 class SegDecoder(SegPromptMethod):
     """Hand-written prompts, trained decoder."""
 

@@ -1,0 +1,1 @@
+"""Segmentation prompt methods, one module each, registered by name in ``vlpt.registry.SEG_METHODS``."""
