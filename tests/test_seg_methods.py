@@ -389,3 +389,14 @@ def test_segmentation_methods_have_their_own_registry_and_share_the_names():
         assert cls.__module__ == f"vlpt.seg.methods.{name}"
     with pytest.raises(ConfigError, match="register_seg_method"):
         register_method("my_seg")(type("MySeg", (SEG_METHODS.get("seg_coop"),), {}))
+
+
+def test_the_backbone_and_both_segmentation_models_are_text_towers(tiny_backbone, clip_decoder, clipseg):
+    from vlpt.backbone.text import TextTower
+
+    assert all(isinstance(tower, TextTower) for tower in (tiny_backbone, clip_decoder, clipseg))
+    texts = ["a photo of a circle.", "square"]
+    assert torch.equal(clip_decoder.tokenize(texts), tiny_backbone.tokenize(texts))
+    assert torch.equal(clip_decoder.encode_texts(texts), tiny_backbone.encode_texts(texts))  # the backbone's own
+    assert (clip_decoder.dtype, clip_decoder.device, clip_decoder.embed_dim) == \
+        (tiny_backbone.dtype, tiny_backbone.device, tiny_backbone.embed_dim)

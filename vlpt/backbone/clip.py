@@ -20,6 +20,7 @@ from vlpt.backbone.deep_prompts import (
     run_text_blocks,
     run_vision_blocks,
 )
+from vlpt.backbone.text import TextTower
 from vlpt.errors import CheckpointError, ConfigError
 from vlpt.paths import STARTER_WEIGHTS
 
@@ -166,8 +167,8 @@ def activation_suffix(model_name: str, pretrained: str | None, stated: bool | No
     return "+quickgelu" if stated else "+gelu"
 
 
-class ClipBackbone(nn.Module):
-    """A frozen open_clip CLIP model with text-embedding injection and deep prompts.
+class ClipBackbone(nn.Module, TextTower):
+    """A frozen open_clip CLIP model with text-embedding injection and deep prompts (a :class:`TextTower`).
 
     ``model_name`` is any open_clip architecture (``open_clip.list_models()`` plus vlpt's own
     ``vlpt-starter-vit``); ``pretrained`` is an open_clip pretrained tag (downloaded), a shipped tag
@@ -230,7 +231,7 @@ class ClipBackbone(nn.Module):
         lists often (multitask training, novel-class evaluation) then encode each list once.
         The least recently used of more than ``MEMO_ENTRIES`` entries are dropped.
         """
-        full_key = (key, str(self.model.token_embedding.weight.device))
+        full_key = (key, str(self.device))
         if full_key in self._memo:
             self._memo.move_to_end(full_key)
         else:
@@ -327,15 +328,11 @@ class ClipBackbone(nn.Module):
     # ---- text --------------------------------------------------------------------------
     def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
         """Token ids ``[N, context_length]``; a text that does not fit raises ConfigError."""
-        return tokenize_fitting(self.tokenizer, texts, self.context_length, self.model.token_embedding.weight.device)
+        return tokenize_fitting(self.tokenizer, texts, self.context_length, self.device)
 
     def embed_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
         """Token embeddings ``[N, L, text_width]`` (without positional embedding)."""
         return self.model.token_embedding(tokens)
-
-    def eot_positions(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Position of the end-of-text token in each row (CLIP's is the highest id)."""
-        return tokens.argmax(dim=-1)
 
     def encode_text(self, tokens: torch.Tensor, normalize: bool = False) -> torch.Tensor:
         return self.model.encode_text(tokens, normalize=normalize)

@@ -7,6 +7,7 @@ shared by all classes or class-specific (CSC), initialised from a phrase such as
 "a photo of a" or from N(0, init_std); the class token sits at the end, middle or front.
 With a phrase, the first ``min(n_ctx, phrase length)`` tokens are learned and the rest of the
 phrase stays fixed text (MaPLe learns "a photo" of "a photo of a"); CoOp uses the whole phrase.
+It works on any :class:`~vlpt.backbone.text.TextTower` (a ``ClipBackbone`` or a segmentation model).
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from typing import Literal, Sequence
 import torch
 from torch import nn
 
-from vlpt.backbone import ClipBackbone
+from vlpt.backbone.text import TextTower
 from vlpt.errors import ConfigError
 
 ClassTokenPosition = Literal["end", "middle", "front"]
@@ -31,7 +32,7 @@ class TextContext(nn.Module):
 
     def __init__(
         self,
-        backbone: ClipBackbone,
+        tower: TextTower,
         classnames: Sequence[str],
         n_ctx: int = 16,
         ctx_init: str | None = None,
@@ -43,32 +44,32 @@ class TextContext(nn.Module):
         super().__init__()
         if class_token_position not in ("end", "middle", "front"):
             raise ConfigError(f"class_token_position {class_token_position!r}: expected end, middle or front")
-        self.backbone = [backbone]  # a list keeps the frozen backbone out of this module's parameters
+        self.tower = [tower]  # a list keeps the frozen tower out of this module's parameters
         self.csc = csc
         self.class_token_position = class_token_position
-        width = backbone.text_width
+        width = tower.text_width
         if ctx_init:
-            init_tokens = backbone.tokenize([ctx_init])
-            n_ctx = min(n_ctx, int(backbone.eot_positions(init_tokens)[0]) - 1)
+            init_tokens = tower.tokenize([ctx_init])
+            n_ctx = min(n_ctx, int(tower.eot_positions(init_tokens)[0]) - 1)
             if n_ctx < 1:
                 raise ConfigError(f"n_ctx must be at least 1, got {n_ctx}")
-            if class_token_position != "end" and n_ctx < int(backbone.eot_positions(init_tokens)[0]) - 1:
+            if class_token_position != "end" and n_ctx < int(tower.eot_positions(init_tokens)[0]) - 1:
                 raise ConfigError("a partly learned init phrase needs class_token_position 'end'")
             with torch.no_grad():
-                init = backbone.embed_tokens(init_tokens)[0, 1:1 + n_ctx].clone()
+                init = tower.embed_tokens(init_tokens)[0, 1:1 + n_ctx].clone()
             ctx = init.unsqueeze(0).repeat(len(classnames), 1, 1) if csc else init
             self.placeholder = ctx_init
         else:
             if n_ctx < 1:
                 raise ConfigError(f"n_ctx must be at least 1, got {n_ctx}")
             shape = (len(classnames), n_ctx, width) if csc else (n_ctx, width)
-            ctx = torch.randn(shape, dtype=backbone.dtype) * init_std
+            ctx = torch.randn(shape, dtype=tower.dtype) * init_std
             self.placeholder = " ".join(["X"] * n_ctx)
         self.n_ctx = n_ctx
         if learned:
-            self.ctx = nn.Parameter(ctx.to(backbone.dtype))
+            self.ctx = nn.Parameter(ctx.to(tower.dtype))
         else:  # the context comes from elsewhere at every call (a shared prompt space); this is its initial value
-            self.register_buffer("ctx", ctx.to(backbone.dtype), persistent=False)
+            self.register_buffer("ctx", ctx.to(tower.dtype), persistent=False)
         self.set_classnames(classnames)
 
     def set_classnames(self, classnames: Sequence[str]) -> None:
@@ -78,17 +79,17 @@ class TextContext(nn.Module):
                 f"class-specific context was learned for {self.ctx.shape[0]} classes and cannot serve "
                 f"{len(classnames)} other classes"
             )
-        backbone = self.backbone[0]
+        tower = self.tower[0]
         names = [readable(c) for c in classnames]
-        tokens = backbone.tokenize([f"{self.placeholder} {name}." for name in names])
+        tokens = tower.tokenize([f"{self.placeholder} {name}." for name in names])
         with torch.no_grad():
-            embeds = backbone.embed_tokens(tokens)
+            embeds = tower.embed_tokens(tokens)
         self.register_buffer("tokens", tokens, persistent=False)
         self.register_buffer("prefix", embeds[:, :1], persistent=False)
         self.register_buffer("suffix", embeds[:, 1 + self.n_ctx:], persistent=False)
         # the name's tokens counted on the name alone, as CoOp's code does: for a name whose last token merges
         # with the period ("kite (bird of prey)" ends in ")."), the class part then includes the merged token
-        self.name_lengths = (backbone.eot_positions(backbone.tokenize(names)) - 1).tolist()
+        self.name_lengths = (tower.eot_positions(tower.tokenize(names)) - 1).tolist()
         self.classnames = list(classnames)
 
     @property

@@ -1,8 +1,8 @@
 """Stacks of per-layer prompt tokens, fed to the backbone's deep-prompt mechanism.
 
 A ``PromptStack`` holds ``n_tokens`` learnable vectors for each of the chosen layers of one
-tower and returns them as the ``{layer: tokens}`` mapping that ``ClipBackbone.encode_image`` /
-``encode_text_embeds`` accept (see ``vlpt/backbone/deep_prompts.py``).
+tower and returns them as the ``{layer: tokens}`` mapping that ``ClipBackbone.encode_image`` and
+``TextTower.encode_text_embeds`` accept (see ``vlpt/backbone/deep_prompts.py``).
 """
 from __future__ import annotations
 

@@ -11,9 +11,9 @@ prompt's text embedding go through a light decoder that returns mask logits at t
   local folder, or ``tiny-random``: the real CLIPSeg code with a tiny random configuration, offline).
 
 The seam for prompt tuning (TuneVLSeg, Adhikari et al., ACCV 2024) is the same as for classification:
-a VLSM offers the text side of :class:`ClipBackbone` (``tokenize``, ``embed_tokens``,
-``eot_positions``, ``encode_text_embeds`` with deep prompts, widths and layer counts), so
-``TextContext``, ``PromptStack`` and ``MetaNet`` work on it unchanged, plus ``image_activations``
+a VLSM is a :class:`~vlpt.backbone.text.TextTower` (``clip_decoder`` delegates to its backbone,
+``clipseg`` drives CLIPSeg's text model), so the blocks of ``vlpt.prompts`` work on it unchanged, plus
+``image_activations``
 (image-tower tokens at the decoder's layers, with deep visual prompts), ``new_decoder`` and ``decode``.
 Visual prompt tokens are taken out of the tapped layers before the decoder reads them (TuneVLSeg's
 VPT code carries them through CLIPSeg's decoder layers and drops them at its output); the decoder
@@ -44,6 +44,7 @@ from vlpt.backbone.deep_prompts import (
     run_text_blocks,
     run_vision_blocks,
 )
+from vlpt.backbone.text import TextTower
 from vlpt.errors import CheckpointError, ConfigError
 
 CLIPSEG_HUB_MODELS = ("CIDAS/clipseg-rd64-refined", "CIDAS/clipseg-rd64", "CIDAS/clipseg-rd16")
@@ -158,8 +159,8 @@ class ConditionalDecoder(nn.Module):
         return self.upsample(grid).squeeze(1)
 
 
-class SegmentationModel(nn.Module, abc.ABC):
-    """A frozen VLSM; see the module docstring for the interface prompt methods use."""
+class SegmentationModel(nn.Module, TextTower):
+    """A frozen VLSM: a text tower plus the image side; see the module docstring."""
 
     mean: tuple[float, ...]
     std: tuple[float, ...]
@@ -176,47 +177,12 @@ class SegmentationModel(nn.Module, abc.ABC):
     def remember(self, key: tuple, compute) -> torch.Tensor:
         """A tensor that depends only on the frozen weights and ``key``, computed once per device
         (in the weights' own precision, whatever autocast a caller runs under)."""
-        device = self.token_embedding.weight.device
+        device = self.device
         full_key = (key, str(device))
         if full_key not in self._memo:
             with torch.no_grad(), torch.autocast(device.type, enabled=False):
                 self._memo[full_key] = compute()
         return self._memo[full_key]
-
-    # ---- text side (as ClipBackbone) ---------------------------------------------------
-    tokenizer: object
-
-    def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
-        """Token ids ``[N, context_length]``; a text that does not fit raises ConfigError."""
-        return tokenize_fitting(self.tokenizer, texts, self.context_length, self.token_embedding.weight.device)
-
-    def embed_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.token_embedding(tokens)
-
-    def eot_positions(self, tokens: torch.Tensor) -> torch.Tensor:
-        return tokens.argmax(dim=-1)
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.token_embedding.weight.dtype
-
-    @property
-    @abc.abstractmethod
-    def token_embedding(self) -> nn.Embedding: ...
-
-    @property
-    @abc.abstractmethod
-    def context_length(self) -> int: ...
-
-    @abc.abstractmethod
-    def encode_text_embeds(self, embeds: torch.Tensor, eot_positions: torch.Tensor,
-                           deep_prompts: DeepPromptTokens | None = None, normalize: bool = False) -> torch.Tensor:
-        """Text embeddings ``[N, D]`` (the decoder's conditional input) from token embeddings ``[N, L, W]``."""
-
-    def encode_texts(self, texts: Sequence[str]) -> torch.Tensor:
-        """Embeddings ``[N, D]`` of hand-written prompts."""
-        tokens = self.tokenize(texts)
-        return self.encode_text_embeds(self.embed_tokens(tokens), self.eot_positions(tokens))
 
     # ---- image side ---------------------------------------------------------------------
     @abc.abstractmethod
@@ -265,12 +231,16 @@ class ClipDecoderModel(SegmentationModel):
             raise ConfigError(f"vlsm image_size {self.image_size}: {backbone.model_name} takes {backbone.image_size} px")
         self.mean, self.std = tuple(backbone.preprocess_cfg["mean"]), tuple(backbone.preprocess_cfg["std"])
         self.patch_size = backbone.patch_size
-        self.tokenizer = backbone.tokenizer
 
     # text side: the backbone's own
-    @property
-    def token_embedding(self) -> nn.Embedding:
-        return self.backbone.model.token_embedding
+    def tokenize(self, texts):
+        return self.backbone.tokenize(texts)
+
+    def embed_tokens(self, tokens):
+        return self.backbone.embed_tokens(tokens)
+
+    def encode_text_embeds(self, embeds, eot_positions, deep_prompts=None, normalize=False):
+        return self.backbone.encode_text_embeds(embeds, eot_positions, deep_prompts, normalize)
 
     @property
     def context_length(self) -> int:
@@ -296,8 +266,13 @@ class ClipDecoderModel(SegmentationModel):
     def embed_dim(self) -> int:
         return self.backbone.embed_dim
 
-    def encode_text_embeds(self, embeds, eot_positions, deep_prompts=None, normalize=False):
-        return self.backbone.encode_text_embeds(embeds, eot_positions, deep_prompts, normalize)
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.backbone.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.backbone.device
 
     def image_activations(self, images, deep_prompts=None, pooled=False):
         return self.backbone.image_layer_tokens(images, self.extract_layers, deep_prompts, pooled=pooled)
@@ -313,7 +288,7 @@ class ClipDecoderModel(SegmentationModel):
                 raise CheckpointError(f"decoder weights {path} do not fit this VLSM's decoder "
                                       f"({self.describe()}): {problem}")
             decoder.load_state_dict(state)
-        return decoder.to(self.token_embedding.weight.device)
+        return decoder.to(self.device)
 
     def _run_decoder(self, decoder, activations, conditional):
         return decoder(activations, conditional)
@@ -381,8 +356,22 @@ class ClipSegModel(SegmentationModel):
         return self.model.clip.vision_model
 
     @property
-    def token_embedding(self) -> nn.Embedding:
+    def _token_embedding(self) -> nn.Embedding:
         return self._text.embeddings.token_embedding
+
+    def tokenize(self, texts):
+        return tokenize_fitting(self.tokenizer, texts, self.context_length, self.device)
+
+    def embed_tokens(self, tokens):
+        return self._token_embedding(tokens)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self._token_embedding.weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self._token_embedding.weight.device
 
     @property
     def context_length(self) -> int:
