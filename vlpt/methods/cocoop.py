@@ -25,8 +25,7 @@ from torch.utils.checkpoint import checkpoint
 from vlpt.backbone import ClipBackbone
 from vlpt.errors import ConfigError
 from vlpt.methods.base import MethodConfig, PromptMethod
-from vlpt.prompts.context import TextContext
-from vlpt.prompts.meta_net import MetaNet
+from vlpt.prompts.meta_net import conditional_context, encode_conditional
 from vlpt.registry import register_method
 
 MIB = 2 ** 20
@@ -97,9 +96,8 @@ class CoCoOp(PromptMethod):
 
     def build(self, classnames, templates):
         cfg = self.config
-        self.context = TextContext(self.backbone, classnames, n_ctx=cfg.n_ctx, ctx_init=cfg.ctx_init,
-                                   init_std=cfg.init_std)
-        self.meta_net = MetaNet(self.backbone.embed_dim, self.backbone.text_width).to(self.backbone.dtype)
+        self.context, self.meta_net = conditional_context(self.backbone, classnames, cfg.n_ctx, cfg.ctx_init,
+                                                          cfg.init_std)
 
     def update_classnames(self, classnames, templates):
         self.context.set_classnames(classnames)
@@ -140,9 +138,4 @@ class CoCoOp(PromptMethod):
 
     def _conditional_text_features(self, image_features: torch.Tensor) -> torch.Tensor:
         """Normalised text features ``[b, C, D]`` of each image's own prompts, in one text-tower pass."""
-        n_images, n_classes = len(image_features), len(self.context.classnames)
-        prompts = self.context(self.meta_net(image_features))  # [b, C, L, W]
-        text = self.backbone.encode_text_embeds(
-            prompts.flatten(0, 1), self.context.eot_positions.repeat(n_images), normalize=True
-        )
-        return text.view(n_images, n_classes, -1)
+        return encode_conditional(self.backbone, self.context, self.meta_net(image_features), normalize=True)

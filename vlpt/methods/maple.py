@@ -12,15 +12,14 @@ clones it). The reference's cross-dataset config (depth 3, lr 0.0026, 2 epochs) 
 """
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
 from vlpt.errors import ConfigError
 from vlpt.methods.base import MethodConfig, PromptMethod, cosine_logits
 from vlpt.prompts.context import TextContext
+from vlpt.prompts.coupling import coupled_prompts, linear_couplings
 from vlpt.prompts.deep import PromptStack
 from vlpt.registry import register_method
 
@@ -54,21 +53,16 @@ class MaPLe(PromptMethod):
         self.build_vision_prompts(n_tokens)
 
     def build_vision_prompts(self, n_tokens: int) -> None:
-        """One linear coupling function per prompted layer: language width -> vision width. Layer 0's is
-        initialised on its own; the deeper layers' start identical (copies of one layer, as the reference)."""
-        def linear() -> nn.Linear:
-            return nn.Linear(self.backbone.text_width, self.backbone.vision_width).to(self.backbone.dtype)
-
-        first, deeper = linear(), linear()
-        self.couplings = nn.ModuleList(
-            [first, *(copy.deepcopy(deeper) for _ in range(self.config.prompt_depth - 1))])
+        """One linear coupling function per prompted layer (``vlpt.prompts.coupling``)."""
+        backbone = self.backbone
+        self.couplings = linear_couplings(backbone.text_width, backbone.vision_width, self.config.prompt_depth,
+                                          backbone.dtype)
 
     def deep_text_prompts(self) -> dict[int, torch.Tensor]:
         return self.text_prompts() if self.text_prompts is not None else {}
 
     def vision_prompts(self) -> dict[int, torch.Tensor]:
-        language = {0: self.context.ctx, **self.deep_text_prompts()}
-        return {layer: coupling(language[layer]) for layer, coupling in enumerate(self.couplings)}
+        return coupled_prompts(self.couplings, self.context.ctx, self.deep_text_prompts())
 
     def update_classnames(self, classnames, templates):
         self.context.set_classnames(classnames)

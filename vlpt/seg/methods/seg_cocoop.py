@@ -9,7 +9,7 @@ depth 1, and its meta-net (``meta_net: tunevlseg``): ``Linear(feature, 64)``, Re
 ``Linear(64, text width)`` and ``LayerNorm(text width)``, all three without a final bias
 (``vlpt.seg.projection``), on the image feature as it is (``norm_image_features: false``).
 ``meta_net: cocoop`` is CoCoOp's own (``Linear(D, D/16)``, ReLU, ``Linear(D/16, text width)``) on the
-L2-normalised feature, as classification CoCoOp.
+L2-normalised feature, as classification CoCoOp (both build on ``vlpt.prompts.meta_net``).
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from typing import Literal
 import torch.nn.functional as F
 
 from vlpt.errors import ConfigError
-from vlpt.methods.cocoop import CoCoOp
+from vlpt.prompts.meta_net import conditional_context, encode_conditional
 from vlpt.registry import register_seg_method
 from vlpt.seg.method import SegMethodConfig, SegPromptMethod
 from vlpt.seg.projection import mlp_projection
@@ -43,22 +43,23 @@ class SegCoCoOp(SegPromptMethod):
 
     Config = SegCoCoOpConfig
     needs_image_feature = True
-    update_classnames = CoCoOp.update_classnames
 
     def build_prompts(self, classnames, templates):
         cfg = self.config
+        backbone = self.backbone
         if cfg.meta_net not in META_NETS:
             raise ConfigError(f"{self.name}: unknown meta_net {cfg.meta_net!r}; valid: {', '.join(META_NETS)}")
-        CoCoOp.build(self, classnames, templates)  # the same context (and meta-net) as classification CoCoOp
+        # CoCoOp's context and meta-net; the latter is drawn even where TuneVLSeg's projector replaces it,
+        # so the projector's initialisation follows the same random draws as ever
+        self.context, self.meta_net = conditional_context(backbone, classnames, cfg.n_ctx, cfg.ctx_init, cfg.init_std)
         if cfg.meta_net == "tunevlseg":
-            backbone = self.backbone
             self.meta_net = mlp_projection(backbone.embed_dim, backbone.text_width, cfg.meta_net_dim,
                                            final_bias=False).to(backbone.dtype)
+
+    def update_classnames(self, classnames, templates):
+        self.context.set_classnames(classnames)
 
     def class_embeddings(self, image_features):
         if self.config.meta_net == "cocoop":
             image_features = F.normalize(image_features, dim=-1)
-        prompts = self.context(self.meta_net(image_features))  # [B, C, L, W]
-        batch, n_classes = prompts.shape[:2]
-        text = self.backbone.encode_text_embeds(prompts.flatten(0, 1), self.context.eot_positions.repeat(batch))
-        return text.view(batch, n_classes, -1)
+        return encode_conditional(self.backbone, self.context, self.meta_net(image_features))

@@ -7,18 +7,19 @@ the decoder's loss tunes both towers through one set of language prompts.
 TuneVLSeg's defaults (``configs/model/maple_clipseg.yaml``): the context starts as "a photo of a"
 (deeper prompts N(0, 0.02)), depth 1, and the coupling is its projector (``coupling: mlp``):
 ``Linear(text, 64)``, ReLU, ``Linear(64, vision)`` without bias, ``LayerNorm(vision)``
-(``vlpt.seg.projection``). ``coupling: linear`` is MaPLe's own linear map (``vlpt.methods.maple``).
+(``vlpt.seg.projection``). ``coupling: linear`` is MaPLe's own linear map (``vlpt.prompts.coupling``).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Literal
 
+import torch
 from torch import nn
 
 from vlpt.errors import ConfigError
-from vlpt.methods.maple import MaPLe
 from vlpt.prompts.context import TextContext
+from vlpt.prompts.coupling import coupled_prompts, linear_couplings
 from vlpt.prompts.deep import PromptStack
 from vlpt.registry import register_seg_method
 from vlpt.seg.method import SegMethodConfig, SegPromptMethod, prompt_layers
@@ -43,8 +44,6 @@ class SegMaPLe(SegPromptMethod):
     """Coupled language and vision prompts in the first ``prompt_depth`` layers of both towers."""
 
     Config = SegMaPLeConfig
-    deep_text_prompts = MaPLe.deep_text_prompts
-    vision_prompts = MaPLe.vision_prompts
 
     def build_prompts(self, classnames, templates):
         cfg = self.config
@@ -57,7 +56,8 @@ class SegMaPLe(SegPromptMethod):
         self.text_prompts = PromptStack(deeper, self.context.n_ctx, backbone.text_width, std=cfg.init_std,
                                         dtype=backbone.dtype) if deeper else None
         if cfg.coupling == "linear":
-            MaPLe.build_vision_prompts(self, self.context.n_ctx)
+            self.couplings = linear_couplings(backbone.text_width, backbone.vision_width, cfg.prompt_depth,
+                                              backbone.dtype)
         else:
             self.couplings = nn.ModuleList(
                 mlp_projection(backbone.text_width, backbone.vision_width, cfg.coupling_dim).to(backbone.dtype)
@@ -65,6 +65,12 @@ class SegMaPLe(SegPromptMethod):
 
     def update_classnames(self, classnames, templates):
         self.context.set_classnames(classnames)
+
+    def deep_text_prompts(self) -> dict[int, torch.Tensor]:
+        return self.text_prompts() if self.text_prompts is not None else {}
+
+    def vision_prompts(self):
+        return coupled_prompts(self.couplings, self.context.ctx, self.deep_text_prompts())
 
     def class_embeddings(self, image_features):
         return self.backbone.encode_text_embeds(self.context(), self.context.eot_positions,
