@@ -1,1 +1,2 @@
-"""Prompt methods, one module each, registered by name (see ``vlpt.registry``)."""
+"""Classification prompt methods, one module each, registered by name in ``vlpt.registry.METHODS``
+(segmentation methods: ``vlpt.seg.methods``)."""

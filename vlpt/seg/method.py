@@ -2,8 +2,8 @@
 
 TuneVLSeg (Adhikari et al., "TuneVLSeg: Prompt Tuning Benchmark for Vision-Language Segmentation
 Models", ACCV 2024) tunes textual, visual and multimodal prompts of a frozen VLSM. A method here is a
-:class:`PromptMethod` whose backbone is a :class:`~vlpt.seg.vlsm.SegmentationModel`; subclasses say
-what they prompt:
+:class:`PromptMethod` whose backbone is a :class:`~vlpt.seg.vlsm.SegmentationModel`; subclasses (one
+module each in ``vlpt/seg/methods/``, registered with ``register_seg_method``) say what they prompt:
 
 * ``class_embeddings(image_features)``: the decoder's text conditioning per class, ``[C, D]`` (or per
   image ``[B, C, D]``, CoCoOp); the default encodes the dataset's hand-written prompt;
