@@ -40,7 +40,8 @@ from vlpt.data.corruptions import split_corrupted_name
 from vlpt.data.protocols import TEST_TIME
 from vlpt.data.transforms import TrainAugment
 from vlpt.errors import ConfigError
-from vlpt.methods.base import MethodConfig, PromptMethod
+from vlpt.methods.base import PromptMethod
+from vlpt.methods.configs import ResolvedMethod, load_method_config
 from vlpt.paths import CONFIG_DIR
 from vlpt.registry import DATASETS, METHODS
 from vlpt.results import RunIdentity
@@ -52,7 +53,6 @@ MULTITASK = "multitask"
 PROTOCOLS = (*CLASSIFICATION_PROTOCOLS, MULTITASK, SEGMENTATION)
 EXPERIMENT_REFERENCE = "experiment:"
 INIT_REFERENCE = "init:"
-METHOD_CONFIG_DIR = CONFIG_DIR / "methods"
 DEFAULT_SUITE = CONFIG_DIR / "suites" / "starter.yaml"
 
 
@@ -184,15 +184,6 @@ class SuiteSpec:
 
 
 @dataclass
-class ResolvedMethod:
-    """A method class with its validated config and the identity pieces that name it."""
-
-    cls: type[PromptMethod]
-    config: MethodConfig
-    variant: str
-
-
-@dataclass
 class Run:
     """One run of the suite: identity plus everything needed to execute it.
 
@@ -218,22 +209,6 @@ class Suite:
     initializations: list[InitializationSpec] = field(default_factory=list)
     view_store: str | None = None
     feature_cache: FeatureCacheSpec = field(default_factory=FeatureCacheSpec)
-
-
-def load_method_config(name: str, overrides: dict[str, Any], where: str) -> ResolvedMethod:
-    """Resolve ``configs/methods/<name>.yaml`` plus overrides into a method class and typed config."""
-    known = sorted(p.stem for p in METHOD_CONFIG_DIR.glob("*.yaml"))
-    if name not in known:  # also keeps names such as "../x" from reaching outside the folder
-        raise ConfigError(f"{where}: unknown method config {name!r}; available: {', '.join(known)}")
-    path = METHOD_CONFIG_DIR / f"{name}.yaml"
-    data = load_yaml(path)
-    for key in data:
-        if key not in ("method", "params"):
-            raise ConfigError(f"{path}: unknown key {key!r}; allowed keys: method, params")
-    cls = METHODS.get(data.get("method", name))
-    params = {**(data.get("params") or {}), **overrides}
-    config = build_dataclass(cls.Config, params, f"{where} (method {name}, config {path.name})")
-    return ResolvedMethod(cls, config, "default" if name == cls.name else name)
 
 
 def _check_dataset_name(name: str, where: str, segmentation: bool = False) -> None:
