@@ -219,7 +219,8 @@ class Harness:
             return None
         data = record.config.get("data", {})
         stored = run_settings(record.config["method"]["params"], data.get("train_augment"), data.get("sampling"),
-                              None, data.get("eval_limit"), data.get("scoring"))
+                              None, data.get("eval_limit"), data.get("scoring"),
+                              type(run.method.config).result_neutral)
         current = settings_of(run)
         computed = self._computation_changes(record, run)
         if computed:

@@ -42,6 +42,9 @@ BACKBONE_PREFIX = "backbone."
 class MethodConfig:
     """Optimization settings shared by every method (CoOp's defaults)."""
 
+    #: fields that trade memory or time for nothing else: runs differing only in them are the same run
+    result_neutral: ClassVar[tuple[str, ...]] = ()
+
     optimizer: Literal["sgd", "adamw"] = "sgd"
     lr: float = 0.002
     momentum: float = 0.9
