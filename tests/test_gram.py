@@ -33,7 +33,7 @@ from vlpt.meta import (
     starter_caption_pairs,
 )
 from vlpt.meta.gram import (
-    _batch_loss,
+    _CaptionBatch,
     _MethodCall,
     caption_contrastive_loss,
     caption_prompt,
@@ -103,7 +103,7 @@ def test_method_inner_step_is_the_plain_gradient_step(tiny_backbone):
     assert list(params) == ["context.ctx"]
     images = torch.randn(3, 3, 32, 32)
     captions = ["a red circle", "the digit one", "a red circle"]
-    loss_fn = _batch_loss(method, _MethodCall(method), images, captions, "image_to_text")
+    loss_fn = _CaptionBatch(method, _MethodCall(method), images, captions, "image_to_text")
 
     same, _ = adapt(params, loss_fn, ZeroRegulator(), inner_lr=1.0)
     assert torch.equal(same["context.ctx"], params["context.ctx"])
@@ -342,20 +342,20 @@ def test_gram_end_to_end_initializes_a_fresh_coop(tiny_backbone, starter_domains
 
     regulator = load_regulator(result.regulator_path)
     assert all(torch.equal(v, result.regulator.state_dict()[k].cpu()) for k, v in regulator.state_dict().items())
-    handles = attach_regulator(fresh, regulator)
+    handle = attach_regulator(fresh, regulator)
     images, labels = torch.randn(2, 3, 32, 32), torch.tensor([0, 2])
-    F.cross_entropy(fresh.logits(images), labels).backward()
-    hooked = fresh.context.ctx.grad.clone()
-    for handle in handles:
-        handle.remove()
-    fresh.context.ctx.grad = None
-    F.cross_entropy(fresh.logits(images), labels).backward()
-    assert torch.allclose(hooked, regulator.regulate("context.ctx", fresh.context.ctx.grad), atol=1e-6)
 
-    configured = CoOp(tiny_backbone, ["zero", "one", "two"], ["{}"],
-                      CoOpConfig(n_ctx=4, init_from=str(out), regulator_from=str(result.regulator_path)))
-    F.cross_entropy(configured.logits(images), labels).backward()
-    assert torch.allclose(configured.context.ctx.grad, hooked, atol=1e-6)
+    def training_gradient():  # the training step: the loss, its backward pass, the gradient transforms
+        fresh.context.ctx.grad = None
+        fresh.training_step((images, labels), 0).backward()
+        fresh.on_before_optimizer_step(None)
+        return fresh.context.ctx.grad.clone()
+
+    hooked = training_gradient()
+    handle.remove()
+    plain = training_gradient()
+    assert torch.allclose(hooked, regulator.regulate("context.ctx", plain), atol=1e-6)
+    assert not torch.allclose(hooked, plain)
 
 
 def test_gram_is_deterministic_given_seed(tiny_backbone, starter_domains):

@@ -50,7 +50,7 @@ from vlpt.eval.segmentation import SegmentationDataModule, evaluate_segmenter
 from vlpt.eval.test_time import evaluate_test_time
 from vlpt.tta.store import DEFAULT_FOLDER as DEFAULT_VIEW_FOLDER
 from vlpt.eval.suite import MULTITASK, Run, Suite, TrainerSpec, run_settings, settings_of, shard_of
-from vlpt.meta.gram import regulator_path_for
+from vlpt.meta.gram import attach_regulator, load_regulator, regulator_path_for
 from vlpt.methods.base import PromptMethod
 from vlpt.multitask import MultitaskDataModule, MultitaskPromptModule, Task
 from vlpt.paths import LEADERBOARD_DIR, PROJECT_ROOT, default_data_root
@@ -219,7 +219,8 @@ class Harness:
             return None
         data = record.config.get("data", {})
         stored = run_settings(record.config["method"]["params"], data.get("train_augment"), data.get("sampling"),
-                              None, data.get("eval_limit"), data.get("scoring"))
+                              None, data.get("eval_limit"), data.get("scoring"),
+                              type(run.method.config).result_neutral)
         current = settings_of(run)
         computed = self._computation_changes(record, run)
         if computed:
@@ -495,6 +496,8 @@ class Harness:
             evaluations = [(es.name, es, partial(datamodule.eval_dataloader, es)) for es in data.eval_sets]
             n_train, n_val, classes = len(data.train), len(data.val), len(data.classnames)
             tasks = None
+        if config.regulator_from:  # GRAM: its regulator shapes the run's training gradients
+            attach_regulator(method, load_regulator(config.regulator_from))
         epochs = config.epochs_for(identity.shots, identity.dataset) if resolved.cls.trains else 0
         method.to(self.device)
         world_size, resumed_at = self._fit(run, method, datamodule, epochs, tasks)

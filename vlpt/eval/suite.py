@@ -315,15 +315,15 @@ def _init_source(method_spec: MethodSpec, named: dict[str, dict[tuple, RunIdenti
 
 #: config fields that name files resolved at run time, not settings of the run
 _LOCATION_FIELDS = ("init_from", "regulator_from")
-#: method parameters that trade memory for speed and leave results unchanged (CoCoOp's text-tower chunks)
-_RESOURCE_FIELDS = ("images_per_chunk", "chunk_memory_mb")
 
 
 def run_settings(params: dict, train_augment: str, sampling: str | None, init: str | None,
-                 eval_limit: int | None = None, scoring: str | None = None) -> dict:
+                 eval_limit: int | None = None, scoring: str | None = None,
+                 result_neutral: tuple[str, ...] = ()) -> dict:
     """What a run's identity does not show but its result depends on, in JSON form (for comparisons).
-    ``sampling`` and ``scoring`` are None except for multitask runs."""
-    ignored = _LOCATION_FIELDS + _RESOURCE_FIELDS
+    ``sampling`` and ``scoring`` are None except for multitask runs; ``result_neutral`` are the method
+    config's fields that change no result (``MethodConfig.result_neutral``)."""
+    ignored = _LOCATION_FIELDS + tuple(result_neutral)
     settings = {"params": {k: v for k, v in params.items() if k not in ignored},
                 "train_augment": train_augment, "sampling": sampling, "init": init, "eval_limit": eval_limit,
                 **({"scoring": scoring} if scoring is not None else {})}
@@ -337,7 +337,7 @@ def settings_of(run: Run) -> dict:
     multitask = experiment.protocol == MULTITASK
     return run_settings(dataclasses.asdict(run.method.config), experiment.train_augment,
                         experiment.sampling if multitask else None, init, experiment.eval_limit,
-                        experiment.scoring if multitask else None)
+                        experiment.scoring if multitask else None, type(run.method.config).result_neutral)
 
 
 def shard_of(suite: Suite, count: int) -> dict[str, int]:

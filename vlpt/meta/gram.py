@@ -46,13 +46,18 @@ What this implementation chose where the paper (as far as could be read) leaves 
    ``tasks_per_step`` (support, query) pairs; support and query domains drawn uniformly without
    replacement per task; batches drawn without replacement within a domain.
 5. **Downstream use of the regulator.** GRAM regulates the gradients of the downstream few-shot
-   tuning as well: a method whose config sets ``regulator_from`` installs the regulator as gradient
-   hooks on its prompt tensors (``attach_regulator``); a suite's ``init_from: init:NAME`` sets both.
+   tuning as well: ``attach_regulator`` adds the regulator to a method's training step as a gradient
+   transform (``vlpt.methods.step``), after the method's own; the harness attaches it to a run whose
+   config names it in ``regulator_from`` (a suite's ``init_from: init:NAME`` sets both).
+6. **The method's own gradient transforms** (``PromptMethod.transform_gradients``) shape the inner
+   step's gradient before the regulator does, as they shape a downstream training step:
+   ``theta' = theta - alpha * R_phi(T(grad L_support(theta)))``. The outer (meta-)gradient is not
+   transformed.
 
 The core is written for plain tensors (``regulated_update``, ``adapt``, ``BilevelMetaLearner``), so
 it can be checked on toy problems; ``meta_learn_initialization`` runs it on any ``PromptMethod``
-through ``torch.func.functional_call`` over the method's trainable parameters, writes the result with
-``method.save_checkpoint`` (what ``MethodConfig.init_from`` consumes) and the regulator beside it.
+through ``torch.func.functional_call`` over the method's ``prompt_parameters()``, writes the result
+with ``method.save_checkpoint`` (what ``MethodConfig.init_from`` consumes) and the regulator beside it.
 """
 from __future__ import annotations
 
@@ -71,10 +76,13 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from vlpt.errors import CheckpointError, ConfigError
 from vlpt.meta.captions import CaptionDataset, CaptionPair
+from vlpt.methods.step import BatchLoss, Grads, TrainingStep, gradients
 from vlpt.results.store import writer_temp_path
 
 Params = dict[str, torch.Tensor]
 LossFn = Callable[[Params], torch.Tensor]
+#: the method's gradient transforms at given parameter values: ``transform(params, grads)`` -> grads
+InnerTransform = Callable[[Params, Grads], Grads]
 Objective = Literal["contrastive", "image_to_text", "method"]
 REGULATOR_FORMAT = "vlpt-gram-regulator-v1"
 
@@ -155,32 +163,37 @@ class GradientRegulator(nn.Module):
 
 # ---- the bi-level core on plain tensors --------------------------------------------------------
 def regulated_update(params: Mapping[str, torch.Tensor], loss: torch.Tensor, regulator: Callable | None,
-                     lr: float, create_graph: bool = True) -> tuple[Params, Params, Params]:
-    """One inner step ``theta' = theta - lr * R(grad loss)``; returns (theta', raw grads, regulated grads).
+                     lr: float, create_graph: bool = True,
+                     transform: InnerTransform | None = None) -> tuple[Params, Params, Params]:
+    """One inner step ``theta' = theta - lr * R(T(grad loss))``; returns (theta', T(grad loss), regulated).
 
-    With ``create_graph`` the step stays differentiable (second-order MAML); without it the raw
-    gradient is a constant, but ``theta'`` still depends on ``theta`` and on R's parameters.
-    A parameter the loss does not reach gets a zero gradient.
+    ``T`` is the method's gradient transforms (``transform``; default: none). With ``create_graph`` the
+    step stays differentiable (second-order MAML); without it the raw gradient is a constant, but
+    ``theta'`` still depends on ``theta`` and on R's parameters. A parameter the loss does not reach
+    gets a zero gradient.
     """
-    names = list(params)
-    grads = torch.autograd.grad(loss, [params[n] for n in names], create_graph=create_graph, allow_unused=True)
-    raw = {n: (g if g is not None else torch.zeros_like(params[n])) for n, g in zip(names, grads)}
-    regulated = regulator(raw) if regulator is not None else raw
-    return {n: params[n] - lr * regulated[n] for n in names}, raw, regulated
+    grads = gradients(loss, params, create_graph)
+    if transform is not None:
+        grads = transform(dict(params), grads)
+    regulated = regulator(grads) if regulator is not None else grads
+    return {n: params[n] - lr * regulated[n] for n in params}, grads, regulated
 
 
 def adapt(params: Mapping[str, torch.Tensor], support_loss: LossFn, regulator: Callable | None, inner_lr: float,
-          inner_steps: int = 1, first_order: bool = False, stats: dict | None = None) -> tuple[Params, list[float]]:
-    """``inner_steps`` regulated gradient steps on the support loss from ``params``.
+          inner_steps: int = 1, first_order: bool = False, stats: dict | None = None,
+          transform: InnerTransform | None = None) -> tuple[Params, list[float]]:
+    """``inner_steps`` regulated gradient steps on the support loss from ``params`` (``transform``: the
+    method's gradient transforms, applied before the regulator).
 
     With a ``stats`` dict, ``stats["gain"]`` receives |R(g)| / |g| of the first step (the regulator's
-    overall scaling of the raw gradient, 1 for the identity).
+    overall scaling of the gradient, 1 for the identity).
     """
     fast = dict(params)
     losses = []
     for step in range(inner_steps):
         loss = support_loss(fast)
-        fast, raw, regulated = regulated_update(fast, loss, regulator, inner_lr, create_graph=not first_order)
+        fast, raw, regulated = regulated_update(fast, loss, regulator, inner_lr, create_graph=not first_order,
+                                                transform=transform)
         losses.append(float(loss.detach()))
         if stats is not None and step == 0:
             with torch.no_grad():
@@ -192,11 +205,13 @@ def adapt(params: Mapping[str, torch.Tensor], support_loss: LossFn, regulator: C
 
 @dataclass
 class MetaTask:
-    """One meta-training task: a support loss (inner step) and a query loss (outer objective)."""
+    """One meta-training task: a support loss (inner step) and a query loss (outer objective), and the
+    method's gradient transforms for the inner step (``support_transform``)."""
 
     support_loss: LossFn
     query_loss: LossFn
     info: dict = field(default_factory=dict)
+    support_transform: InnerTransform | None = None
 
 
 class BilevelMetaLearner:
@@ -238,7 +253,7 @@ class BilevelMetaLearner:
         for task in tasks:
             stats: dict = {}
             adapted, support_losses = adapt(self.params, task.support_loss, self.regulator, self.inner_lr,
-                                            self.inner_steps, self.first_order, stats)
+                                            self.inner_steps, self.first_order, stats, task.support_transform)
             outer = task.query_loss(adapted) / len(tasks)
             outer.backward()
             support.append(support_losses[0])
@@ -253,20 +268,19 @@ class BilevelMetaLearner:
 
 # ---- prompt methods on image-caption batches -----------------------------------------------------
 class _MethodCall(nn.Module):
-    """Lets ``functional_call`` run any method function (``logits``, ``training_loss``) with given tensors."""
+    """Lets ``functional_call`` run any function of a method (a batch loss) with given tensors."""
 
     def __init__(self, method: nn.Module):
         super().__init__()
         self.method = method
 
-    def forward(self, function: str, *args):
-        return getattr(self.method, function)(*args)
+    def forward(self, function: Callable, *args):
+        return function(*args)
 
 
 def named_trainable_parameters(method) -> dict[str, nn.Parameter]:
-    """``method.trainable_parameters()`` with their names (the names its checkpoint uses)."""
-    wanted = {id(p) for p in method.trainable_parameters()}
-    named = {name: p for name, p in method.named_parameters() if id(p) in wanted}
+    """``method.prompt_parameters()``; a method without any raises ConfigError."""
+    named = method.prompt_parameters()
     if not named:
         raise ConfigError(f"method {method.name or type(method).__name__} has no prompt parameters to meta-learn")
     return named
@@ -275,15 +289,6 @@ def named_trainable_parameters(method) -> dict[str, nn.Parameter]:
 def caption_prompt(caption: str) -> str:
     """A caption as a prompt 'class name': whitespace collapsed, trailing periods dropped (CoOp adds one)."""
     return " ".join(caption.split()).rstrip(" .") or caption.strip()
-
-
-def _prompt_tokens(method) -> int:
-    """Tokens a method's text prompt spends besides the caption (its learned context)."""
-    counts = [m.n_ctx for m in method.modules() if isinstance(getattr(m, "n_ctx", None), int)]
-    if counts:  # the built prompt modules know (an init phrase decides CoOp's count, not config.n_ctx)
-        return max(counts)
-    config_count = getattr(method.config, "n_ctx", None)
-    return config_count if isinstance(config_count, int) else 0
 
 
 def fit_caption(caption: str, tokenizer, max_tokens: int) -> str:
@@ -319,20 +324,36 @@ def caption_contrastive_loss(logits: torch.Tensor, labels: torch.Tensor, symmetr
     return 0.5 * (image_to_text + F.cross_entropy(logits.T, targets))
 
 
-def _batch_loss(method, call: _MethodCall, images: torch.Tensor, captions: list[str], objective: Objective) -> LossFn:
-    prompts, labels = caption_targets(captions)
-    labels = labels.to(images.device)
+class _CaptionBatch:
+    """A batch of image-caption pairs as a training step of ``method`` at given parameter values
+    (``vlpt.methods.step``): called with parameters, its loss (the objective); ``transform(params, grads)``,
+    the method's gradient transforms there (``create_graph``: differentiable, for second order)."""
 
-    def loss(params: Params) -> torch.Tensor:
-        if method.classnames != prompts:
-            method.set_classnames(prompts, ["{}"])
-        named = {f"method.{name}": t for name, t in params.items()}
+    def __init__(self, method, call: _MethodCall, images: torch.Tensor, captions: list[str], objective: Objective,
+                 create_graph: bool = True):
+        self.method, self.call, self.images, self.create_graph = method, call, images, create_graph
+        self.prompts, labels = caption_targets(captions)
+        self.labels = labels.to(images.device)
         if objective == "method":
-            return functional_call(call, named, ("training_loss", images, labels))
-        logits = functional_call(call, named, ("logits", images))
-        return caption_contrastive_loss(logits, labels, symmetric=objective == "contrastive")
+            self.objective: BatchLoss = method.training_loss
+        else:
+            symmetric = objective == "contrastive"
+            self.objective = lambda images, labels: caption_contrastive_loss(method.logits(images), labels, symmetric)
 
-    return loss
+    def step(self, params: Params) -> TrainingStep:
+        def evaluate(fn: BatchLoss) -> torch.Tensor:
+            if self.method.classnames != self.prompts:
+                self.method.set_classnames(self.prompts, ["{}"])
+            named = {f"method.{name}": t for name, t in params.items()}
+            return functional_call(self.call, named, (fn, self.images, self.labels))
+
+        return TrainingStep(self.method, evaluate, params, self.create_graph)
+
+    def __call__(self, params: Params) -> torch.Tensor:
+        return self.step(params).loss(self.objective)
+
+    def transform(self, params: Params, grads: Grads) -> Grads:
+        return self.step(params).transform(grads)
 
 
 @dataclass
@@ -412,19 +433,20 @@ def meta_learn_initialization(
             "GRAM draws support and query batches from different domains: it needs at least two domains of at "
             f"least two image-caption pairs each; got {', '.join(f'{d} ({len(domains[d])})' for d in names) or 'none'}"
         )
-    if getattr(getattr(method, "context", None), "csc", False):
-        raise ConfigError(f"GRAM cannot meta-learn a class-specific context (csc) for {method.name}: the 'classes' of "
-                          "image-caption batches change every step; use a shared context")
+    if type(method).unseen_classes(method.config) != "any":
+        raise ConfigError(f"GRAM cannot meta-learn {method.name}, which scores only its training classes (a "
+                          "class-specific context, csc, or a classifier row per class): the 'classes' of image-caption "
+                          "batches change every step; use a shared context")
     backbone = method.backbone
     if transform is None:
         from vlpt.data.transforms import eval_transform
 
         transform = eval_transform(backbone.image_size, backbone.preprocess_cfg["mean"], backbone.preprocess_cfg["std"])
     budget = (max_caption_tokens if max_caption_tokens is not None
-              else backbone.context_length - 3 - _prompt_tokens(method))
+              else backbone.context_length - 3 - method.text_prompt_tokens())
     if budget < 1:
         raise ConfigError(f"no room for captions: the text context holds {backbone.context_length} tokens and the "
-                          f"method's prompt takes {_prompt_tokens(method)}")
+                          f"method's prompt takes {method.text_prompt_tokens()}")
     datasets = {d: CaptionDataset(domains[d], transform) for d in names}
     params = named_trainable_parameters(method)
     device = next(iter(params.values())).device
@@ -478,9 +500,10 @@ def meta_learn_initialization(
                     support_domain, query_domain = names[pick[0]], names[pick[1]]
                     s_images, s_captions = draw(support_domain)
                     q_images, q_captions = draw(query_domain)
-                    tasks.append(MetaTask(_batch_loss(method, call, s_images, s_captions, objective),
-                                          _batch_loss(method, call, q_images, q_captions, objective),
-                                          {"support": support_domain, "query": query_domain}))
+                    support = _CaptionBatch(method, call, s_images, s_captions, objective, not first_order)
+                    tasks.append(MetaTask(support, _CaptionBatch(method, call, q_images, q_captions, objective),
+                                          {"support": support_domain, "query": query_domain},
+                                          support.transform if method.gradient_transforms() else None))
                 with attention:
                     stats = learner.step(tasks)
                 record = {"step": step + 1, **stats, "support_domains": [t.info["support"] for t in tasks],
@@ -535,26 +558,30 @@ def load_regulator(path: str | Path) -> GradientRegulator:
     return regulator
 
 
-def attach_regulator(method, regulator: GradientRegulator) -> list:
-    """Regulate the gradients of ``method``'s prompt tensors during ordinary training (GRAM's downstream use).
+class RegulatorTransform:
+    """A regulator as a gradient transform of a training step (``vlpt.methods.step``): ``R(g)`` per tensor."""
 
-    Installs a gradient hook on every trainable parameter the regulator knows; returns the hook
-    handles (``handle.remove()`` detaches). A trainable tensor the regulator does not know raises
+    def __init__(self, regulator: GradientRegulator):
+        self.regulator = regulator
+
+    def __call__(self, grads: Grads, step: TrainingStep) -> Grads:
+        with torch.no_grad():  # follows the method across devices
+            return {name: self.regulator.to(g.device).regulate(name, g) for name, g in grads.items()}
+
+
+def attach_regulator(method, regulator: GradientRegulator):
+    """Regulate the gradients of ``method``'s prompt tensors in its training steps (GRAM's downstream use).
+
+    Attaches the regulator as a gradient transform that runs after the method's own; returns its
+    handle (``handle.remove()`` detaches). A prompt tensor the regulator does not know raises
     CheckpointError.
     """
-    params = named_trainable_parameters(method)
-    unknown = sorted(set(params) - set(regulator.shapes))
+    unknown = sorted(set(named_trainable_parameters(method)) - set(regulator.shapes))
     if unknown:
         raise CheckpointError(
             f"gradient regulator has no entry for {unknown}; it was learned for {sorted(regulator.shapes)}"
         )
-    def hook(name: str):
-        def regulate(grad: torch.Tensor) -> torch.Tensor:
-            with torch.no_grad():
-                return regulator.to(grad.device).regulate(name, grad)  # follows the method across devices
-        return regulate
-
-    return [p.register_hook(hook(name)) for name, p in params.items()]
+    return method.attach_gradient_transform(RegulatorTransform(regulator))
 
 
 def _backbone_from(spec):

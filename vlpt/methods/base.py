@@ -2,10 +2,13 @@
 
 A method owns its prompt parameters and a frozen :class:`ClipBackbone`. Subclasses implement
 ``build(classnames, templates)`` (create parameters) and ``logits(images)``; the base supplies the
-training step (cross-entropy, overridable through ``training_loss``), the optimizer and schedule from
-the method's config, ``set_classnames`` for novel / cross-dataset evaluation, and a state dict that
-holds the method's own tensors only (a checkpoint is kilobytes, never a copy of CLIP).
-Devices and precision belong to the Lightning Trainer, never to a method.
+training step (``vlpt.methods.step``: cross-entropy, overridable through ``training_loss``, and the
+gradient hook ``transform_gradients``, which may edit the prompt's gradients between the backward pass
+and the optimizer step), the optimizer and schedule from the method's config, ``set_classnames`` for
+novel / cross-dataset evaluation, and a state dict that holds the method's own tensors only (a
+checkpoint is kilobytes, never a copy of CLIP). The same step drives single-task training, the
+multitask module and GRAM's inner step. Devices and precision belong to the Lightning Trainer, never
+to a method.
 
 Test-time methods (``adapts_at_test_time``, see ``vlpt.methods.tpt``) also provide
 ``test_time_dataset``, ``start_episodes`` and ``adapt_and_predict``: they adapt to each test image
@@ -16,6 +19,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import math
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Literal, Sequence
@@ -23,9 +27,12 @@ from typing import ClassVar, Literal, Sequence
 import lightning as L
 import torch
 import torch.nn.functional as F
+from torch.utils.hooks import RemovableHandle
 
 from vlpt.backbone import ClipBackbone
 from vlpt.errors import CheckpointError
+from vlpt.methods.step import GradientTransform, Grads, TrainingStep, process_mean
+from vlpt.prompts.context import TextContext
 from vlpt.results.store import writer_temp_path
 
 BACKBONE_PREFIX = "backbone."
@@ -34,6 +41,9 @@ BACKBONE_PREFIX = "backbone."
 @dataclass
 class MethodConfig:
     """Optimization settings shared by every method (CoOp's defaults)."""
+
+    #: fields that trade memory or time for nothing else: runs differing only in them are the same run
+    result_neutral: ClassVar[tuple[str, ...]] = ()
 
     optimizer: Literal["sgd", "adamw"] = "sgd"
     lr: float = 0.002
@@ -48,7 +58,8 @@ class MethodConfig:
     #: a checkpoint whose prompt tensors (same name and shape) initialise this method:
     #: a prompt learned on source tasks (MVLPT) or a meta-learned initialisation (GRAM)
     init_from: str | None = None
-    #: a GRAM gradient regulator (``*.regulator.pt``) applied to this method's prompt gradients in training
+    #: a GRAM gradient regulator (``*.regulator.pt``) that the harness attaches to this method's training
+    #: step as a gradient transform (``vlpt.meta.gram.attach_regulator``); the method itself ignores it
     regulator_from: str | None = None
 
     def __post_init__(self):
@@ -99,13 +110,11 @@ class PromptMethod(L.LightningModule, abc.ABC):
         self.max_epochs = 1
         self.classnames = list(classnames)
         self.templates = list(templates)
+        self._gradient_transforms: OrderedDict[int, GradientTransform] = OrderedDict()
+        self._pending_step: TrainingStep | None = None
         self.build(self.classnames, self.templates)
         if self.config.init_from:
             self.initialize_from(self.config.init_from)
-        if self.config.regulator_from:
-            from vlpt.meta.gram import attach_regulator, load_regulator
-
-            attach_regulator(self, load_regulator(self.config.regulator_from))
 
     # ---- to implement ------------------------------------------------------------------
     def build(self, classnames: list[str], templates: list[str]) -> None:
@@ -146,11 +155,41 @@ class PromptMethod(L.LightningModule, abc.ABC):
     def training_loss(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(self.logits(images), labels)
 
+    def transform_gradients(self, grads: Grads, step: TrainingStep) -> Grads:
+        """Hook: the gradients of ``prompt_parameters()`` (by name) to step with, given those of the loss.
+
+        Runs after the backward pass and before the optimizer step, under every driver (single-task,
+        multitask, GRAM's inner step). ``step.loss(fn)`` evaluates another loss on the step's batch and
+        ``step.gradients(loss)`` differentiates it (a ProGrad-style projection takes the gradient toward
+        the zero-shot prediction this way). Default: the gradients unchanged.
+        """
+        return grads
+
+    def attach_gradient_transform(self, transform: GradientTransform) -> RemovableHandle:
+        """Run ``transform(grads, step)`` after the method's own ``transform_gradients`` in every training
+        step (GRAM's regulator, attached by the harness); ``handle.remove()`` detaches it."""
+        handle = RemovableHandle(self._gradient_transforms)
+        self._gradient_transforms[handle.id] = transform
+        return handle
+
+    def gradient_transforms(self) -> list[GradientTransform]:
+        """What a training step applies to the gradients, in order: the method's ``transform_gradients``
+        (when its class overrides it), then the attached transforms."""
+        own = [self.transform_gradients] if type(self).transform_gradients is not PromptMethod.transform_gradients \
+            else []
+        return own + list(self._gradient_transforms.values())
+
     def training_step(self, batch, batch_idx):
         images, labels = batch
-        loss = self.training_loss(images, labels)
+        self._pending_step = TrainingStep(self, lambda fn: fn(images, labels), reduce=process_mean(self))
+        loss = self._pending_step.loss()
         self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=len(labels))
         return loss
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        step, self._pending_step = self._pending_step, None
+        if step is not None:
+            step.apply_transforms()
 
     @torch.no_grad()
     def predict(self, images: torch.Tensor) -> torch.Tensor:
@@ -159,6 +198,17 @@ class PromptMethod(L.LightningModule, abc.ABC):
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return [p for n, p in self.named_parameters() if p.requires_grad and not n.startswith(BACKBONE_PREFIX)]
+
+    def prompt_parameters(self) -> dict[str, torch.nn.Parameter]:
+        """``trainable_parameters()`` by the names their checkpoint uses: what gradient transforms edit and
+        what GRAM meta-learns."""
+        wanted = {id(p) for p in self.trainable_parameters()}
+        return {name: p for name, p in self.named_parameters() if id(p) in wanted}
+
+    def text_prompt_tokens(self) -> int:
+        """Tokens the method's text prompt places beside a class name (its learned text context; GRAM fits
+        captions into the rest of the text context)."""
+        return max((m.n_ctx for m in self.modules() if isinstance(m, TextContext)), default=0)
 
     def configure_optimizers(self):
         cfg = self.config

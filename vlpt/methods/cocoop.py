@@ -64,6 +64,7 @@ def activation_bytes_per_prompt(backbone: ClipBackbone, grad: bool) -> int:
 
 @dataclass
 class CoCoOpConfig(MethodConfig):
+    result_neutral = ("images_per_chunk", "chunk_memory_mb")  # text-tower chunks: the same gradients
     n_ctx: int = 4
     ctx_init: str | None = "a photo of a"
     init_std: float = 0.02

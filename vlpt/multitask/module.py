@@ -18,7 +18,9 @@ jointly. Two ways to score a training sample (``scoring``):
 Evaluation is per task on its own classes in both cases, as in the code.
 
 The wrapped method stays an ordinary ``PromptMethod``: the module switches its classes with
-``set_classnames`` per task and delegates the loss, the optimizer and the schedule to it. After
+``set_classnames`` per task and delegates the loss, the gradient transforms (``vlpt.methods.step``:
+a method that edits its gradients does so here as in single-task training), the optimizer and the
+schedule to it. After
 ``trainer.fit`` the method holds the shared prompt; ``method.save_checkpoint(path)`` writes it and a
 target-task method built with ``init_from=path`` starts from it.
 """
@@ -31,6 +33,7 @@ import torch
 
 from vlpt.errors import ConfigError
 from vlpt.methods.base import BACKBONE_PREFIX, PromptMethod
+from vlpt.methods.step import BatchLoss, TrainingStep, process_mean
 from vlpt.multitask.data import Task
 
 METHOD_PREFIX = "method."
@@ -64,6 +67,7 @@ class MultitaskPromptModule(L.LightningModule):
             raise ConfigError("a multitask run needs at least one task")
         self.max_epochs = max_epochs
         self.active_task: int | None = None
+        self._pending_step: TrainingStep | None = None
         #: where each task's classes start in the union
         self.offsets = [sum(len(t.classnames) for t in self.tasks[:i]) for i in range(len(self.tasks))]
         for task in self.tasks:  # fail early on a method that cannot serve a task's classes (e.g. CSC context)
@@ -96,16 +100,18 @@ class MultitaskPromptModule(L.LightningModule):
         self.use_task(task_index)
         return self.method.logits(images)
 
-    def multitask_loss(self, images: torch.Tensor, labels: torch.Tensor, task_ids: torch.Tensor) -> torch.Tensor:
-        """The batch's loss: the method's ``training_loss`` (cross-entropy, plus the method's own terms
-        such as KgCoOp's) against the union of the tasks' classes (``union``), or the mean over the batch of
-        each sample's loss against its own task's classes (``own``: each task's samples weighted by its
-        share of the batch).
+    def multitask_loss(self, images: torch.Tensor, labels: torch.Tensor, task_ids: torch.Tensor,
+                       loss_fn: BatchLoss | None = None) -> torch.Tensor:
+        """The batch's loss: ``loss_fn`` (default: the method's ``training_loss``, cross-entropy plus the
+        method's own terms such as KgCoOp's) against the union of the tasks' classes (``union``), or the mean
+        over the batch of each sample's loss against its own task's classes (``own``: each task's samples
+        weighted by its share of the batch).
         """
+        loss_fn = loss_fn if loss_fn is not None else self.method.training_loss
         if self.scoring == "union":
             self.use_union()
             offsets = torch.tensor(self.offsets, device=labels.device)[task_ids.to(labels.device)]
-            return self.method.training_loss(images, labels + offsets)
+            return loss_fn(images, labels + offsets)
         present = torch.unique(task_ids).tolist()
         if self.active_task in present:  # the current classes first: one switch fewer
             present.remove(self.active_task)
@@ -114,16 +120,23 @@ class MultitaskPromptModule(L.LightningModule):
         for task_index in present:
             index = (task_ids == task_index).nonzero(as_tuple=True)[0]
             self.use_task(int(task_index))
-            loss = self.method.training_loss(images[index], labels[index])
+            loss = loss_fn(images[index], labels[index])
             total = total + loss * (len(index) / len(labels))
         return total
 
     # ---- Lightning ------------------------------------------------------------------------
     def training_step(self, batch, batch_idx):
         images, labels, task_ids = batch
-        loss = self.multitask_loss(images, labels, task_ids)
+        self._pending_step = TrainingStep(self.method, lambda fn: self.multitask_loss(images, labels, task_ids, fn),
+                                          reduce=process_mean(self))
+        loss = self._pending_step.loss()
         self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=len(labels))
         return loss
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        step, self._pending_step = self._pending_step, None
+        if step is not None:
+            step.apply_transforms()
 
     def configure_optimizers(self):
         epochs = self.max_epochs
