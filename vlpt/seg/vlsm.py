@@ -13,8 +13,8 @@ prompt's text embedding go through a light decoder that returns mask logits at t
 The seam for prompt tuning (TuneVLSeg, Adhikari et al., ACCV 2024) is the same as for classification:
 a VLSM is a :class:`~vlpt.backbone.text.TextTower` (``clip_decoder`` delegates to its backbone,
 ``clipseg`` drives CLIPSeg's text model), so the blocks of ``vlpt.prompts`` work on it unchanged, plus
-``image_activations``
-(image-tower tokens at the decoder's layers, with deep visual prompts), ``new_decoder`` and ``decode``.
+``image_activations`` (image-tower tokens at the decoder's layers, with deep visual prompts), ``new_decoder``
+and ``decode``.
 Visual prompt tokens are taken out of the tapped layers before the decoder reads them (TuneVLSeg's
 VPT code carries them through CLIPSeg's decoder layers and drops them at its output); the decoder
 thus sees the same token grid with and without visual prompts.
