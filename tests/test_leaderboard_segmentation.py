@@ -4,7 +4,7 @@ import io
 import re
 import statistics
 
-from vlpt.results.leaderboard import write_leaderboard
+from vlpt.results.publish import write_leaderboard
 from vlpt.results.record import DICE, IOU, RunIdentity, RunRecord
 from vlpt.results.store import RecordStore
 

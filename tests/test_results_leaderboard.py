@@ -8,7 +8,7 @@ import warnings
 
 import pytest
 
-from vlpt.results.leaderboard import write_leaderboard
+from vlpt.results.publish import write_leaderboard
 from vlpt.results.record import RunIdentity, RunRecord
 from vlpt.results.store import RecordStore, RecordWarning
 

@@ -17,7 +17,7 @@ from vlpt.cli import main
 from vlpt.errors import ConfigError
 from vlpt.paths import LEADERBOARD_DIR, PROJECT_ROOT
 from vlpt.registry import method_names
-from vlpt.results.leaderboard import write_leaderboard
+from vlpt.results.publish import write_leaderboard
 from vlpt.results.record import RunIdentity, RunRecord
 from vlpt.results.store import RecordStore
 from vlpt.results.validate import (

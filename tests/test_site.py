@@ -10,7 +10,8 @@ import pytest
 from vlpt.cli import main
 from vlpt.errors import ConfigError
 from vlpt.paths import LEADERBOARD_DIR
-from vlpt.results.leaderboard import aggregate, dataset_averages, write_leaderboard
+from vlpt.results.leaderboard import aggregate, dataset_averages
+from vlpt.results.publish import write_leaderboard
 from vlpt.results.paper import PublishedResult, method_published, paper_results, parse_published, published_figures
 from vlpt.results.plots import Point, Series, bar_chart, line_chart, nice_ticks, scatter_chart
 from vlpt.results.provenance import config_hash, provenance

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from vlpt.paths import LEADERBOARD_DIR
-from vlpt.results.leaderboard import write_leaderboard
+from vlpt.results.publish import write_leaderboard
 
 pytestmark = pytest.mark.browser
 

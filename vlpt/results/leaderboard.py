@@ -1,5 +1,5 @@
-"""Aggregate run records over seeds and render ``LEADERBOARD.md`` and ``leaderboard.csv`` (and the web page,
-``index.html``, through :mod:`vlpt.results.site`).
+"""Aggregate run records over seeds and render ``LEADERBOARD.md`` and ``leaderboard.csv``; the web page is
+:mod:`vlpt.results.site`'s, and writing all three files is :mod:`vlpt.results.publish`'s.
 
 The records folder is the only input besides the shipped published figures (:mod:`vlpt.results.paper`),
 and the output holds no timestamps, so rebuilding from the same records gives byte-identical files.
@@ -9,16 +9,12 @@ from __future__ import annotations
 import csv
 import io
 import math
-import os
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from vlpt.errors import ConfigError
 from vlpt.results.paper import format_value, paper_results
 from vlpt.results.record import ACCURACY, ADAPT_MS, DICE, IOU, RunRecord
-from vlpt.results.store import RecordStore, atomic_write_text
 
 MARKDOWN_NAME = "LEADERBOARD.md"
 CSV_NAME = "leaderboard.csv"
@@ -382,42 +378,7 @@ def render_csv(groups: list[Group]) -> str:
     return buffer.getvalue()
 
 
-def _display_dir(records_dir: Path, out_dir: Path) -> str:
-    """``records_dir`` relative to ``out_dir`` (independent of the working directory)."""
-    try:
-        return Path(os.path.relpath(records_dir.resolve(), out_dir.resolve())).as_posix()
-    except ValueError:  # different drives on Windows
-        return records_dir.name
-
-
-def write_leaderboard(records_dir: str | Path, out_dir: str | Path, html: bool = False) -> list[Path]:
-    """Rebuild ``out_dir/LEADERBOARD.md`` and ``out_dir/leaderboard.csv`` from the records alone, and the web
-    page ``out_dir/index.html`` (:mod:`vlpt.results.site`) when ``html`` is set or a page written by vlpt is
-    already there, so that the three always show the same records.
-
-    Unreadable record files are skipped with a RecordWarning. Returns the written paths.
-    """
-    from vlpt.results.site import SITE_NAME, is_site, render_site
-
-    records_dir, out_dir = Path(records_dir), Path(out_dir)
-    site_path = out_dir / SITE_NAME
-    if html and site_path.exists() and not is_site(site_path):
-        raise ConfigError(f"{site_path} exists and was not written by vlpt leaderboard; move it away or "
-                          f"choose another output folder for the leaderboard site")
-    write_site = html or is_site(site_path)
-    records = RecordStore(records_dir).records()
-    groups = aggregate(records)
-    source = _display_dir(records_dir, out_dir)
-    paths = [
-        atomic_write_text(out_dir / MARKDOWN_NAME, render_markdown(groups, len(records), source)),
-        atomic_write_text(out_dir / CSV_NAME, render_csv(groups)),
-    ]
-    if write_site:
-        paths.append(atomic_write_text(site_path, render_site(groups, len(records), source)))
-    return paths
-
-
 __all__ = [
     "AVERAGE", "Column", "Group", "Stat", "aggregate", "ci95", "dataset_averages", "protocol_table", "render_csv",
-    "nondefault_settings", "render_markdown", "write_leaderboard",
+    "nondefault_settings", "render_markdown",
 ]

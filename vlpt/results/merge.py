@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from vlpt.results.leaderboard import write_leaderboard
+from vlpt.results.publish import write_leaderboard
 from vlpt.results.store import atomic_write_text
 from vlpt.results.validate import Problem, ValidRecord, validate_records
 

@@ -12,14 +12,11 @@ import math
 from dataclasses import dataclass, fields
 from functools import lru_cache
 from importlib import resources
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import yaml
 
 from vlpt.errors import ConfigError
-
-if TYPE_CHECKING:
-    from vlpt.results.leaderboard import Group
 
 PUBLISHED_FILE = "published.yaml"
 
@@ -121,7 +118,19 @@ def model_name(backbone: str) -> str:
     return backbone.split("@", 1)[0]
 
 
-def paper_results(group: "Group") -> dict[tuple[str, str], PublishedResult]:
+class Row(Protocol):
+    """What :func:`paper_results` reads of a leaderboard row (a :class:`vlpt.results.leaderboard.Group`)."""
+
+    protocol: str
+    backbone: str
+    dataset: str
+    method: str
+    variant: str
+    shots: int
+    over: tuple[str, ...]
+
+
+def paper_results(group: Row) -> dict[tuple[str, str], PublishedResult]:
     """(eval_set, metric) -> the published figure matching the row ``group`` exactly."""
     dataset = frozenset(group.over) if group.over else group.dataset
     found = {}
@@ -139,5 +148,5 @@ def format_value(result: PublishedResult) -> str:
     return f"{result.value:.2f}"
 
 
-__all__ = ["PublishedResult", "format_value", "method_published", "model_name", "paper_results",
+__all__ = ["PublishedResult", "Row", "format_value", "method_published", "model_name", "paper_results",
            "parse_published", "published_figures"]
