@@ -12,9 +12,10 @@ import pytest
 
 from vlpt.cli import main
 from vlpt.errors import ConfigError
-from vlpt.eval import slurm
+from vlpt.eval import rebuild
 from vlpt.eval.harness import Harness
-from vlpt.eval.slurm import make_executor, rebuild_leaderboard, run_shard, submit_suite
+from vlpt.eval.rebuild import rebuild_leaderboard
+from vlpt.eval.slurm import make_executor, run_shard, submit_suite
 from vlpt.eval.suite import load_suite, shard_of
 
 from test_harness import write_suite
@@ -150,7 +151,7 @@ def test_leaderboard_is_rebuilt_when_another_shard_ends_during_the_rebuild(refer
     files = sorted((reference.output / "records").glob("*.json"))
     for path in files[:-1]:
         shutil.copy(path, output / "records")
-    real, calls = slurm.write_leaderboard, []
+    real, calls = rebuild.write_leaderboard, []
 
     def racing(records, out):
         paths = real(records, out)  # this shard has read the records ...
@@ -159,7 +160,7 @@ def test_leaderboard_is_rebuilt_when_another_shard_ends_during_the_rebuild(refer
         calls.append(paths)
         return paths
 
-    monkeypatch.setattr(slurm, "write_leaderboard", racing)
+    monkeypatch.setattr(rebuild, "write_leaderboard", racing)
     assert rebuild_leaderboard(output) == calls[-1]
     assert len(calls) == 2
     assert f"from {len(files)} records in" in (output / "LEADERBOARD.md").read_text()

@@ -73,7 +73,8 @@ def _run_bench(args) -> None:
             print("  ", json.dumps(run.identity.to_dict()))
         return
     if args.slurm is not None:
-        from vlpt.eval.slurm import rebuild_leaderboard, submit_suite, wait_for_shards
+        from vlpt.eval.rebuild import rebuild_leaderboard
+        from vlpt.eval.slurm import submit_suite, wait_for_shards
 
         options = dict(item.partition("=")[::2] for item in args.slurm_option)
         folder = Path(args.slurm_folder) if args.slurm_folder else harness.output / "slurm"

@@ -43,9 +43,9 @@ from vlpt.eval.claims import ClaimFolder
 from vlpt.eval.determinism import determinism
 from vlpt.eval.metrics import evaluate_classifier
 from vlpt.eval.preflight import check_runs
+from vlpt.eval.rebuild import rebuild_leaderboard
 from vlpt.eval.resume import (CHECKPOINT_NAME, RunCheckpoint, loader_generators, remove_checkpoint,
                               resumable_checkpoint)
-from vlpt.eval.slurm import rebuild_leaderboard
 from vlpt.eval.segmentation import SegmentationDataModule, evaluate_segmenter
 from vlpt.eval.test_time import evaluate_test_time
 from vlpt.tta.store import DEFAULT_FOLDER as DEFAULT_VIEW_FOLDER

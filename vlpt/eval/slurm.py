@@ -4,7 +4,7 @@ Array task I runs shard I of N (what `vlpt bench --shard I/N` runs) into one out
 one file per run and a run belongs to exactly one shard, so the shards' records merge by construction.
 Every shard rebuilds the leaderboard from all records in the folder when it ends, whatever order the
 shards end in; a shard whose rebuild raced with another shard's last record rebuilds again, so the
-shard that writes the leaderboard last writes the complete one (see ``rebuild_leaderboard``).
+shard that writes the leaderboard last writes the complete one (see :func:`vlpt.eval.rebuild.rebuild_leaderboard`).
 ``cluster="local"`` or ``"debug"`` runs the same jobs on this machine (in subprocesses, or in this
 process when their results are asked for), to try a launch without a cluster.
 """
@@ -14,39 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from vlpt.errors import ConfigError
-from vlpt.results import write_leaderboard
+from vlpt.eval.rebuild import rebuild_leaderboard
 
 INSTALL_HINT = 'pip install "vlpt[slurm]"'
 #: submitit executors: a SLURM cluster, subprocesses on this machine, or this process
 CLUSTERS = ("slurm", "local", "debug")
-
-
-def _records_state(directory: Path) -> frozenset:
-    """Names, sizes and modification times of the record files in ``directory``."""
-    state = set()
-    for path in directory.glob("*.json") if directory.is_dir() else []:
-        try:
-            stat = path.stat()
-        except OSError:  # removed while listing
-            continue
-        state.add((path.name, stat.st_size, stat.st_mtime_ns))
-    return frozenset(state)
-
-
-def rebuild_leaderboard(output: str | Path) -> list[Path]:
-    """Rebuild ``output``'s leaderboard from its records until no record appeared during the rebuild.
-
-    Shards call this as they end. A shard writes its records before it rebuilds, so a rebuild that
-    saw the same records before and after writing has read every record of every shard that ended
-    before it; the last shard to write therefore writes the complete leaderboard, without locks.
-    """
-    output = Path(output)
-    records = output / "records"
-    while True:
-        before = _records_state(records)
-        paths = write_leaderboard(records, output)
-        if _records_state(records) == before:
-            return paths
 
 
 def run_shard(suite_path: str | Path, index: int, count: int, output: str | Path,
@@ -148,5 +120,5 @@ def wait_for_shards(jobs: list) -> list[dict[str, Any]]:
     return [job.result() for job in jobs]
 
 
-__all__ = ["CLUSTERS", "INSTALL_HINT", "make_executor", "rebuild_leaderboard", "run_shard", "submit_suite",
+__all__ = ["CLUSTERS", "INSTALL_HINT", "make_executor", "run_shard", "submit_suite",
            "wait_for_shards"]
