@@ -359,7 +359,7 @@ def test_shared_camvid(shared_data):
 
 
 def test_data_prepare_generates_the_starter_and_prints_the_steps_of_the_others(tmp_path):
-    from vlpt.data.prepare import prepare_dataset
+    from vlpt.cli import prepare_dataset
 
     assert "generated in" in prepare_dataset("starter_seg_shapes", tmp_path)
     assert (tmp_path / "starter" / "starter_seg_shapes" / "split.json").is_file()

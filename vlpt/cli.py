@@ -188,9 +188,22 @@ def _yaml_value(text: str):
     return yaml.safe_load(text)
 
 
-def _prepare(args) -> None:
-    from vlpt.data.prepare import prepare_dataset
+def prepare_dataset(name: str, root: str | Path, download_files: bool = True) -> str:
+    """``vlpt data prepare NAME``: a segmentation set (:func:`vlpt.seg.datasets.prepare_seg_dataset`) or a
+    classification set (:func:`vlpt.data.prepare.prepare_dataset`); returns what was done, or the manual steps."""
+    from vlpt.data.prepare import PREPARABLE
+    from vlpt.data.prepare import prepare_dataset as prepare_classification
+    from vlpt.seg.datasets import prepare_seg_dataset, seg_dataset_names
 
+    if name in seg_dataset_names():
+        return prepare_seg_dataset(name, Path(root))
+    if name not in PREPARABLE:
+        raise ConfigError(f"unknown dataset {name!r} for `vlpt data prepare`; valid: "
+                          f"{', '.join(PREPARABLE)}, and the segmentation sets {', '.join(seg_dataset_names())}")
+    return prepare_classification(name, root, download_files)
+
+
+def _prepare(args) -> None:
     print(prepare_dataset(args.name, Path(args.root)))
 
 

@@ -158,17 +158,14 @@ def _split_file_note(entry: CatalogEntry, root: Path) -> str:
 
 
 def prepare_dataset(name: str, root: str | Path, download_files: bool = True) -> str:
-    """Prepare dataset ``name`` under ``root``; returns what was done, or the manual steps.
+    """Prepare classification dataset ``name`` under ``root``; returns what was done, or the manual steps.
+    (``vlpt data prepare`` also takes the segmentation sets: :func:`vlpt.cli.prepare_dataset`.)
 
     ``download_files=False`` only rearranges an existing download in ``<root>/.downloads/<name>/``.
     """
-    from vlpt.seg.datasets import prepare_seg_dataset, seg_dataset_names
-
-    if name in seg_dataset_names():
-        return prepare_seg_dataset(name, Path(root))
     if name not in PREPARABLE:
-        raise ConfigError(f"unknown dataset {name!r} for `vlpt data prepare`; valid: "
-                          f"{', '.join(PREPARABLE)}, and the segmentation sets {', '.join(seg_dataset_names())}")
+        raise ConfigError(f"unknown dataset {name!r} for `vlpt data prepare`; valid: {', '.join(PREPARABLE)} "
+                          f"(segmentation sets: vlpt.seg.datasets.prepare_seg_dataset)")
     root = Path(root)
     if name in STARTER:
         return f"{name} generated in {generate_starter_dataset(name, root)}"
