@@ -119,6 +119,7 @@ RULES = [
      r"config\.feature_cache\.train_views is missing"),
     ({}, _set("config.backbone", {"model": "ViT-B-16", "activation": "relu"}), False, "config.backbone.activation",
      r"config\.backbone\.activation = 'relu' \(string\) is not \"quick_gelu\" or \"gelu\""),
+    ({}, _set("config.backbone", None), False, "config.backbone", r"config\.backbone = None .*is not an object"),
     ({}, _set("config.test_time", {"views": ["augmix"]}), False, "config.test_time",
      r"config\.test_time = .* is not an object \{views: \{evaluation set: view augmentation\}\}"),
     ({}, _set("config.feature_cache", 8), False, "config.feature_cache",

@@ -189,10 +189,8 @@ class _Checker:
                 self.determinism(d["config"]["determinism"])
             if "feature_cache" in d["config"]:
                 self.feature_cache(d["config"]["feature_cache"])
-            if isinstance(d["config"].get("backbone"), dict) and "activation" in d["config"]["backbone"]:
-                activation = d["config"]["backbone"]["activation"]
-                if activation not in ("quick_gelu", "gelu"):
-                    self.wrong("config.backbone.activation", activation, '"quick_gelu" or "gelu"')
+            if "backbone" in d["config"]:
+                self.backbone(d["config"]["backbone"])
             if "test_time" in d["config"]:
                 self.test_time(d["config"]["test_time"])
         if "metrics" in present:
@@ -330,6 +328,12 @@ class _Checker:
             views = cache["train_views"]
             if not (views is None or views == "per_epoch" or (_is_int(views) and views >= 0)):
                 self.wrong(f"{where}.train_views", views, '"per_epoch", a number of views (0 or more) or null')
+
+    def backbone(self, backbone: Any) -> None:
+        if not isinstance(backbone, dict):
+            self.wrong("config.backbone", backbone, "an object (the backbone spec and its activation)")
+        elif "activation" in backbone and backbone["activation"] not in ("quick_gelu", "gelu"):
+            self.wrong("config.backbone.activation", backbone["activation"], '"quick_gelu" or "gelu"')
 
     def test_time(self, test_time: Any) -> None:
         where = "config.test_time"
