@@ -244,6 +244,9 @@ def test_a_record_computed_with_another_activation_or_stored_views_is_not_reused
             again.pending()
     path.write_text(json.dumps(record))
     assert Harness(load_suite(write_suite(tmp_path, experiments=[experiment])), progress=False).pending() == []
+    centre = {"feature_cache": {"train_views": 0}}  # a suite trained on the centre view reuses its own records
+    path.write_text(json.dumps({**record, "config": {**record["config"], **centre}}))
+    assert Harness(load_suite(write_suite(tmp_path, experiments=[experiment], **centre)), progress=False).pending() == []
 
 
 @pytest.mark.parametrize("experiment, message", [

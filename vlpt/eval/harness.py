@@ -21,7 +21,7 @@ import sys
 import time
 import warnings
 from datetime import timedelta
-from functools import partial
+from functools import cached_property, partial
 from pathlib import Path
 
 import lightning as L
@@ -240,19 +240,25 @@ class Harness:
             )
         return record
 
+    @cached_property
+    def _activations(self) -> tuple[str | None, str]:
+        """The activation the suite's backbone runs (None: its checkpoint does not say, refused when it loads),
+        and the one a record made before records held it ran (its architecture's)."""
+        spec = self.suite.backbone
+        name = lambda quick: "quick_gelu" if quick else "gelu"  # noqa: E731
+        resolved = resolve_quick_gelu(spec.model, spec.pretrained, spec.quick_gelu)
+        return (None if resolved is None else name(resolved)), name(resolve_quick_gelu(spec.model, None))
+
     def _computation_changes(self, record, run: Run) -> list[str]:
         """Suite-level settings that change what a run computes and in which ``record`` differs from the suite:
         the backbone's activation (a record without one ran its architecture's) and the stored training views
         (the feature cache's ``train_views``; a record that drew none, or one deterministic view, agrees)."""
-        spec = self.suite.backbone
-        resolved = resolve_quick_gelu(spec.model, spec.pretrained, spec.quick_gelu)
-        expected = "quick_gelu" if resolved else "gelu"
-        ran = record.config.get("backbone", {}).get("activation") or (
-            "quick_gelu" if resolve_quick_gelu(spec.model, None) else "gelu")
-        changes = [f"activation {ran}, not {expected}"] if resolved is not None and ran != expected else []
+        expected, unrecorded = self._activations
+        ran = record.config.get("backbone", {}).get("activation") or unrecorded
+        changes = [f"activation {ran}, not {expected}"] if expected is not None and ran != expected else []
         views = (record.config.get("feature_cache") or {}).get("train_views")
-        wanted = self.suite.feature_cache.train_views if self.uses_feature_cache(run.method.cls) else None
-        wanted = wanted or PER_EPOCH  # training on images draws a new crop every epoch
+        # training on images draws a new crop every epoch
+        wanted = self.suite.feature_cache.train_views if self.uses_feature_cache(run.method.cls) else PER_EPOCH
         if views not in (None, 1) and views != wanted:
             changes.append(f"train_views {views}, not {wanted}")
         return changes
