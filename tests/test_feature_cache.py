@@ -258,7 +258,7 @@ def _fit(loader, epochs: int) -> dict[int, dict[int, torch.Tensor]]:
 def _crop_features(backbone, sample, transform, epoch: int, seed: int) -> torch.Tensor:
     """The frozen image tower on the deterministic training crop of ``sample`` for (epoch, run seed)."""
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(view_seed(sample.path, epoch, seed))
+        torch.manual_seed(view_seed(sample.seed_key, epoch, seed))
         image = transform(Image.open(sample.path).convert("RGB"))
     with torch.no_grad():
         return backbone.encode_image(image[None])[0]
@@ -304,11 +304,13 @@ def test_per_epoch_entries_are_not_the_stored_views_of_other_settings(setup, tin
     fixed, epoch = cache.key(samples, augment, "toy", "train", 0), cache.key(samples, augment, "toy", "train", 0, 1)
     assert fixed.digest() != epoch.digest() and cache.path_for(fixed) != cache.path_for(epoch)
     assert ".s1-e0." in cache.path_for(epoch).name and ".v0." in cache.path_for(fixed).name
-    # a key without a seed is the key of earlier versions: their stored (evaluation) entries stay valid
-    legacy = json.dumps({**{k: v for k, v in dataclasses.asdict(fixed).items() if k != "seed"}, "format": "1"},
-                        sort_keys=True)
+    # a key without a seed leaves the seed out of its digest; format 2 entries (views seeded by the image's
+    # key within the data root) are never taken for format 1 ones (seeded by its absolute path)
     import hashlib
-    assert fixed.digest() == hashlib.blake2b(legacy.encode(), digest_size=12).hexdigest()
+    fields = {k: v for k, v in dataclasses.asdict(fixed).items() if k != "seed"}
+    digests = {f: hashlib.blake2b(json.dumps({**fields, "format": f}, sort_keys=True).encode(), digest_size=12).hexdigest()
+               for f in ("1", "2")}
+    assert fixed.digest() == digests["2"] != digests["1"]
 
 
 def test_a_number_of_train_views_stores_that_many_views_and_draws_one_per_epoch(tmp_path, tiny_backbone):

@@ -142,7 +142,8 @@ def load_dataset(name: str, root: str | Path | None = None, **options) -> Datase
     required = [p for p in allowed if params[p].default is inspect.Parameter.empty and p not in options]
     if required:
         raise ConfigError(f"dataset {base!r} needs option(s) {', '.join(required)}")
-    splits = loader(Path(root) if root is not None else default_data_root(), **options)
+    root = Path(root) if root is not None else default_data_root()
+    splits = loader(root, **options).keyed(root)
     entry = catalog().get(base)
     expected = entry.num_classes if entry is not None and not entry.class_subset else None
     check_splits(splits, expected, CATALOG_DIR / f"{base}.yaml")

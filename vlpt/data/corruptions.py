@@ -18,7 +18,8 @@ groups of non-overlapping neighbourhoods (one numpy step per group, not a pixel 
 leaves grey pixels grey, and blurs mirror the image at its borders.
 
 ``corrupt`` is deterministic: its randomness is seeded by sha256 of (key, name, severity), the key being
-the sample's file path, so an image always gets the same noise, in any process.
+the sample's ``seed_key`` (its path within the data root), so an image always gets the same noise, in
+any process and wherever the data lies.
 """
 from __future__ import annotations
 

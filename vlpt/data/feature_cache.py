@@ -36,7 +36,8 @@ from vlpt.data.image_dataset import load_sample
 from vlpt.data.samples import Sample
 from vlpt.results.store import writer_temp_path
 
-FORMAT_VERSION = "1"
+#: "2": random views are seeded by the image key within the data root, no longer by its absolute path
+FORMAT_VERSION = "2"
 
 
 class FeatureCacheWarning(UserWarning):
@@ -49,11 +50,11 @@ def default_cache_folder() -> Path:
 
 
 def samples_digest(samples: Sequence[Sample]) -> str:
-    """A hash of the sample list: order, paths, labels, corruptions, and each file's size and mtime."""
+    """A hash of the sample list: order, paths, seed keys, labels, corruptions, and each file's size and mtime."""
     digest = hashlib.blake2b(digest_size=16)
     for sample in samples:
         stat = os.stat(sample.path)
-        digest.update(f"{sample.path}|{sample.label}|{sample.corruption}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+        digest.update(f"{sample.path}|{sample.seed_key}|{sample.label}|{sample.corruption}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
     return digest.hexdigest()
 
 
@@ -98,15 +99,16 @@ class FeatureKey:
         return f"{safe(self.dataset)}.{safe(self.split)}.{view}.{self.digest()}.safetensors"
 
 
-def view_seed(path: str, view: int, seed: int | None = None) -> int:
-    """The seed of the random draws of view ``view`` of the image at ``path`` (for run seed ``seed``)."""
-    text = f"{view}|{path}" if seed is None else f"seed {seed}|{view}|{path}"
+def view_seed(key: str, view: int, seed: int | None = None) -> int:
+    """The seed of the random draws of view ``view`` of the image ``key`` (``Sample.seed_key``, for run
+    seed ``seed``)."""
+    text = f"{view}|{key}" if seed is None else f"seed {seed}|{view}|{key}"
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
 
 
 class ViewDataset(Dataset):
     """Samples as (transform(image), label); a random transform draws from a generator seeded by the view
-    index, the file path and the run ``seed`` when given (``view_seed``), so view v of an image is the
+    index, the image's ``seed_key`` and the run ``seed`` when given (``view_seed``), so view v of an image is the
     same in every run."""
 
     def __init__(self, samples: Sequence[Sample], transform: Callable, view: int, seed: int | None = None):
@@ -119,7 +121,7 @@ class ViewDataset(Dataset):
         sample = self.samples[index]
         image = load_sample(sample)
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(view_seed(sample.path, self.view, self.seed))
+            torch.manual_seed(view_seed(sample.seed_key, self.view, self.seed))
             return self.transform(image), sample.label
 
 

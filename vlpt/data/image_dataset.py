@@ -23,12 +23,12 @@ def load_rgb(path: str) -> Image.Image:
 
 
 def load_sample(sample: Sample) -> Image.Image:
-    """A sample's RGB image, with its corruption applied (seeded by the file path) when it has one."""
+    """A sample's RGB image, with its corruption applied (seeded by its ``seed_key``) when it has one."""
     image = load_rgb(sample.path)
     if sample.corruption is None:
         return image
     name, severity = parse_corruption(sample.corruption)
-    return corrupt(image, name, severity, key=sample.path)
+    return corrupt(image, name, severity, key=sample.seed_key)
 
 
 class ImageDataset(Dataset):

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
@@ -14,6 +14,9 @@ class Sample:
 
     ``domain`` is the domain of a multi-domain dataset; ``corruption`` ("gaussian_noise:3") is the
     common corruption applied when the image is loaded (``vlpt.data.corruptions``), None for none.
+    ``key`` is the image's path within the data root ("caltech101/images/x.jpg"; ``load_dataset`` sets
+    it): random draws per image (training crops, test-time views, corruptions) are seeded by
+    ``seed_key``, so results do not depend on where the data lies or how its root is spelled.
     """
 
     path: str
@@ -21,6 +24,12 @@ class Sample:
     classname: str
     domain: str | None = None
     corruption: str | None = None
+    key: str | None = None
+
+    @property
+    def seed_key(self) -> str:
+        """What per-image random draws are seeded by: ``key``, or the path for a sample built without one."""
+        return self.path if self.key is None else self.key
 
 
 @dataclass
@@ -37,6 +46,21 @@ class DatasetSplits:
     val: list[Sample]
     test: list[Sample]
     templates: list[str] = field(default_factory=lambda: ["a photo of a {}."])
+
+    def keyed(self, root: str | Path) -> DatasetSplits:
+        """These splits with every sample's ``key`` set to its path relative to ``root`` (samples outside
+        ``root`` keep their absolute path as key)."""
+        base = os.path.abspath(root)
+
+        def key(path: str) -> str:
+            full = os.path.abspath(path)
+            inside = os.path.commonpath([base, full]) == base
+            return Path(os.path.relpath(full, base)).as_posix() if inside else full
+
+        def keyed(samples: list[Sample]) -> list[Sample]:
+            return [replace(s, key=key(s.path)) for s in samples]
+
+        return replace(self, train=keyed(self.train), val=keyed(self.val), test=keyed(self.test))
 
     @property
     def num_classes(self) -> int:

@@ -19,7 +19,7 @@ class TestTimeViews(Dataset):
     """Items ``(views [N, 3, H, W], extra [M, 3, H, W], label)``; view 0 is the original image.
 
     ``extra`` is empty (M = 0) without an ``extra_views`` source. Views are seeded by the run seed
-    and the image's path, so they are the same in every worker and every order.
+    and the image's ``seed_key``, so they are the same in every worker, every order and every data root.
     """
 
     def __init__(self, samples: Sequence[Sample], views: AugmentedViews, n_views: int, seed: int,
@@ -41,6 +41,6 @@ class TestTimeViews(Dataset):
     def __getitem__(self, index: int):
         image, label = self.images[index]
         sample = self.images.samples[index]
-        views = self.views.views(image, self.n_views, image_seed(self.seed, sample.path))
+        views = self.views.views(image, self.n_views, image_seed(self.seed, sample.seed_key))
         extra = self.extra_views(image) if self.extra_views is not None else views.new_zeros((0, *views.shape[1:]))
         return views, extra, label

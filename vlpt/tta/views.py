@@ -45,7 +45,7 @@ ViewInterpolation = Literal["bilinear", "bicubic"]
 
 
 def image_seed(seed: int, key: str) -> int:
-    """A process-independent 63-bit seed from a run seed and an image key (its path)."""
+    """A process-independent 63-bit seed from a run seed and an image key (``Sample.seed_key``)."""
     digest = hashlib.sha256(f"{seed}:{key}".encode("utf-8")).digest()
     return int.from_bytes(digest[:8], "little") >> 1
 
