@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from vlpt.data import ImageDataset, build_protocol, load_dataset
+from vlpt.data import ImageDataset, load_dataset
+from vlpt.protocols import build_data
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 pytestmark = [pytest.mark.integration,
@@ -27,12 +28,12 @@ def test_caltech101(caltech):
 
 
 def test_caltech101_protocols(caltech):
-    few = build_protocol("few_shot", caltech, 16, 1)
+    few = build_data("few_shot", caltech, 16, 1)
     assert len(few.train) == 1600 and len(few.val) == 400
-    four = build_protocol("few_shot", caltech, 4, 1)
+    four = build_data("few_shot", caltech, 4, 1)
     assert len(four.train) == 400 and len(four.val) == 400
-    assert [s.path for s in build_protocol("few_shot", caltech, 4, 2).train] != [s.path for s in four.train]
-    b2n = build_protocol("base_to_novel", caltech, 16, 1)
+    assert [s.path for s in build_data("few_shot", caltech, 4, 2).train] != [s.path for s in four.train]
+    b2n = build_data("base_to_novel", caltech, 16, 1)
     assert len(b2n.classnames) == 50 and [len(e.classnames) for e in b2n.eval_sets] == [50, 50]
     assert sum(len(e.samples) for e in b2n.eval_sets) == 2465
 
@@ -42,7 +43,7 @@ def test_pacs_photo():
     assert ds.classnames == ["dog", "elephant", "giraffe", "guitar", "horse", "house", "person"]
     assert len(ds.train) + len(ds.val) + len(ds.test) == 560
     targets = [load_dataset(f"pacs@{d}", SHARED) for d in ("art_painting", "cartoon", "sketch")]
-    data = build_protocol("domain_generalization", ds, 4, 1, targets)
+    data = build_data("domain_generalization", ds, 4, 1, targets)
     assert [e.name for e in data.eval_sets] == ["test", "pacs@art_painting", "pacs@cartoon", "pacs@sketch"]
 
 

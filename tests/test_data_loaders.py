@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vlpt.data import ImageDataset, Sample, build_protocol, load_dataset
+from vlpt.data import ImageDataset, Sample, load_dataset
+from vlpt.protocols import build_data
 from vlpt.errors import ConfigError, DatasetError
 
 
@@ -206,7 +207,7 @@ def test_imagenet_a_holds_only_its_classes(tmp_path):
     assert ds.classnames == ["class n02", "class n04"]
     assert ds.train == [] and ds.val == [] and [s.label for s in ds.test] == [0, 0, 1, 1, 1]
     # domain generalization from ImageNet evaluates it with those classes only
-    data = build_protocol("domain_generalization", load_dataset("imagenet", tmp_path), 1, 1, [ds])
+    data = build_data("domain_generalization", load_dataset("imagenet", tmp_path), 1, 1, [ds])
     assert data.eval_sets[1].name == "imagenet_a" and data.eval_sets[1].classnames == ["class n02", "class n04"]
 
 
@@ -256,7 +257,7 @@ def test_domainbed_domain_split(tmp_path):
     sketch = load_dataset("pacs@sketch", tmp_path)
     assert sketch.classnames == ds.classnames
     assert [s.path for s in load_dataset("pacs@photo", tmp_path).train] == [s.path for s in ds.train]
-    data = build_protocol("domain_generalization", ds, 2, 1, [sketch])
+    data = build_data("domain_generalization", ds, 2, 1, [sketch])
     assert [e.name for e in data.eval_sets] == ["test", "pacs@sketch"]
 
 
@@ -274,7 +275,7 @@ def test_domain_generalization_class_mismatch(tmp_path):
     pacs_tree(tmp_path)
     class_tree(tmp_path / "eurosat" / "2750", {"Forest": 2, "River": 2})
     with pytest.raises(DatasetError, match="'Forest', 'River'"):
-        build_protocol("domain_generalization", load_dataset("pacs@photo", tmp_path), 1, 1,
+        build_data("domain_generalization", load_dataset("pacs@photo", tmp_path), 1, 1,
                        [load_dataset("eurosat", tmp_path)])
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from vlpt.data import (PROTOCOLS, DatasetSplits, Sample, base_novel_split, build_protocol, sample_few_shot,
-                       split_rng)
+from vlpt.data import DatasetSplits, Sample, base_novel_split, sample_few_shot, split_rng
 from vlpt.data.fewshot import split_per_class
 from vlpt.errors import ConfigError, DatasetError
+from vlpt.protocols import build_data, protocol_names
 
 
 def toy(n_classes=5, per_class=(30, 10, 10), name="toy", names=None) -> DatasetSplits:
@@ -82,19 +82,19 @@ def test_base_novel_rule_five_classes():
 
 
 def test_few_shot_protocol():
-    data = build_protocol("few_shot", toy(), 8, 1)
+    data = build_data("few_shot", toy(), 8, 1)
     assert len(data.train) == 40 and len(data.val) == 20  # val gets min(K, 4)
     assert [e.name for e in data.eval_sets] == ["test"] and len(data.eval_sets[0].samples) == 50
     assert data.classnames == toy().classnames and data.templates == ["a photo of a {}."]
     assert not set(paths(data.train)) & set(paths(data.val))
-    one = build_protocol("few_shot", toy(), 1, 1)
+    one = build_data("few_shot", toy(), 1, 1)
     assert len(one.train) == 5 and len(one.val) == 5
-    assert paths(build_protocol("few_shot", toy(), 8, 1).train) == paths(data.train)
-    assert paths(build_protocol("few_shot", toy(), 8, 2).train) != paths(data.train)
+    assert paths(build_data("few_shot", toy(), 8, 1).train) == paths(data.train)
+    assert paths(build_data("few_shot", toy(), 8, 2).train) != paths(data.train)
 
 
 def test_base_to_novel_protocol():
-    data = build_protocol("base_to_novel", toy(5), 4, 1)
+    data = build_data("base_to_novel", toy(5), 4, 1)
     assert data.classnames == ["class_0", "class_1", "class_2"]
     assert {s.label for s in data.train} == {0, 1, 2} and len(data.train) == 12
     base, novel = data.eval_sets
@@ -106,43 +106,44 @@ def test_base_to_novel_protocol():
 def test_cross_dataset_protocol_uses_targets_classes_and_templates():
     target = toy(3, name="other", names=["x", "y", "z"])
     target.templates = ["{} texture."]
-    data = build_protocol("cross_dataset", toy(), 2, 1, [target])
+    data = build_data("cross_dataset", toy(), 2, 1, [target])
     assert [e.name for e in data.eval_sets] == ["test", "other"]
     assert data.eval_sets[1].classnames == ["x", "y", "z"] and data.eval_sets[1].templates == ["{} texture."]
 
 
 def test_domain_generalization_requires_subset_of_source_classes():
     subset = toy(2, name="sub", names=["class_3", "class_1"])
-    data = build_protocol("domain_generalization", toy(), 2, 1, [subset])
+    data = build_data("domain_generalization", toy(), 2, 1, [subset])
     assert data.eval_sets[1].classnames == ["class_3", "class_1"]
     with pytest.raises(DatasetError, match="'zebra'.*|.*zebra"):
-        build_protocol("domain_generalization", toy(), 2, 1, [toy(2, name="bad", names=["class_1", "zebra"])])
+        build_data("domain_generalization", toy(), 2, 1, [toy(2, name="bad", names=["class_1", "zebra"])])
 
 
 def test_protocol_errors():
     with pytest.raises(ConfigError, match="few_shot"):
-        build_protocol("many_shot", toy(), 1, 1)
-    assert set(PROTOCOLS) == {"few_shot", "base_to_novel", "cross_dataset", "domain_generalization", "test_time"}
+        build_data("many_shot", toy(), 1, 1)
+    assert set(protocol_names()) == {"few_shot", "base_to_novel", "cross_dataset", "domain_generalization", "test_time",
+                                     "multitask", "segmentation"}
     with pytest.raises(ConfigError, match="target"):
-        build_protocol("cross_dataset", toy(), 1, 1)
+        build_data("cross_dataset", toy(), 1, 1)
     with pytest.raises(ConfigError, match="no target"):
-        build_protocol("few_shot", toy(), 1, 1, [toy(name="t")])
+        build_data("few_shot", toy(), 1, 1, [toy(name="t")])
 
 
 def test_test_time_protocol_trains_nothing_and_evaluates_source_and_targets():
     target = toy(3, name="shifted")
-    data = build_protocol("test_time", toy(4), 0, 1, [target])
+    data = build_data("test_time", toy(4), 0, 1, [target])
     assert data.train == [] and data.val == []
     assert [es.name for es in data.eval_sets] == ["test", "shifted"]
     assert data.eval_sets[1].classnames == target.classnames
-    assert build_protocol("test_time", toy(4), None, 1).eval_sets[0].name == "test"  # targets are optional
+    assert build_data("test_time", toy(4), None, 1).eval_sets[0].name == "test"  # targets are optional
     with pytest.raises(ConfigError, match="trains nothing"):
-        build_protocol("test_time", toy(4), 16, 1)
+        build_data("test_time", toy(4), 16, 1)
 
 
 def test_class_without_training_images_is_named():
     data = toy(3)
     data.train = [s for s in data.train if s.classname != "class_1"]
     with pytest.raises(DatasetError, match="class_1"):
-        build_protocol("few_shot", data, 4, 1)
-    assert build_protocol("few_shot", data, 0, 1).train == []  # zero-shot runs need no training image
+        build_data("few_shot", data, 4, 1)
+    assert build_data("few_shot", data, 0, 1).train == []  # zero-shot runs need no training image

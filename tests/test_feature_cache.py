@@ -16,7 +16,7 @@ from PIL import Image
 from vlpt.backbone import ClipBackbone
 from vlpt.data.datamodule import CachedFeatureDataModule, PromptDataModule
 from vlpt.data.feature_cache import FeatureCache, FeatureCacheWarning, view_seed
-from vlpt.data.protocols import EvalSet, ProtocolData
+from vlpt.data.run_data import EvalSet, ProtocolData
 from vlpt.data.samples import Sample
 from vlpt.data.transforms import eval_transform, train_transform
 from vlpt.eval.harness import Harness

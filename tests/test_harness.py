@@ -355,7 +355,7 @@ def test_eval_limit_picks_the_same_images_of_a_dataset_and_its_corrupted_copies(
     from dataclasses import replace
 
     from vlpt.data import EvalSet, Sample
-    from vlpt.eval.harness import limit_eval_set
+    from vlpt.protocols.classification import limit_eval_set
 
     samples = [Sample(f"/d/{i:03d}.png", i % 4, f"c{i % 4}") for i in range(50)]
     clean = limit_eval_set(EvalSet("test", samples, ["c0", "c1", "c2", "c3"], ["{}"]), "digits", 10)

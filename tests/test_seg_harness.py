@@ -9,11 +9,11 @@ from torch.utils.data import DataLoader
 
 from vlpt.errors import ConfigError
 from vlpt.eval.harness import Harness
-from vlpt.eval.segmentation import evaluate_segmenter
+from vlpt.seg.evaluate import evaluate_segmenter
 from vlpt.eval.suite import load_suite
 from vlpt.registry import SEG_METHODS
 from vlpt.seg.data import SegmentationDataset
-from vlpt.seg.protocol import SegEvalSet
+from vlpt.seg.data import SegEvalSet
 from vlpt.seg.vlsm import VLSMSpec, build_vlsm
 
 from test_harness import write_suite

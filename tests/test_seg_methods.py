@@ -8,11 +8,12 @@ from torch.utils.data import DataLoader
 
 from vlpt.backbone import ClipBackbone
 from vlpt.errors import CheckpointError, ConfigError, DatasetError
-from vlpt.eval.segmentation import evaluate_segmenter
+from vlpt.seg.evaluate import evaluate_segmenter
 from vlpt.registry import SEG_METHODS
 from vlpt.seg.data import SegmentationDataset
 from vlpt.seg.datasets import load_seg_dataset
-from vlpt.seg.protocol import SegEvalSet, build_seg_protocol
+from vlpt.protocols.segmentation import seg_data
+from vlpt.seg.data import SegEvalSet
 from vlpt.seg.vlsm import ClipSegModel, VLSMSpec, build_vlsm, default_extract_layers
 
 TRAINED = [name for name in SEG_METHODS.names() if SEG_METHODS.get(name).trains]
@@ -255,15 +256,15 @@ def _tiny_splits(tmp_path):
 
 def test_few_shot_images_are_seeded_and_targets_must_be_of_the_same_kind(tmp_path, shared_data):
     shapes = _tiny_splits(tmp_path)
-    one, again, other = (build_seg_protocol(shapes, 16, seed) for seed in (1, 1, 2))
+    one, again, other = (seg_data(shapes, 16, seed) for seed in (1, 1, 2))
     assert len(one.train) == 16 and one.train == again.train and one.train != other.train
     assert set(one.train) <= set(shapes.train)
-    assert build_seg_protocol(shapes, 0, 1).train == []  # a method that trains nothing
+    assert seg_data(shapes, 0, 1).train == []  # a method that trains nothing
     kvasir, clinic = load_seg_dataset("kvasir_seg", shared_data), load_seg_dataset("cvc_clinicdb", shared_data)
-    cross = build_seg_protocol(kvasir, 8, 1, [clinic])
+    cross = seg_data(kvasir, 8, 1, [clinic])
     assert [e.name for e in cross.eval_sets] == ["test", "cvc_clinicdb"]
     with pytest.raises(DatasetError, match="binary"):
-        build_seg_protocol(shapes, 8, 1, [clinic])
+        seg_data(shapes, 8, 1, [clinic])
 
 
 def _dice(method, splits, samples, size_args):

@@ -261,11 +261,11 @@ def test_published_figures_are_the_data_file_s_per_method():
 
 def test_published_file_names_registered_methods_and_known_protocols():
     from vlpt.registry import method_names
-    from vlpt.results.validate import PROTOCOLS
+    from vlpt.results.protocols import protocol_names
 
     figures = published_figures()
     assert set(figures) <= set(method_names()) and sum(map(len, figures.values())) == 61
-    assert {r.protocol for results in figures.values() for r in results} <= set(PROTOCOLS)
+    assert {r.protocol for results in figures.values() for r in results} <= set(protocol_names())
 
 
 GOOD = {"protocol": "few_shot", "backbone": "ViT-B-16", "dataset": "dtd", "shots": 16, "eval_set": "test",

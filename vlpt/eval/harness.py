@@ -21,7 +21,7 @@ import sys
 import time
 import warnings
 from datetime import timedelta
-from functools import cached_property, partial
+from functools import cached_property
 from pathlib import Path
 
 import lightning as L
@@ -32,34 +32,28 @@ from tqdm import tqdm
 
 from vlpt.backbone import ClipBackbone
 from vlpt.backbone.clip import resolve_quick_gelu
-from vlpt.data import DatasetSplits, EvalSet, build_protocol, load_dataset, split_rng
-from vlpt.data.protocols import ProtocolData
-from vlpt.data.corruptions import split_corrupted_name
-from vlpt.data.fewshot import subsample
-from vlpt.data.datamodule import PER_EPOCH, CachedFeatureDataModule, PromptDataModule, describe_train_views
+from vlpt.data import DatasetSplits, load_dataset
+from vlpt.data.datamodule import PER_EPOCH, CachedFeatureDataModule, describe_train_views
 from vlpt.data.feature_cache import FeatureCache, default_cache_folder
 from vlpt.errors import CheckpointError, ConfigError
 from vlpt.eval.claims import ClaimFolder
 from vlpt.eval.determinism import determinism
-from vlpt.eval.metrics import evaluate_classifier
 from vlpt.eval.preflight import check_runs
 from vlpt.eval.rebuild import rebuild_leaderboard
 from vlpt.eval.resume import (CHECKPOINT_NAME, RunCheckpoint, loader_generators, remove_checkpoint,
                               resumable_checkpoint)
-from vlpt.eval.segmentation import SegmentationDataModule, evaluate_segmenter
-from vlpt.eval.test_time import evaluate_test_time
 from vlpt.tta.store import DEFAULT_FOLDER as DEFAULT_VIEW_FOLDER
-from vlpt.eval.suite import MULTITASK, Run, Suite, TrainerSpec, run_settings, settings_of, shard_of
+from vlpt.eval.suite import Run, Suite, TrainerSpec, run_settings, settings_of, shard_of
 from vlpt.meta.gram import attach_regulator, load_regulator, regulator_path_for
 from vlpt.methods.base import PromptMethod
-from vlpt.multitask import MultitaskDataModule, MultitaskPromptModule, Task
+from vlpt.multitask import MultitaskPromptModule, Task
 from vlpt.paths import LEADERBOARD_DIR, PROJECT_ROOT, default_data_root
 from vlpt.results import RecordStore, RecordWarning, RunIdentity, RunRecord, atomic_write_text
 from vlpt.results.record import git_state, library_versions
 from vlpt.results.store import remove_stale_temp_files
 from vlpt.seg.data import SegSplits
 from vlpt.seg.datasets import load_seg_dataset
-from vlpt.seg.protocol import SEGMENTATION, SegProtocolData, build_seg_protocol
+from vlpt.protocols import get_protocol
 from vlpt.seg.vlsm import SegmentationModel, VLSMSpec, build_vlsm
 
 
@@ -71,16 +65,6 @@ def _device(trainer_accelerator: str) -> torch.device:
     device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     torch.cuda.set_device(device)
     return device
-
-
-def limit_eval_set(eval_set: EvalSet, dataset: str, limit: int | None) -> EvalSet:
-    """The evaluation set of ``dataset`` cut to a fixed subset of ``limit`` images: the same for every
-    method and seed, and the same images for a dataset and its corrupted copies (paired comparisons)."""
-    if limit is None or limit >= len(eval_set.samples):
-        return eval_set
-    clean = split_corrupted_name(dataset)[0]
-    chosen = subsample(eval_set.samples, limit, split_rng(0, f"eval_limit:{clean}:{eval_set.name == 'novel'}"))
-    return dataclasses.replace(eval_set, samples=chosen)
 
 
 def is_global_zero() -> bool:
@@ -435,30 +419,6 @@ class Harness:
         """The run's shots, or 0 for a method that trains nothing (no images are sampled for it)."""
         return run.identity.shots if run.method.cls.trains else 0
 
-    def classification_data(self, run: Run, shots: int) -> ProtocolData:
-        """The run's train/val samples and evaluation sets (each cut to the experiment's ``eval_limit``)."""
-        identity = run.identity
-        data = build_protocol(identity.protocol, self.dataset(identity.dataset), shots, identity.seed,
-                              [self.dataset(t) for t in identity.targets])
-        data.eval_sets = [limit_eval_set(es, identity.dataset if es.name in ("test", "base", "novel") else es.name,
-                                         run.experiment.eval_limit) for es in data.eval_sets]
-        return data
-
-    def segmentation_data(self, run: Run, shots: int) -> SegProtocolData:
-        """A segmentation run's training images and evaluation sets (cut to the experiment's ``eval_limit``)."""
-        identity = run.identity
-        data = build_seg_protocol(self.seg_dataset(identity.dataset), shots, identity.seed,
-                                  [self.seg_dataset(t) for t in identity.targets])
-        data.eval_sets = [dataclasses.replace(es, samples=subsample(es.samples, run.experiment.eval_limit,
-                                                                    split_rng(0, f"eval_limit:{es.splits.name}")))
-                          for es in data.eval_sets]
-        return data
-
-    def multitask_data(self, run: Run, shots: int) -> list[Task]:
-        """One few-shot task per dataset of a multitask run."""
-        return [Task(name, build_protocol("few_shot", self.dataset(name), shots, run.identity.seed))
-                for name in run.experiment.task_datasets]
-
     def execute(self, run: Run) -> RunRecord | None:
         """Train and evaluate one run, keep its prompt checkpoint, and return its record (None in DDP
         processes other than the first: they only train)."""
@@ -466,42 +426,14 @@ class Harness:
         if not resolved.cls.trains and not is_global_zero():
             return None  # nothing to train: the first DDP process evaluates it alone
         started = time.perf_counter()
-        backbone = self.backbone  # built (consuming random draws) before the run's seed is set
-        vlsm = self.vlsm(experiment) if identity.protocol == SEGMENTATION else None
+        protocol = get_protocol(identity.protocol)
+        self.backbone  # built (consuming random draws) before the run's seed is set
+        model = protocol.model(self, experiment)
         L.seed_everything(identity.seed, workers=True, verbose=False)
         config = self._config(run)
-        shots = self.training_shots(run)
-        image_args = (backbone.image_size, backbone.preprocess_cfg["mean"], backbone.preprocess_cfg["std"])
-        common = dict(batch_size=config.batch_size, train_augment=experiment.train_augment,
-                      num_workers=self.suite.trainer.num_workers, seed=identity.seed)
-        if identity.protocol == SEGMENTATION:
-            data = self.segmentation_data(run, shots)
-            method = resolved.cls(vlsm, data.source.classnames, data.source.templates, config)
-            datamodule = SegmentationDataModule(data, vlsm.image_size, vlsm.mean, vlsm.std,
-                                                batch_size=config.batch_size, train_augment=experiment.train_augment,
-                                                num_workers=self.suite.trainer.num_workers, seed=identity.seed)
-            evaluations = [(es.name, es, partial(datamodule.eval_dataloader, es)) for es in data.eval_sets]
-            n_train, n_val, classes, tasks = len(data.train), 0, data.source.num_classes, None
-        elif identity.protocol == MULTITASK:
-            tasks = self.multitask_data(run, shots)
-            method = resolved.cls(backbone, tasks[0].classnames, tasks[0].templates, config)
-            datamodule = MultitaskDataModule(tasks, *image_args, sampling=experiment.sampling, **common)
-            evaluations = [(task.name, task.data.eval_sets[0], partial(datamodule.eval_dataloader, i, task.data.eval_sets[0]))
-                           for i, task in enumerate(tasks)]
-            n_train, n_val = sum(len(t.data.train) for t in tasks), sum(len(t.data.val) for t in tasks)
-            classes = sum(len(t.classnames) for t in tasks)
-        else:
-            data = self.classification_data(run, shots)
-            method = resolved.cls(backbone, data.classnames, data.templates, config)
-            if self.uses_feature_cache(resolved.cls):
-                datamodule = CachedFeatureDataModule(data, *image_args, cache=self.feature_cache,
-                                                     dataset=identity.dataset,
-                                                     train_views=self.suite.feature_cache.train_views, **common)
-            else:
-                datamodule = PromptDataModule(data, *image_args, **common)
-            evaluations = [(es.name, es, partial(datamodule.eval_dataloader, es)) for es in data.eval_sets]
-            n_train, n_val, classes = len(data.train), len(data.val), len(data.classnames)
-            tasks = None
+        data = protocol.build(self, run, self.training_shots(run))
+        prepared = protocol.prepare(self, run, config, data, model)
+        method, datamodule, tasks = prepared.method, prepared.datamodule, prepared.tasks
         if config.regulator_from:  # GRAM: its regulator shapes the run's training gradients
             attach_regulator(method, load_regulator(config.regulator_from))
         epochs = config.epochs_for(identity.shots, identity.dataset) if resolved.cls.trains else 0
@@ -516,21 +448,10 @@ class Harness:
         trained = time.perf_counter()
         method.to(self.device).eval()
         metrics, view_augments = {}, {}
-        for name, eval_set, make_loader in evaluations:  # loaders made here: on the first DDP process only
-            if identity.protocol == SEGMENTATION:
-                method.set_classnames(eval_set.splits.classnames, eval_set.splits.templates)
-                metrics[name] = evaluate_segmenter(method, make_loader(), eval_set, self.device)
-                continue
-            method.set_classnames(eval_set.classnames, eval_set.templates)
-            if resolved.cls.adapts_at_test_time:
-                views = method.test_time_dataset(eval_set.samples, *image_args, seed=identity.seed,
-                                                 dataset=eval_set.dataset, view_store=self.view_store,
-                                                 device=self.device, progress=self.progress)
-                if getattr(views, "augment", None):
-                    view_augments[name] = views.augment
-                metrics[name] = evaluate_test_time(method, views, self.device, self.suite.trainer.num_workers)
-            else:
-                metrics[name] = evaluate_classifier(method, make_loader(), self.device)
+        for evaluation in prepared.evaluations:  # loaders made here: on the first DDP process only
+            metrics[evaluation.name], views = evaluation.evaluate(method)
+            if views:
+                view_augments[evaluation.name] = views
         finished = time.perf_counter()
         trainer = self.suite.trainer
         resolved_config = {
@@ -544,13 +465,12 @@ class Harness:
             "determinism": determinism(self.device.type, self.precision, trainer.deterministic, trainer.compile,
                                        trainer.compile_backend, world_size, trainer.num_workers,
                                        resumed_at is not None),
-            **({"vlsm": experiment.vlsm or {}} if identity.protocol == SEGMENTATION else {}),
+            **prepared.record_config,
             **({"test_time": {"views": view_augments}} if view_augments else {}),
             **({"feature_cache": {"train_views": datamodule.train_views if datamodule.views_drawn else None}}
                if isinstance(datamodule, CachedFeatureDataModule) else {}),
-            "data": {"train_augment": experiment.train_augment, "n_train": n_train, "n_val": n_val, "classes": classes,
-                     **({"sampling": experiment.sampling, "scoring": experiment.scoring}
-                        if identity.protocol == MULTITASK else {}),
+            "data": {"train_augment": experiment.train_augment, "n_train": prepared.n_train, "n_val": prepared.n_val,
+                     "classes": prepared.classes, **protocol.settings(experiment),
                      **({"eval_limit": experiment.eval_limit} if experiment.eval_limit else {})},
             "device": str(self.device),
         }

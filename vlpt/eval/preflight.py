@@ -17,8 +17,8 @@ from PIL import Image
 
 from vlpt.data.image_dataset import load_rgb
 from vlpt.errors import ConfigError, DatasetError
-from vlpt.eval.suite import MULTITASK, Run
-from vlpt.seg.protocol import SEGMENTATION
+from vlpt.eval.suite import Run
+from vlpt.protocols import get_protocol
 
 
 def describe(run: Run) -> str:
@@ -42,18 +42,8 @@ def verify_image(path: str) -> None:
 def images_of(harness, run: Run) -> tuple[list[str], list[str]]:
     """The run's images to decode (what it trains on) and to verify (what it is evaluated on, and masks).
     Building the run's data samples its few-shot sets, so an empty class fails here."""
-    shots = harness.training_shots(run)
-    if run.identity.protocol == SEGMENTATION:
-        data = harness.segmentation_data(run, shots)
-        evaluated = [s for es in data.eval_sets for s in es.samples]
-        return ([s.image for s in data.train],
-                [s.mask for s in data.train] + [p for s in evaluated for p in (s.image, s.mask)])
-    if run.identity.protocol == MULTITASK:
-        tasks = harness.multitask_data(run, shots)
-        return ([s.path for t in tasks for s in t.data.train + t.data.val],
-                [s.path for t in tasks for s in t.data.eval_sets[0].samples])
-    data = harness.classification_data(run, shots)
-    return [s.path for s in data.train + data.val], [s.path for es in data.eval_sets for s in es.samples]
+    protocol = get_protocol(run.identity.protocol)
+    return protocol.images(protocol.build(harness, run, harness.training_shots(run)))
 
 
 def check_runs(harness, runs: Iterable[Run]) -> int:

@@ -8,7 +8,8 @@ A method entry's ``config`` is what ``vlpt.factory.create_method`` takes: a ship
 registered method, or a ``.yaml`` file (relative paths are read from the suite file's folder; its runs'
 variant is the file's name).
 
-Besides the classification protocols, ``multitask`` learns one prompt on several ``datasets``
+Every experiment names a protocol (``vlpt.protocols``, one module each), which checks what the
+experiment and each of its methods ask of it. Besides the classification protocols, ``multitask`` learns one prompt on several ``datasets``
 at once (MVLPT). A method entry's ``init_from`` is a checkpoint path (relative paths are read from
 the suite file's folder), ``experiment:NAME``: the prompt learned by the run of the earlier
 experiment NAME with the same method config, shots and seed (MVLPT's source-to-target transfer),
@@ -39,22 +40,13 @@ from typing import Any, Literal
 
 from vlpt.backbone.clip import activation_suffix
 from vlpt.config import build_dataclass, load_yaml
-from vlpt.data.protocols import PROTOCOLS as CLASSIFICATION_PROTOCOLS
-from vlpt.data.corruptions import split_corrupted_name
-from vlpt.data.protocols import TEST_TIME
 from vlpt.data.transforms import TrainAugment
 from vlpt.errors import ConfigError
 from vlpt.factory import CONFIG_SUFFIXES, ResolvedMethod, resolve_method
-from vlpt.methods.base import PromptMethod
 from vlpt.paths import CONFIG_DIR
-from vlpt.registry import DATASETS, METHOD_REGISTRIES
+from vlpt.protocols import get_protocol
 from vlpt.results import RunIdentity
-from vlpt.seg.datasets import is_seg_dataset, seg_dataset_names
-from vlpt.seg.protocol import SEGMENTATION
-from vlpt.seg.vlsm import VLSMSpec
 
-MULTITASK = "multitask"
-PROTOCOLS = (*CLASSIFICATION_PROTOCOLS, MULTITASK, SEGMENTATION)
 EXPERIMENT_REFERENCE = "experiment:"
 INIT_REFERENCE = "init:"
 DEFAULT_SUITE = CONFIG_DIR / "suites" / "starter.yaml"
@@ -155,7 +147,7 @@ class ExperimentSpec:
     @property
     def task_datasets(self) -> list[str]:
         """The datasets a run trains on: several for multitask, else one."""
-        return self.datasets if self.protocol == MULTITASK else [self.dataset]
+        return get_protocol(self.protocol).task_datasets(self)
 
 
 @dataclass
@@ -222,73 +214,18 @@ def load_method_config(name: str, overrides: dict[str, Any], where: str,
     return resolve_method(name, overrides, where, relative_to)
 
 
-def _check_dataset_name(name: str, where: str, segmentation: bool = False) -> None:
-    if segmentation:
-        if not is_seg_dataset(name):
-            raise ConfigError(f"{where}: {name!r} is not a segmentation dataset; valid names: "
-                              f"{', '.join(seg_dataset_names())}")
-        return
-    if is_seg_dataset(name):
-        raise ConfigError(f"{where}: {name!r} is a segmentation dataset; use it with protocol {SEGMENTATION}")
+def _check_experiment(experiment: ExperimentSpec, where: str) -> None:
+    """What every experiment must satisfy, then what its protocol asks (``Protocol.check_experiment``)."""
     try:
-        DATASETS.get(split_corrupted_name(name)[0].split("@")[0])
+        protocol = get_protocol(experiment.protocol)
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}") from exc
-
-
-def _check_experiment(experiment: ExperimentSpec, where: str) -> None:
-    if experiment.protocol not in PROTOCOLS:
-        raise ConfigError(f"{where}: unknown protocol {experiment.protocol!r}; valid: {', '.join(PROTOCOLS)}")
-    if experiment.protocol == MULTITASK:
-        if experiment.dataset or len(experiment.datasets) < 2:
-            raise ConfigError(f"{where}: protocol multitask needs `datasets`, a list of at least two, and no `dataset`")
-    elif not experiment.dataset or experiment.datasets:
-        raise ConfigError(f"{where}: protocol {experiment.protocol} needs one `dataset` (`datasets` is for multitask)")
-    for name in [*experiment.task_datasets, *experiment.targets]:
-        _check_dataset_name(name, where, segmentation=experiment.protocol == SEGMENTATION)
-    if experiment.vlsm is not None and experiment.protocol != SEGMENTATION:
-        raise ConfigError(f"{where}: `vlsm` is for protocol {SEGMENTATION} only")
-    if experiment.protocol == SEGMENTATION and experiment.train_augment not in ("flip", "none"):
-        raise ConfigError(f"{where}: protocol {SEGMENTATION} trains with train_augment flip or none (image and "
-                          f"mask flipped together), got {experiment.train_augment!r}")
-    if experiment.protocol in ("cross_dataset", "domain_generalization") and not experiment.targets:
-        raise ConfigError(f"{where}: protocol {experiment.protocol} needs a list of targets")
     for shots in experiment.shots:
         if shots < 1:
             raise ConfigError(f"{where}: shots must be at least 1, got {shots}")
     if experiment.eval_limit is not None and experiment.eval_limit < 1:
         raise ConfigError(f"{where}: eval_limit must be at least 1, got {experiment.eval_limit}")
-    if experiment.eval_limit is not None and experiment.protocol == MULTITASK:
-        raise ConfigError(f"{where}: eval_limit is not supported by protocol multitask")
-
-
-def _check_task(resolved: ResolvedMethod, experiment: ExperimentSpec, vlsm: VLSMSpec | None, where: str) -> None:
-    """Segmentation methods serve the segmentation protocol and nothing else; a frozen decoder must be trained."""
-    segmentation = experiment.protocol == SEGMENTATION
-    if (resolved.cls.task == "segmentation") != segmentation:
-        wanted = "segmentation" if segmentation else "classification"
-        valid = METHOD_REGISTRIES[wanted].names()
-        raise ConfigError(f"{where}: method {resolved.cls.name} is a {resolved.cls.task} method; protocol "
-                          f"{experiment.protocol} needs a {wanted} method ({', '.join(valid)})")
-    if segmentation and not resolved.config.train_decoder and not vlsm.has_trained_decoder:
-        raise ConfigError(f"{where}: method {resolved.cls.name} ({resolved.variant}) keeps the decoder frozen, but "
-                          f"the VLSM {vlsm.describe('<backbone>')} has a random one; set train_decoder: true "
-                          f"or give the vlsm decoder_from")
-
-
-#: what each protocol asks of a method's ability to score classes it was not trained on
-UNSEEN_CLASSES_NEEDED = {"base_to_novel": "any", "cross_dataset": "any", "domain_generalization": "subset",
-                         MULTITASK: "any", TEST_TIME: "any"}
-
-
-def _check_unseen_classes(resolved: ResolvedMethod, experiment: ExperimentSpec, where: str) -> None:
-    needed = UNSEEN_CLASSES_NEEDED.get(experiment.protocol)
-    can = resolved.cls.unseen_classes(resolved.config)
-    order = ["none", "subset", "any"]
-    if needed and order.index(can) < order.index(needed):
-        raise ConfigError(f"{where}: method {resolved.cls.name} ({resolved.variant}) can score "
-                          f"{'only its training classes' if can == 'none' else 'only subsets of its training classes'}"
-                          f"; protocol {experiment.protocol} evaluates other classes")
+    protocol.check_experiment(experiment, where)
 
 
 def _init_source(method_spec: MethodSpec, named: dict[str, dict[tuple, RunIdentity]], shots: int, seed: int,
@@ -334,10 +271,10 @@ def settings_of(run: Run) -> dict:
     experiment = run.experiment
     init = run.init_name and f"init:{run.init_name}"
     init = init or (run.init_source and f"run:{run.init_source.run_id}") or run.method.config.init_from
-    multitask = experiment.protocol == MULTITASK
+    extra = get_protocol(experiment.protocol).settings(experiment)
     return run_settings(dataclasses.asdict(run.method.config), experiment.train_augment,
-                        experiment.sampling if multitask else None, init, experiment.eval_limit,
-                        experiment.scoring if multitask else None, type(run.method.config).result_neutral)
+                        extra.get("sampling"), init, experiment.eval_limit,
+                        extra.get("scoring"), type(run.method.config).result_neutral)
 
 
 def shard_of(suite: Suite, count: int) -> dict[str, int]:
@@ -357,6 +294,15 @@ def shard_of(suite: Suite, count: int) -> dict[str, int]:
         key = f"init:{root.init_name}" if root.init_name else root.identity.run_id
         shards[run.identity.run_id] = int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) % count
     return shards
+
+
+def _default_train_augment(protocol: Any) -> str | None:
+    """The protocol's own default ``train_augment`` (segmentation: flip), None for an unknown protocol
+    (refused with the experiment's other checks)."""
+    try:
+        return get_protocol(protocol).default_train_augment if isinstance(protocol, str) else None
+    except ConfigError:
+        return None
 
 
 def load_suite(path: str | Path) -> Suite:
@@ -382,13 +328,13 @@ def load_suite(path: str | Path) -> Suite:
         where = f"{path}: experiments[{index}]"
         if not isinstance(raw, dict):
             raise ConfigError(f"{where} must be a mapping, found {raw!r}")
-        if raw.get("protocol") == SEGMENTATION and "train_augment" not in raw:
-            raw = {**raw, "train_augment": "flip"}  # crops would cut masks; flips keep image and mask aligned
+        default_augment = _default_train_augment(raw.get("protocol"))
+        if default_augment is not None and "train_augment" not in raw:
+            raw = {**raw, "train_augment": default_augment}
         experiment = build_dataclass(ExperimentSpec, raw, where)
         _check_experiment(experiment, where)
-        vlsm = build_dataclass(VLSMSpec, experiment.vlsm or {}, f"{where}: vlsm") \
-            if experiment.protocol == SEGMENTATION else None
-        model = vlsm.describe(backbone.describe()) if vlsm else backbone.describe()
+        protocol = get_protocol(experiment.protocol)
+        model = protocol.model_name(experiment, backbone.describe())
         produced: dict[tuple, RunIdentity] = {}
         for entry in experiment.methods:
             if not isinstance(entry, (str, dict)):
@@ -410,16 +356,7 @@ def load_suite(path: str | Path) -> Suite:
                     raise ConfigError(f"{where}: init_from checkpoint {reference} does not exist ({checkpoint})")
                 overrides["init_from"] = str(checkpoint)
             resolved = load_method_config(method_spec.config, overrides, where, path.parent)
-            if experiment.protocol == MULTITASK and \
-                    resolved.cls.fit_without_gradients is not PromptMethod.fit_without_gradients:
-                raise ConfigError(f"{where}: method {resolved.cls.name} is fitted in closed form and cannot "
-                                  f"be trained on several tasks (protocol multitask)")
-            _check_unseen_classes(resolved, experiment, where)
-            _check_task(resolved, experiment, vlsm, where)
-            if experiment.protocol == TEST_TIME and resolved.cls.trains:
-                raise ConfigError(f"{where}: protocol {TEST_TIME} trains nothing, but method {resolved.cls.name} "
-                                  f"learns from training images; train it in another experiment and start a "
-                                  f"test-time method from it (init_from: experiment:NAME/{method_spec.config})")
+            protocol.check_method(resolved, experiment, where, method_spec.config)
             if method_spec.variant:
                 resolved.variant = method_spec.variant
             for shots in experiment.shots:

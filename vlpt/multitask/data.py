@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Sampler
 
 from vlpt.data.image_dataset import ImageDataset
-from vlpt.data.protocols import EvalSet, ProtocolData
+from vlpt.data.run_data import EvalSet, ProtocolData
 from vlpt.data.samples import Sample
 from vlpt.data.transforms import TrainAugment, eval_transform, train_transform
 from vlpt.errors import ConfigError

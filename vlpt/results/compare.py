@@ -17,11 +17,11 @@ from dataclasses import asdict, dataclass
 from typing import Iterable
 
 from vlpt.errors import ConfigError
-from vlpt.results.record import ACCURACY, DICE, RunRecord
-from vlpt.results.validate import SEGMENTATION, expected_eval_sets
+from vlpt.results.record import ACCURACY, RunRecord
+from vlpt.results.protocols import known_protocol
+from vlpt.results.validate import expected_eval_sets
 
 ALPHA = 0.05
-_AVERAGED_TARGETS = ("cross_dataset", "domain_generalization", "test_time")
 
 
 @dataclass(frozen=True)
@@ -110,10 +110,12 @@ def _values(record: RunRecord, metric: str) -> dict[str, float]:
     """Evaluation set -> value of ``metric``, with per-seed hm / avg for accuracy."""
     values = {s: m[metric] for s, m in record.metrics.items() if metric in m}
     i = record.identity
-    if metric == ACCURACY and i.protocol == "base_to_novel" and {"base", "novel"} <= values.keys():
+    facts = known_protocol(i.protocol)
+    derived = facts.derived if facts and metric == ACCURACY else None
+    if derived == "harmonic_mean" and {"base", "novel"} <= values.keys():
         base, novel = values["base"], values["novel"]
         values["hm"] = 2 * base * novel / (base + novel) if base + novel else 0.0
-    if metric == ACCURACY and i.protocol in _AVERAGED_TARGETS and i.targets and set(i.targets) <= values.keys():
+    if derived == "target_mean" and i.targets and set(i.targets) <= values.keys():
         values["avg"] = statistics.fmean(values[t] for t in i.targets)
     return values
 
@@ -139,7 +141,8 @@ def compare_records(records: Iterable[RunRecord], a: Side, b: Side, metric: str 
     for key in sorted(sides[a].keys() & sides[b].keys()):
         protocol, backbone, dataset, targets = key
         runs_a, runs_b = sides[a][key], sides[b][key]
-        chosen = metric or (DICE if protocol == SEGMENTATION else ACCURACY)
+        facts = known_protocol(protocol)
+        chosen = metric or (facts.metrics[0] if facts else ACCURACY)
         for shots in sorted({s for s, _ in runs_a} | {s for s, _ in runs_b}):
             pairs = []
             for seed in sorted({seed for _, seed in runs_a} | {seed for _, seed in runs_b}):

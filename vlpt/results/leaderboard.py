@@ -14,7 +14,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from vlpt.results.paper import format_value, paper_results
-from vlpt.results.record import ACCURACY, ADAPT_MS, DICE, IOU, RunRecord
+from vlpt.results.protocols import known_protocol, protocol_names
+from vlpt.results.record import ACCURACY, RunRecord
 
 MARKDOWN_NAME = "LEADERBOARD.md"
 CSV_NAME = "leaderboard.csv"
@@ -26,15 +27,6 @@ MISSING = "–"
 #: the dataset of a row averaged over datasets (``dataset_averages``)
 AVERAGE = "average"
 
-PROTOCOL_TITLES = {
-    "few_shot": "Few-shot classification",
-    "base_to_novel": "Base-to-novel generalization",
-    "cross_dataset": "Cross-dataset transfer",
-    "domain_generalization": "Domain generalization",
-    "test_time": "Test-time adaptation",
-    "segmentation": "Segmentation",
-}
-_TRANSFER = ("cross_dataset", "domain_generalization", "test_time")
 
 
 @dataclass(frozen=True)
@@ -80,16 +72,8 @@ class Group:
 
     def ordered_keys(self) -> list[tuple[str, str]]:
         """(eval_set, metric) pairs: the protocol's headline sets first, then the rest sorted."""
-        if self.protocol == "few_shot":
-            lead = ["test"]
-        elif self.protocol == "base_to_novel":
-            lead = ["base", "novel", "hm"]
-        elif self.protocol in _TRANSFER:
-            lead = ["test", *self.targets, "avg"]
-        elif self.protocol == "segmentation":
-            lead = ["test", *self.targets]
-        else:
-            lead = ["test"]
+        facts = known_protocol(self.protocol)
+        lead = facts.lead_sets(self.targets) if facts else ["test"]
         rank = {name: i for i, name in enumerate(lead)}
         return sorted(
             self.stats,
@@ -110,7 +94,7 @@ def nondefault_settings(record: RunRecord) -> tuple[str, ...]:
 
 
 def _protocol_rank(protocol: str) -> tuple[int, str]:
-    order = list(PROTOCOL_TITLES)
+    order = protocol_names()
     return (order.index(protocol) if protocol in order else len(order), protocol)
 
 
@@ -141,14 +125,17 @@ def aggregate(records: list[RunRecord]) -> list[Group]:
 
 
 def _add_derived(group: Group) -> None:
-    """HM from the mean base and novel accuracy; Avg over the targets' mean accuracies."""
-    if group.protocol == "base_to_novel":
+    """The protocol's derived statistic: HM from the mean base and novel accuracy (``harmonic_mean``), or Avg
+    over the targets' mean accuracies (``target_mean``)."""
+    facts = known_protocol(group.protocol)
+    derived = facts.derived if facts else None
+    if derived == "harmonic_mean":
         base, novel = group.get("base"), group.get("novel")
         if base and novel:
             total = base.mean + novel.mean
             hm = 2 * base.mean * novel.mean / total if total else 0.0
             group.stats[("hm", ACCURACY)] = Stat(hm, None, min(base.n, novel.n))
-    elif group.protocol in _TRANSFER and group.targets:
+    elif derived == "target_mean" and group.targets:
         stats = [group.get(t) for t in group.targets]
         if all(stats):
             mean = statistics.fmean(s.mean for s in stats)
@@ -231,49 +218,28 @@ SAMPLE_COUNT = "n"
 
 
 def protocol_table(protocol: str, groups: list[Group]) -> tuple[list[Column], list[str]]:
-    """The value columns of ``protocol``'s table over ``groups`` and the notes that explain them."""
-    notes: list[str] = []
-    if protocol == "few_shot":
-        columns = [Column("Accuracy (mean ± std)", "test")]
-    elif protocol == "base_to_novel":
-        columns = [Column("Base", "base"), Column("Novel", "novel"), Column("HM", "hm")]
-        notes.append(
-            "HM = 2·B·N / (B + N), computed from the mean base (B) and mean novel (N) accuracy "
-            "over seeds, not averaged over per-seed HMs."
-        )
-    elif protocol in _TRANSFER:
-        targets = list(dict.fromkeys(t for g in groups for t in g.targets))
-        columns = [Column("Source", "test"), *(Column(t, t, target=True) for t in targets), Column("Avg", "avg")]
-        notes.append(
-            "Source: accuracy on the source dataset's test set. Avg: mean of the row's target "
-            "accuracies (means over seeds); shown only when every target was evaluated."
-        )
-        if protocol == "test_time":
-            columns.append(Column("ms / image", None, ADAPT_MS, digits=1))
-            notes.append(
-                "ms / image: wall time to adapt to one test image and predict it, averaged over the row's "
-                "evaluation sets and seeds (– for methods that do not adapt; without DiffTPT's one-off view "
-                "generation). Shots: labelled images per class behind the starting prompt (0: none, the "
-                "hand-written prompt)."
-            )
-    elif protocol == "segmentation":
-        targets = list(dict.fromkeys(t for g in groups for t in g.targets))
-        columns = [Column("Dice", "test", DICE), Column("IoU", "test", IOU)]
-        columns += [Column(f"{t} {name}", t, metric, target=True)
-                    for t in targets for name, metric in (("Dice", DICE), ("IoU", IOU))]
-        notes.append(
-            "Dice: per-image Dice averaged over images; IoU: dataset-level IoU of the foreground (binary) or "
-            "averaged over classes (multi-class), in %. "
-            "Train images: K training images (0: nothing trained)."
-        )
-    else:  # every evaluation set and metric; sample counts ("n") stay in the CSV only
+    """The value columns of ``protocol``'s table over ``groups`` (its facts file's ``columns``; without them,
+    every evaluation set and metric) and the notes that explain them."""
+    facts = known_protocol(protocol)
+    if facts is None or not facts.columns:  # every evaluation set and metric; sample counts stay in the CSV only
         keys = list(dict.fromkeys(k for g in groups for k in g.ordered_keys() if k[1] != SAMPLE_COUNT))
-        columns = [Column(s if m == ACCURACY else f"{s} {m}", s, m) for s, m in keys]
-    return columns, notes
+        return [Column(s if m == ACCURACY else f"{s} {m}", s, m) for s, m in keys], list(facts.notes if facts else [])
+    targets = list(dict.fromkeys(t for g in groups for t in g.targets))
+    columns = [Column(c.header, c.set, c.metric, target=c.set in targets, digits=c.digits)
+               for c in facts.table_columns(targets)]
+    return columns, list(facts.notes)
 
 
 def protocol_title(protocol: str) -> str:
-    return PROTOCOL_TITLES.get(protocol, protocol.replace("_", " ").capitalize())
+    facts = known_protocol(protocol)
+    return facts.title if facts else protocol.replace("_", " ").capitalize()
+
+
+def table_headers(protocol: str) -> tuple[str, str]:
+    """The headers of the model and shots columns ("Backbone", "Shots"; segmentation: "Model", "Train images")."""
+    facts = known_protocol(protocol)
+    headers = facts.headers if facts else {"model": "Backbone", "shots": "Shots"}
+    return headers["model"], headers["shots"]
 
 
 # ---------------------------------------------------------------- rendering
@@ -304,9 +270,9 @@ def view_augments(group: Group) -> str:
 
 def _protocol_section(protocol: str, groups: list[Group]) -> list[str]:
     lines = [f"## {protocol_title(protocol)} (`{protocol}`)", ""]
-    model, shots = ("Model", "Train images") if protocol == "segmentation" else ("Backbone", "Shots")
+    model, shots = table_headers(protocol)
     columns, notes = protocol_table(protocol, groups)
-    views = [view_augments(g) for g in groups] if protocol == "test_time" else []
+    views = [view_augments(g) for g in groups]
     if not any(views):
         views = []
     else:

@@ -12,11 +12,12 @@ from pathlib import Path
 
 from vlpt.results import plots
 from vlpt.results.leaderboard import (
-    AVERAGE, DICE, MISSING, Column, Group, ci95, dataset_averages, protocol_table, protocol_title,
+    AVERAGE, MISSING, Column, Group, ci95, dataset_averages, protocol_table, protocol_title, table_headers,
 )
 from vlpt.results.paper import PublishedResult, format_value, method_published, model_name, paper_results
+from vlpt.results.protocols import known_protocol
 from vlpt.results.provenance import Provenance, provenance
-from vlpt.results.record import ADAPT_MS
+from vlpt.results.record import ADAPT_MS, DICE
 
 SITE_NAME = "index.html"
 GENERATOR = "vlpt leaderboard"
@@ -170,7 +171,7 @@ def _select(name: str, title: str, values: list[str]) -> str:
 
 def _table(protocol: str, groups: list[Group], averages: list[Group], page: _Page) -> str:
     columns, notes = protocol_table(protocol, groups)
-    model, shots = ("Model", "Train images") if protocol == "segmentation" else ("Backbone", "Shots")
+    model, shots = table_headers(protocol)
     header = [f'<th aria-sort="none">{model}</th>', '<th aria-sort="none">Dataset</th>',
               f'<th aria-sort="none" class="num">{shots}</th>', '<th aria-sort="none">Method</th>']
     header += [f'<th aria-sort="none" class="num">{escape(c.header)}</th>' for c in columns]
@@ -367,12 +368,19 @@ def _dice_per_set(rows: list[Group], page: _Page) -> list[tuple[str, str, str, s
     return figures
 
 
-_PLOTS = {
-    "few_shot": _accuracy_vs_shots,
-    "base_to_novel": _base_vs_novel,
-    "test_time": _test_time_gain,
-    "segmentation": _dice_per_set,
+#: the plots a protocol's facts file may name (``plot:``)
+PLOTS = {
+    "accuracy_vs_shots": _accuracy_vs_shots,
+    "base_vs_novel": _base_vs_novel,
+    "test_time_gain": _test_time_gain,
+    "dice_per_set": _dice_per_set,
 }
+
+
+def _plot_of(protocol: str):
+    """The plot drawer the protocol's facts name, None for none."""
+    facts = known_protocol(protocol)
+    return PLOTS.get(facts.plot) if facts and facts.plot else None
 
 
 # ---------------------------------------------------------------- page
@@ -424,7 +432,7 @@ def render_site(groups: list[Group], n_records: int, source: str) -> str:
     for g in groups:  # already in protocol order
         by_protocol[g.protocol].append(g)
     plural = "record" if n_records == 1 else "records"
-    toc = '<a href="#plots">Plots</a>' if any(g.protocol in _PLOTS for g in groups) else ""
+    toc = '<a href="#plots">Plots</a>' if any(_plot_of(g.protocol) for g in groups) else ""
     toc += "".join(f'<a href="#{escape(p)}">{escape(protocol_title(p))}<span class="n">{len(m)}</span></a>'
                   for p, m in by_protocol.items())
     if page.published:
@@ -432,7 +440,7 @@ def render_site(groups: list[Group], n_records: int, source: str) -> str:
     sections, figures = [], []
     for protocol, members in by_protocol.items():
         protocol_averages = [a for a in averages if a.protocol == protocol]
-        draw = _PLOTS.get(protocol)
+        draw = _plot_of(protocol)
         figures += [_figure(protocol, *parts) for parts in (draw(members + protocol_averages, page) if draw else [])]
         backbones = sorted({model_name(g.backbone) for g in members})
         sections.append("\n".join([

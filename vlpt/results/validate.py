@@ -3,7 +3,7 @@
 The checks cover the versioned layout described by ``record.schema.json`` (missing, unknown
 and wrongly typed fields, ``schema_version``, metric ranges) and what a JSON Schema cannot
 express: ``run_id`` must be the hash of the identity and the file's name, the protocol must be
-one of :data:`PROTOCOLS` and the method one of the names the caller passes (``vlpt leaderboard
+a known one (:mod:`vlpt.results.protocols`) and the method one of the names the caller passes (``vlpt leaderboard
 validate`` passes the registered methods; without names that check is skipped), every evaluation
 set the protocol reports must be there, no number may be NaN or infinite, and no two files may
 hold the same run. Records that pass can be merged into a leaderboard (:mod:`vlpt.results.merge`).
@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from vlpt.errors import ConfigError
+from vlpt.results.protocols import known_protocol, protocol_facts, protocol_names
 from vlpt.results.record import ACCURACY, ADAPT_MS, DICE, IOU, SCHEMA_VERSION, RunIdentity, RunRecord
 
 SCHEMA_PATH = Path(__file__).with_name("record.schema.json")
@@ -26,14 +27,6 @@ FIELDS = ("schema_version", "run_id", "identity", "config", "metrics", "timings"
           "library_versions", "git_commit", "git_dirty")
 IDENTITY_FIELDS = ("method", "variant", "backbone", "dataset", "protocol", "shots", "seed", "targets")
 PERCENT_METRICS = (ACCURACY, DICE, IOU)
-#: protocols whose runs are also evaluated on each target (required: cross_dataset, domain_generalization)
-TARGET_PROTOCOLS = ("cross_dataset", "domain_generalization", "test_time", "segmentation")
-TARGETS_REQUIRED = ("cross_dataset", "domain_generalization")
-SEGMENTATION = "segmentation"
-MULTITASK = "multitask"
-#: the protocols a record may name (``vlpt.eval.suite.PROTOCOLS``, checked equal by a test)
-PROTOCOLS = ("few_shot", "base_to_novel", "cross_dataset", "domain_generalization", "test_time", MULTITASK,
-             SEGMENTATION)
 _RUN_ID = re.compile(r"[0-9a-f]{16}")
 _COMMIT = re.compile(r"[0-9a-f]{7,64}")
 
@@ -78,21 +71,14 @@ class ValidationReport:
 
 
 def expected_eval_sets(protocol: str, dataset: str, targets: Iterable[str]) -> list[str] | None:
-    """The evaluation sets a run of ``protocol`` reports, or None for an unknown protocol."""
-    if protocol == "few_shot":
-        return ["test"]
-    if protocol == "base_to_novel":
-        return ["base", "novel"]
-    if protocol == MULTITASK:
-        return dataset.split("+")
-    if protocol in TARGET_PROTOCOLS:
-        return ["test", *targets]
-    return None
+    """The evaluation sets a run of ``protocol`` reports (its facts file), or None for an unknown protocol."""
+    facts = known_protocol(protocol)
+    return None if facts is None else facts.expected_eval_sets(dataset, targets)
 
 
 def headline_metrics(protocol: str) -> tuple[str, ...]:
     """The metrics every evaluation set of ``protocol`` reports."""
-    return (DICE, IOU) if protocol == SEGMENTATION else (ACCURACY,)
+    return protocol_facts(protocol).metrics
 
 
 def _describe(value: Any) -> str:
@@ -231,14 +217,15 @@ class _Checker:
             elif len(set(targets)) != len(targets):
                 self.add("identity.targets", f"identity.targets = {_describe(targets)} names a target twice")
         protocol = d.get("protocol")
-        if isinstance(protocol, str) and protocol and protocol not in PROTOCOLS:
+        facts = known_protocol(protocol) if isinstance(protocol, str) else None
+        if isinstance(protocol, str) and protocol and facts is None:
             self.add("identity.protocol", f"identity.protocol = {protocol!r} is not a known protocol "
-                                          f"(valid: {', '.join(PROTOCOLS)})")
-        elif isinstance(protocol, str) and protocol and targets is not None:
-            if targets and protocol not in TARGET_PROTOCOLS:
+                                          f"(valid: {', '.join(protocol_names())})")
+        elif facts is not None and targets is not None:
+            if targets and facts.targets == "none":
                 self.add("identity.targets", f"identity.targets = {_describe(targets)} must be empty: protocol "
                                              f"{protocol} has no targets")
-            elif not targets and protocol in TARGETS_REQUIRED:
+            elif not targets and facts.targets == "required":
                 self.add("identity.targets", f"identity.targets is empty: protocol {protocol} needs at least "
                                              "one target")
         method = d.get("method")
@@ -440,7 +427,6 @@ def schema() -> dict:
 
 
 __all__ = [
-    "PROTOCOLS",
     "Problem",
     "SCHEMA_PATH",
     "ValidRecord",

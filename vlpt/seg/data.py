@@ -68,6 +68,27 @@ class SegSplits:
                 f"test={len(self.test)})")
 
 
+@dataclass
+class SegEvalSet:
+    """Images to evaluate on and the dataset (classes, templates, mask rules) they come from."""
+
+    name: str
+    samples: list[SegSample]
+    splits: SegSplits
+
+
+@dataclass
+class SegProtocolData:
+    """What a segmentation run trains on (K images of ``source``) and the sets it is evaluated on."""
+
+    train: list[SegSample]
+    source: SegSplits
+    eval_sets: list[SegEvalSet]
+    shots: int = 0
+    seed: int = 0
+    targets: list[str] = field(default_factory=list)
+
+
 LABEL_MODES = ("1", "L", "P", "I", "I;16")  # single-channel modes whose values are labels
 
 

@@ -11,7 +11,7 @@ import time
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from vlpt.eval.metrics import accuracy
+from vlpt.metrics import accuracy
 from vlpt.results.record import ADAPT_MS
 
 

@@ -1,4 +1,4 @@
-"""Metric functions over a method's predictions."""
+"""Scoring a classification method: top-1 accuracy over an evaluation loader."""
 from __future__ import annotations
 
 import torch

@@ -1,14 +1,11 @@
-"""Data loaders and evaluation of segmentation runs (the harness's side of ``vlpt.seg``)."""
+"""The data loaders of a segmentation run: its K training images and one loader per evaluation set."""
 from __future__ import annotations
 
 import lightning as L
-import torch
 from torch.utils.data import DataLoader
 
 from vlpt.data.datamodule import seeded_loader
-from vlpt.seg.data import SegAugment, SegmentationDataset
-from vlpt.seg.metrics import SegmentationScores
-from vlpt.seg.protocol import SegEvalSet, SegProtocolData
+from vlpt.seg.data import SegAugment, SegEvalSet, SegmentationDataset, SegProtocolData
 
 
 class SegmentationDataModule(L.LightningDataModule):
@@ -32,12 +29,3 @@ class SegmentationDataModule(L.LightningDataModule):
     def eval_dataloader(self, eval_set: SegEvalSet) -> DataLoader:
         return seeded_loader(SegmentationDataset(eval_set.samples, eval_set.splits, *self.image_args),
                              self.eval_batch_size, False, self.seed, self.num_workers)
-
-
-def evaluate_segmenter(method, loader: DataLoader, eval_set: SegEvalSet, device: torch.device) -> dict[str, float]:
-    """Dice, IoU (percent) and image count of ``method.predict`` over ``loader`` (see ``vlpt.seg.metrics``)."""
-    splits = eval_set.splits
-    scores = SegmentationScores(splits.num_classes, splits.binary, splits.ignore_index)
-    for images, masks in loader:
-        scores.update(method.predict(images.to(device)).cpu(), masks)
-    return scores.compute()
