@@ -1,6 +1,8 @@
 """The harness: execute a suite's runs and write one record per run.
 
-Data flows one way: suite -> protocol data -> method -> Trainer -> metrics -> record.
+Data flows one way: suite -> protocol data -> method -> Trainer -> metrics -> record. What differs between
+protocols (the run's data, model, datamodule, evaluations and what the record keeps of them) is asked of
+the run's protocol (``vlpt.protocols``); the harness never branches on a protocol's name.
 Runs whose record exists are skipped, so an interrupted suite resumes where it stopped;
 each record is written atomically when its run ends, and each trained run's prompt is kept in
 ``checkpoints/<run_id>.pt`` (kilobytes) for runs that start from it (``init_from``). The suite's
