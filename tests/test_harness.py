@@ -267,9 +267,11 @@ def test_true_half_precision_is_refused_because_it_would_convert_the_shared_back
         load_suite(write_suite(tmp_path, trainer={"precision": "bf16-true"}))
 
 
-def _test_time_experiments(dataset: str, targets: list[str], eval_limit: int) -> list[dict]:
-    """A CoOp source run, then zero-shot, TPT, TPT+CoOp and DiffTPT (tiny random diffusion) at test time."""
-    difftpt = {"pipeline": "tiny-random", "inference_steps": 2, "generated_views": 3, "views": 6}
+def _test_time_experiments(dataset: str, targets: list[str], eval_limit: int, view_store=None) -> list[dict]:
+    """A CoOp source run, then zero-shot, TPT, TPT+CoOp and DiffTPT (tiny random diffusion, its views stored in
+    ``view_store``) at test time."""
+    difftpt = {"pipeline": "tiny-random", "inference_steps": 2, "generated_views": 3, "views": 6,
+               **({"view_store": str(view_store)} if view_store else {})}
     return [
         {"name": "source", "protocol": "few_shot", "dataset": dataset, "shots": [1], "seeds": [1],
          "train_augment": "none", "params": {"epochs": 1}, "methods": ["coop_m4"]},
@@ -310,8 +312,8 @@ def _check_test_time_records(tmp_path, paths, targets, eval_limit):
 
 def test_test_time_protocol_runs_tpt_tpt_coop_and_difftpt_and_reuses_generated_views(tmp_path, monkeypatch):
     targets = ["starter_shapes~pixelate:3"]
-    path = write_suite(tmp_path, view_store=str(tmp_path / "views"),
-                       experiments=_test_time_experiments("starter_shapes", targets, eval_limit=5))
+    path = write_suite(tmp_path, experiments=_test_time_experiments("starter_shapes", targets, eval_limit=5,
+                                                                   view_store=tmp_path / "views"))
     paths = Harness(load_suite(path), progress=False).run_all()
     _check_test_time_records(tmp_path, paths, targets, eval_limit=5)
     stored = sorted(p for p in (tmp_path / "views").rglob("*.png"))
@@ -345,8 +347,8 @@ def test_bad_test_time_experiments_fail_up_front(tmp_path, experiment, message):
 @pytest.mark.integration
 def test_pacs_test_time_rows_for_tpt_and_difftpt(tmp_path, shared_data):
     targets = ["pacs@sketch", "pacs@cartoon"]
-    path = write_suite(tmp_path, data_root=str(shared_data), view_store=str(tmp_path / "views"),
-                       experiments=_test_time_experiments("pacs@photo", targets, eval_limit=4))
+    path = write_suite(tmp_path, data_root=str(shared_data),
+                       experiments=_test_time_experiments("pacs@photo", targets, eval_limit=4, view_store=tmp_path / "views"))
     paths = Harness(load_suite(path), progress=False).run_all()
     _check_test_time_records(tmp_path, paths, targets, eval_limit=4)
 
@@ -369,9 +371,20 @@ def test_eval_limit_picks_the_same_images_of_a_dataset_and_its_corrupted_copies(
 
 def test_committed_leaderboard_records_match_the_default_suite():
     """Settings that only trade memory for speed (CoCoOp's chunks) never make published records stale."""
-    from vlpt.paths import LEADERBOARD_DIR
+    from checkout import LEADERBOARD
 
-    if not (LEADERBOARD_DIR / "records").is_dir():
+    if not (LEADERBOARD / "records").is_dir():
         pytest.skip("no committed leaderboard records")
-    harness = Harness(load_suite(DEFAULT_SUITE), output=LEADERBOARD_DIR, progress=False)
+    harness = Harness(load_suite(DEFAULT_SUITE), output=LEADERBOARD, progress=False)
     assert harness.pending() == []
+
+
+def test_view_store_is_difftpts_own_setting(tmp_path):
+    with pytest.raises(ConfigError, match="`view_store` is a parameter of difftpt now"):
+        load_suite(write_suite(tmp_path, view_store=str(tmp_path / "views")))
+    from vlpt.methods.difftpt import DiffTPTConfig
+    from vlpt.eval.spec import run_settings
+
+    here, there = (run_settings({"view_store": folder, "lr": 0.005}, "none", None, None,
+                                result_neutral=DiffTPTConfig.result_neutral) for folder in ("/a", "/b"))
+    assert here == there  # where the views are kept changes no result, so a record stays current

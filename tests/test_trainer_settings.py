@@ -51,7 +51,7 @@ def test_bad_trainer_settings_are_named(tmp_path):
 @pytest.mark.parametrize("devices, one_process", [(1, True), ("1", True), ("0,", True), ("1,", True),
                                                   ("0,1", False), (2, False), ("2", False)])
 def test_runs_are_claimed_only_when_each_trains_in_one_process(devices, one_process):
-    from vlpt.eval.harness import trains_in_one_process
+    from vlpt.eval.training import trains_in_one_process
     from vlpt.eval.suite import TrainerSpec
 
     assert trains_in_one_process(TrainerSpec(devices=devices)) is one_process

@@ -31,9 +31,7 @@ test sets. Their run identity's backbone is the VLSM.
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -42,6 +40,7 @@ from vlpt.backbone.clip import activation_suffix
 from vlpt.config import build_dataclass, load_yaml
 from vlpt.data.transforms import TrainAugment
 from vlpt.errors import ConfigError
+from vlpt.eval.spec import settings_of
 from vlpt.factory import CONFIG_SUFFIXES, ResolvedMethod, resolve_method
 from vlpt.paths import CONFIG_DIR
 from vlpt.protocols import get_protocol
@@ -172,8 +171,6 @@ class SuiteSpec:
     experiments: list[dict[str, Any]]
     data_root: str | None = None
     output: str | None = None
-    #: folder of generated test-time views (DiffTPT); default ``<data_root>/generated_views``
-    view_store: str | None = None
     trainer: dict[str, Any] = field(default_factory=dict)
     initializations: list[dict[str, Any]] = field(default_factory=list)
     feature_cache: bool | dict[str, Any] = True
@@ -203,7 +200,6 @@ class Suite:
     output: str | None
     runs: list[Run]
     initializations: list[InitializationSpec] = field(default_factory=list)
-    view_store: str | None = None
     feature_cache: FeatureCacheSpec = field(default_factory=FeatureCacheSpec)
 
 
@@ -250,33 +246,6 @@ def _init_source(method_spec: MethodSpec, named: dict[str, dict[tuple, RunIdenti
     return source
 
 
-#: config fields that name files resolved at run time, not settings of the run
-_LOCATION_FIELDS = ("init_from", "regulator_from")
-
-
-def run_settings(params: dict, train_augment: str, sampling: str | None, init: str | None,
-                 eval_limit: int | None = None, scoring: str | None = None,
-                 result_neutral: tuple[str, ...] = ()) -> dict:
-    """What a run's identity does not show but its result depends on, in JSON form (for comparisons).
-    ``sampling`` and ``scoring`` are None except for multitask runs; ``result_neutral`` are the method
-    config's fields that change no result (``MethodConfig.result_neutral``)."""
-    ignored = _LOCATION_FIELDS + tuple(result_neutral)
-    settings = {"params": {k: v for k, v in params.items() if k not in ignored},
-                "train_augment": train_augment, "sampling": sampling, "init": init, "eval_limit": eval_limit,
-                **({"scoring": scoring} if scoring is not None else {})}
-    return json.loads(json.dumps(settings, sort_keys=True))
-
-
-def settings_of(run: Run) -> dict:
-    experiment = run.experiment
-    init = run.init_name and f"init:{run.init_name}"
-    init = init or (run.init_source and f"run:{run.init_source.run_id}") or run.method.config.init_from
-    extra = get_protocol(experiment.protocol).settings(experiment)
-    return run_settings(dataclasses.asdict(run.method.config), experiment.train_augment,
-                        extra.get("sampling"), init, experiment.eval_limit,
-                        extra.get("scoring"), type(run.method.config).result_neutral)
-
-
 def shard_of(suite: Suite, count: int) -> dict[str, int]:
     """The shard (0..count-1) of every run id when a suite is split across ``count`` workers.
 
@@ -308,7 +277,11 @@ def _default_train_augment(protocol: Any) -> str | None:
 def load_suite(path: str | Path) -> Suite:
     """Read and validate a suite file, expanding it into runs (duplicates removed)."""
     path = Path(path)
-    spec = build_dataclass(SuiteSpec, load_yaml(path), str(path))
+    raw = load_yaml(path)
+    if isinstance(raw, dict) and "view_store" in raw:
+        raise ConfigError(f"{path}: `view_store` is a parameter of difftpt now; write it under the method's or "
+                          f"experiment's `params` (params: {{view_store: {raw['view_store']}}})")
+    spec = build_dataclass(SuiteSpec, raw, str(path))
     backbone = build_dataclass(BackboneSpec, spec.backbone, f"{path}: backbone")
     trainer = build_dataclass(TrainerSpec, spec.trainer, f"{path}: trainer")
     cache = spec.feature_cache if isinstance(spec.feature_cache, dict) else {"enabled": spec.feature_cache}
@@ -385,4 +358,4 @@ def load_suite(path: str | Path) -> Suite:
                 raise ConfigError(f"{where}: experiment name {experiment.name!r} is used twice")
             named[experiment.name] = produced
     return Suite(path, spec.name, backbone, trainer, spec.data_root, spec.output, list(runs.values()),
-                 initializations, spec.view_store, feature_cache)
+                 initializations, feature_cache)

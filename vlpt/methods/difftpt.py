@@ -16,8 +16,8 @@ generated views only, every conventional view staying in the entropy selection. 
 views are TPT's (``augment: auto``: crops and flips for the ImageNet family, the reference AugMix
 otherwise; see ``vlpt.methods.tpt``).
 
-Generation is separate from adaptation: the views are generated once into a store (by default
-``<data root>/generated_views``), keyed by image content and generator settings. ``vlpt tta
+Generation is separate from adaptation: the views are generated once into a store (``view_store``, by
+default ``<data root>/generated_views``; a location, not a setting: it changes no result), keyed by image content and generator settings. ``vlpt tta
 generate`` fills it ahead of time, split across workers if wanted; adaptation reads the store,
 and the harness first generates whatever is missing (nothing on a second run).
 """
@@ -36,7 +36,7 @@ from vlpt.tta.data import TestTimeViews
 from vlpt.tta.diffusion import DiffusionSettings
 from vlpt.tta.generate import generate_views, read_views
 from vlpt.tta.selection import confident_views, similar_views
-from vlpt.tta.store import ViewStore
+from vlpt.tta.store import DEFAULT_FOLDER, ViewStore
 
 @dataclass
 class DiffTPTConfig(TPTConfig):
@@ -57,6 +57,10 @@ class DiffTPTConfig(TPTConfig):
     generation_seed: int = 0
     #: fp16 generation needs a CUDA device
     generation_dtype: Literal["fp32", "fp16"] = "fp32"
+    #: the generated-view store's folder (default: ``<data root>/generated_views``)
+    view_store: str | None = None
+
+    result_neutral = TPTConfig.result_neutral + ("view_store",)  # where views are kept, not which
 
     def __post_init__(self):
         super().__post_init__()
@@ -90,12 +94,12 @@ class DiffTPT(TPT):
     Config = DiffTPTConfig
 
     def test_time_dataset(self, samples, image_size, mean, std, seed, dataset: str | None = None,
-                          view_store: str | Path | None = None, device: str = "cpu", progress: bool = False):
-        """Generate the views missing from ``view_store`` (none on a second run), then read them per image."""
-        if view_store is None:
-            raise ValueError("DiffTPT needs the folder of its generated-view store (view_store)")
+                          data_root: str | Path | None = None, device: str = "cpu", progress: bool = False):
+        """Generate the views missing from the view store (none on a second run), then read them per image."""
         cfg, settings = self.config, self.config.diffusion_settings()
-        store = ViewStore(view_store)
+        if cfg.view_store is None and data_root is None:
+            raise ValueError("DiffTPT needs its view store: set view_store, or give the data root it defaults into")
+        store = ViewStore(cfg.view_store or Path(data_root) / DEFAULT_FOLDER)
         generate_views(samples, store, settings, device=str(device), progress=progress)
         return TestTimeViews(samples, self.view_maker(image_size, mean, std, dataset), cfg.views, seed,
                              extra_views=StoredViews(store, settings, image_size, mean, std))

@@ -117,8 +117,8 @@ class TPT(PromptMethod):
 
     def test_time_dataset(self, samples: Sequence, image_size: int, mean, std, seed: int,
                           dataset: str | None = None, **context):
-        """The views of each test image of ``dataset`` (``context``: the run's view store, device and
-        progress flag); its ``augment`` is the view augmentation used."""
+        """The views of each test image of ``dataset`` (``context``: the run's data root, device and progress
+        flag); its ``augment`` is the view augmentation used."""
         return TestTimeViews(samples, self.view_maker(image_size, mean, std, dataset), self.config.views, seed)
 
     def start_episodes(self) -> None:

@@ -124,7 +124,7 @@ class ClassificationProtocol(Protocol):
         if not run.method.cls.adapts_at_test_time:
             return evaluate_classifier(method, datamodule.eval_dataloader(eval_set), harness.device), None
         views = method.test_time_dataset(eval_set.samples, *image_args, seed=run.identity.seed,
-                                         dataset=eval_set.dataset, view_store=harness.view_store,
+                                         dataset=eval_set.dataset, data_root=harness.data_root,
                                          device=harness.device, progress=harness.progress)
         metrics = evaluate_test_time(method, views, harness.device, harness.suite.trainer.num_workers)
         return metrics, getattr(views, "augment", None) or None

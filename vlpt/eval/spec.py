@@ -1,0 +1,121 @@
+"""The resolved run spec: what a run's result depends on beyond its identity, assembled in one place.
+
+``RunSpec.of`` resolves it for a suite's run: the method and its parameters, where its prompt starts
+(``init``), the protocol's data settings (``train_augment``, ``eval_limit``, multitask ``sampling`` and
+``scoring``), the backbone with the activation it runs, and the training views (a new crop per epoch, or
+N stored views for a method on stored features). The record's ``config`` is written from it
+(``record_sections``), a mid-training checkpoint resumes only the run whose fingerprint holds the same
+``settings``, and a stored record is stale when the spec read back from it (``RunSpec.from_record``) differs
+(``staleness``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from vlpt.data.datamodule import PER_EPOCH
+from vlpt.protocols import get_protocol
+
+#: config fields that name files resolved at run time, not settings of the run
+LOCATION_FIELDS = ("init_from", "regulator_from")
+
+
+def run_settings(params: dict, train_augment: str, sampling: str | None, init: str | None,
+                 eval_limit: int | None = None, scoring: str | None = None,
+                 result_neutral: tuple[str, ...] = ()) -> dict:
+    """What a run's identity does not show but its result depends on, in JSON form (for comparisons).
+    ``sampling`` and ``scoring`` are None except for multitask runs; ``result_neutral`` are the method
+    config's fields that change no result (``MethodConfig.result_neutral``)."""
+    ignored = LOCATION_FIELDS + tuple(result_neutral)
+    settings = {"params": {k: v for k, v in params.items() if k not in ignored},
+                "train_augment": train_augment, "sampling": sampling, "init": init, "eval_limit": eval_limit,
+                **({"scoring": scoring} if scoring is not None else {})}
+    return json.loads(json.dumps(settings, sort_keys=True))
+
+
+def init_reference(run) -> str | None:
+    """Where the run's prompt starts: ``init:NAME`` (a meta-learned initialisation), ``run:RUN_ID`` (another
+    run's prompt), a checkpoint path, or None."""
+    init = run.init_name and f"init:{run.init_name}"
+    return init or (run.init_source and f"run:{run.init_source.run_id}") or run.method.config.init_from
+
+
+def settings_of(run) -> dict:
+    """``run_settings`` of a suite's run."""
+    experiment = run.experiment
+    extra = get_protocol(experiment.protocol).settings(experiment)
+    return run_settings(dataclasses.asdict(run.method.config), experiment.train_augment, extra.get("sampling"),
+                        init_reference(run), experiment.eval_limit, extra.get("scoring"),
+                        type(run.method.config).result_neutral)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """A run resolved: its method's parameters, data settings, backbone (with ``activation``) and training views.
+
+    ``activation`` is None when the backbone's checkpoint does not say (refused when it loads);
+    ``train_views`` is None when the run draws no training views (it trains nothing, or not on images)."""
+
+    method: str
+    variant: str
+    params: dict[str, Any]
+    init: str | None
+    data: dict[str, Any]
+    backbone: dict[str, Any]
+    train_views: int | str | None
+    result_neutral: tuple[str, ...] = field(default=(), compare=False)
+
+    @classmethod
+    def of(cls, run, backbone: dict, activation: str | None, train_views: int | str | None,
+           params: dict | None = None) -> RunSpec:
+        """The spec of a suite's run on ``backbone`` (``BackboneSpec`` fields) running ``activation``; ``params``
+        are the method config it executes (default: the suite's, before initialisation files are named)."""
+        experiment = run.experiment
+        data = {"train_augment": experiment.train_augment, **get_protocol(experiment.protocol).settings(experiment)}
+        if experiment.eval_limit:
+            data["eval_limit"] = experiment.eval_limit
+        return cls(run.method.cls.name, run.method.variant,
+                   dataclasses.asdict(run.method.config) if params is None else params, init_reference(run), data,
+                   {**backbone, "activation": activation}, train_views, type(run.method.config).result_neutral)
+
+    @classmethod
+    def from_record(cls, config: dict, unrecorded_activation: str, result_neutral: tuple[str, ...] = ()) -> RunSpec:
+        """The spec a record's ``config`` was made with (a record made before records held the activation ran
+        ``unrecorded_activation``, its architecture's; one that drew no views or one view agrees with any)."""
+        data = config.get("data", {})
+        settings = {k: data[k] for k in ("train_augment", "sampling", "scoring", "eval_limit") if k in data}
+        backbone = dict(config.get("backbone", {}))
+        backbone["activation"] = backbone.get("activation") or unrecorded_activation
+        method = config["method"]
+        return cls(method["name"], method["variant"], method["params"], None, settings, backbone,
+                   (config.get("feature_cache") or {}).get("train_views"), result_neutral)
+
+    @property
+    def settings(self) -> dict:
+        """``run_settings`` of this spec: what the staleness check and a resume's fingerprint compare."""
+        return run_settings(self.params, self.data.get("train_augment"), self.data.get("sampling"), self.init,
+                            self.data.get("eval_limit"), self.data.get("scoring"), self.result_neutral)
+
+    def record_sections(self) -> dict[str, Any]:
+        """The record ``config`` sections this spec writes: ``method``, ``backbone`` and ``data``'s settings."""
+        return {"method": {"name": self.method, "variant": self.variant, "params": self.params},
+                "backbone": self.backbone, "data": dict(self.data)}
+
+    def staleness(self, stored: RunSpec) -> tuple[list[str], list[str]]:
+        """How ``stored`` (read from a record) differs from this spec: computation changes (activation, training
+        views) in words, and the names of changed settings (method parameters; "train_augment/sampling/scoring"
+        when only the data settings differ). Both empty: the record is this run's."""
+        computed = []
+        if self.backbone.get("activation") is not None and stored.backbone["activation"] != self.backbone["activation"]:
+            computed.append(f"activation {stored.backbone['activation']}, not {self.backbone['activation']}")
+        wanted = PER_EPOCH if self.train_views is None else self.train_views
+        if stored.train_views not in (None, 1) and stored.train_views != wanted:
+            computed.append(f"train_views {stored.train_views}, not {wanted}")
+        mine, theirs = self.settings, {**stored.settings, "init": self.settings["init"]}
+        if mine == theirs:
+            return computed, []
+        changed = sorted(k for k in set(mine["params"]) | set(theirs["params"])
+                         if mine["params"].get(k) != theirs["params"].get(k))
+        return computed, changed or ["train_augment/sampling/scoring"]
