@@ -8,9 +8,9 @@ import statistics
 import pytest
 from scipy import stats
 
+from checkout import LEADERBOARD
 from vlpt.cli import main
 from vlpt.errors import ConfigError
-from vlpt.paths import LEADERBOARD_DIR
 from vlpt.results.compare import Side, compare_records, paired_test, parse_side
 from vlpt.results.leaderboard import aggregate
 from vlpt.results.record import RunIdentity, RunRecord
@@ -152,7 +152,7 @@ def test_cli_errors(board, capsys):
 
 
 def test_committed_records(capsys):
-    records = RecordStore(LEADERBOARD_DIR / "records").records()
+    records = RecordStore(LEADERBOARD / "records").records()
     with pytest.raises(ConfigError, match=r"method 'coop' has several variants \(coop_m4, gram-init, "
                                           r"mvlpt-source-init\) and no default; name one as coop/VARIANT"):
         parse_side("coop", records)

@@ -111,6 +111,7 @@ import vlpt, vlpt.paths as paths
 from vlpt.data.catalog import CATALOG_DIR
 from vlpt.eval.suite import DEFAULT_SUITE, load_suite
 from vlpt.factory import shipped_config_names
+from vlpt.protocols import protocol_names
 from vlpt.seg.datasets import SEG_CATALOG_DIR
 package = Path(vlpt.__file__).resolve().parent
 print(json.dumps({
@@ -120,6 +121,7 @@ print(json.dumps({
     "inside": all(p.resolve().is_relative_to(package) for p in
                   (paths.CONFIG_DIR, CATALOG_DIR, SEG_CATALOG_DIR, DEFAULT_SUITE, paths.STARTER_WEIGHTS)),
     "weights": paths.STARTER_WEIGHTS.is_file(), "starter_runs": len(load_suite(DEFAULT_SUITE).runs),
+    "protocols": list(protocol_names()),
 }))
 '''
 
@@ -130,6 +132,10 @@ TINY_SUITE = {
     "experiments": [{"protocol": "few_shot", "dataset": "starter_shapes", "shots": [1], "seeds": [1],
                      "methods": ["zeroshot"]}],
 }
+
+
+#: test modules run against the installed wheel: protocols end to end, records, leaderboard and site, seeds
+WHEEL_TESTS = ("test_protocols.py", "test_results_validate.py", "test_site.py", "test_sample_keys.py")
 
 
 def _tree(folder: Path) -> dict[str, int]:
@@ -162,6 +168,8 @@ def test_a_wheel_in_a_fresh_virtualenv_finds_its_files_and_runs_a_suite(tmp_path
     assert info["inside"] and info["weights"] and info["starter_runs"] > 0
     assert {"coop", "coop_m4", "zeroshot", "seg_coop"} <= set(info["configs"])
     assert {"imagenet", "dtd"} <= set(info["catalog"]) and "starter_seg_shapes" in info["seg_catalog"]
+    assert set(info["protocols"]) == {"few_shot", "base_to_novel", "cross_dataset", "domain_generalization",
+                                      "test_time", "multitask", "segmentation"}  # modules and facts files
 
     before = _tree(package)
     (elsewhere / "suite.yaml").write_text(yaml.safe_dump(TINY_SUITE))
@@ -173,3 +181,10 @@ def test_a_wheel_in_a_fresh_virtualenv_finds_its_files_and_runs_a_suite(tmp_path
     assert json.loads(records[0].read_text())["identity"]["method"] == "zeroshot"
     assert _tree(package) == before, "the run wrote into the installed package"
     assert not (elsewhere / "leaderboard").exists()
+
+    # the tests run from any folder against the installed wheel (they find the checkout's committed
+    # leaderboard through tests/checkout.py, not through the package)
+    chosen = [ROOT / "tests" / name for name in WHEEL_TESTS]
+    _run([python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "not slow", "--rootdir", ROOT, *chosen],
+         cwd=elsewhere, VLPT_CACHE=str(tmp_path / "cache"), VLPT_DATA=str(tmp_path / "data"))
+    assert _tree(package) == before, "the tests wrote into the installed package"

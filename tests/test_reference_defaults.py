@@ -168,9 +168,10 @@ def test_linear_probe_searches_c_as_coops_lpclip(tiny_backbone, monkeypatch):
 def test_every_method_config_has_its_reference_and_departures_in_docs_fidelity():
     """docs/fidelity.md names every method config (its reference code and known departures) and holds the
     differential check's measured table."""
-    from vlpt.paths import CONFIG_DIR, PROJECT_ROOT
+    from checkout import CHECKOUT
+    from vlpt.paths import CONFIG_DIR
 
-    text = (PROJECT_ROOT / "docs" / "fidelity.md").read_text()
+    text = (CHECKOUT / "docs" / "fidelity.md").read_text()
     missing = [path.stem for path in sorted((CONFIG_DIR / "methods").glob("*.yaml")) if f"`{path.stem}`" not in text]
     assert missing == []
     assert "| method | quantity | max abs | max rel |" in text

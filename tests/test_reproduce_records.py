@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import pytest
 
+from checkout import LEADERBOARD
 from vlpt.eval.harness import Harness
 from vlpt.eval.suite import DEFAULT_SUITE, load_suite
-from vlpt.paths import LEADERBOARD_DIR
 from vlpt.results import RecordStore
 
 pytestmark = pytest.mark.slow  # executes nine runs of the starter suite
@@ -32,7 +32,7 @@ def _metrics(record) -> dict:
 
 
 def test_committed_records_are_reproduced(tmp_path):
-    store = RecordStore(LEADERBOARD_DIR / "records")
+    store = RecordStore(LEADERBOARD / "records")
     if not store.directory.is_dir():
         pytest.skip("no committed leaderboard records")
     suite = load_suite(DEFAULT_SUITE)

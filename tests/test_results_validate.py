@@ -12,10 +12,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import vlpt
+from checkout import CHECKOUT, LEADERBOARD
 from json_mutations import mutated
 from vlpt.cli import main
 from vlpt.errors import ConfigError
-from vlpt.paths import LEADERBOARD_DIR, PROJECT_ROOT
 from vlpt.registry import method_names
 from vlpt.results.publish import write_leaderboard
 from vlpt.results.record import RunIdentity, RunRecord
@@ -26,7 +27,7 @@ from vlpt.results.validate import (
     validate_files, validate_records,
 )
 
-REAL_RECORDS = LEADERBOARD_DIR / "records"
+REAL_RECORDS = LEADERBOARD / "records"
 
 
 def real_records() -> list[dict]:
@@ -366,7 +367,7 @@ def test_merge_copies_valid_refuses_invalid_reports_conflicts(tmp_path, capsys):
 def test_merge_into_empty_board_reproduces_the_leaderboard(tmp_path):
     from vlpt.results.merge import merge_records
 
-    report = merge_records([LEADERBOARD_DIR], tmp_path / "board")
+    report = merge_records([LEADERBOARD], tmp_path / "board")
     assert report.ok and len(report.copied) == len(list(REAL_RECORDS.glob("*.json")))
     assert report.leaderboard == [tmp_path / "board" / "LEADERBOARD.md", tmp_path / "board" / "leaderboard.csv"]
     shutil.copytree(REAL_RECORDS, tmp_path / "reference" / "records")
@@ -408,9 +409,9 @@ def test_schema_ships_as_package_data():
     import fnmatch
     import tomllib
 
-    config = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())
+    config = tomllib.loads((CHECKOUT / "pyproject.toml").read_text())
     patterns = config["tool"]["setuptools"]["package-data"]["vlpt"]
-    relative = SCHEMA_PATH.relative_to(PROJECT_ROOT / "vlpt").as_posix()
+    relative = SCHEMA_PATH.relative_to(Path(vlpt.__file__).resolve().parent).as_posix()
     assert SCHEMA_PATH.is_file() and any(fnmatch.fnmatch(relative, p) for p in patterns)
 
 

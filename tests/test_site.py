@@ -7,9 +7,9 @@ from html.parser import HTMLParser
 
 import pytest
 
+from checkout import LEADERBOARD
 from vlpt.cli import main
 from vlpt.errors import ConfigError
-from vlpt.paths import LEADERBOARD_DIR
 from vlpt.results.leaderboard import aggregate, dataset_averages
 from vlpt.results.publish import write_leaderboard
 from vlpt.results.paper import PublishedResult, method_published, paper_results, parse_published, published_figures
@@ -387,10 +387,10 @@ def test_cli_leaderboard_html(tmp_path, capsys):
 
 def test_committed_leaderboard_files_equal_a_rebuild(tmp_path):
     """LEADERBOARD.md, leaderboard.csv and index.html in leaderboard/ are what its records give today."""
-    shutil.copytree(LEADERBOARD_DIR / "records", tmp_path / "records")
+    shutil.copytree(LEADERBOARD / "records", tmp_path / "records")
     write_leaderboard(tmp_path / "records", tmp_path, html=True)
     for name in ("LEADERBOARD.md", "leaderboard.csv", "index.html"):
-        assert (tmp_path / name).read_text() == (LEADERBOARD_DIR / name).read_text(), name
+        assert (tmp_path / name).read_text() == (LEADERBOARD / name).read_text(), name
 
 
 # ---------------------------------------------------------------- averages and charts

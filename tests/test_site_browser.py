@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from vlpt.paths import LEADERBOARD_DIR
+from checkout import LEADERBOARD
 from vlpt.results.publish import write_leaderboard
 
 pytestmark = pytest.mark.browser
@@ -55,7 +55,7 @@ def browser(chromium, tmp_path_factory):
 def page(browser, tmp_path_factory):
     """The site generated from the committed starter records, open in the browser."""
     folder = tmp_path_factory.mktemp("board")
-    shutil.copytree(LEADERBOARD_DIR / "records", folder / "records")
+    shutil.copytree(LEADERBOARD / "records", folder / "records")
     paths = write_leaderboard(folder / "records", folder, html=True)
     assert paths[-1] == folder / "index.html"
     browser.get((folder / "index.html").as_uri())  # the first page this browser opens: its log is the page's
