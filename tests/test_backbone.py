@@ -34,8 +34,15 @@ def test_backbone_is_frozen_and_stays_in_eval_mode(tiny_backbone):
 def test_text_embedding_injection_reproduces_encode_text(tiny_backbone):
     tokens = tiny_backbone.tokenize(["a photo of a dog.", "itap of a red circle.", "x"])
     direct = tiny_backbone.encode_text(tokens)
-    injected = tiny_backbone.encode_text_embeds(tiny_backbone.embed_tokens(tokens), tiny_backbone.eot_positions(tokens))
-    assert torch.equal(direct, injected)
+    embeds, eot = tiny_backbone.embed_tokens(tokens), tiny_backbone.eot_positions(tokens)
+    tiny_backbone.full_text_sequence = True
+    try:  # over the whole context: exactly open_clip's computation
+        assert torch.equal(direct, tiny_backbone.encode_text_embeds(embeds, eot))
+    finally:
+        tiny_backbone.full_text_sequence = False
+    # cut after the last end-of-text token (tests/test_text_sequence_cut.py): the same to float rounding
+    torch.testing.assert_close(tiny_backbone.encode_text_embeds(embeds, eot), direct, rtol=1e-5,
+                               atol=1e-5 * float(direct.abs().max()))
 
 
 def test_too_long_text_is_a_clear_error(tiny_backbone):

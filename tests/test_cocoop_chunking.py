@@ -150,7 +150,8 @@ def test_the_estimate_covers_what_autograd_keeps(tiny_backbone, deep_backbone):
 
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
             backbone.encode_text_embeds(embeds, torch.full((n,), 5), normalize=True)
-        estimate = n * activation_bytes_per_prompt(backbone, grad=True)
+        length = backbone.text_sequence_length(torch.full((n,), 5), backbone.context_length)  # the tower's cut
+        estimate = n * activation_bytes_per_prompt(backbone, grad=True, length=length)
         measured = sum(saved.values()) + embeds.numel() * embeds.element_size()  # the prompts themselves
         assert measured <= estimate <= 1.5 * measured, (backbone.model_name, measured, estimate)
 

@@ -199,6 +199,8 @@ class ClipBackbone(nn.Module, TextTower):
         self.model.eval()
         self.tokenizer = open_clip.get_tokenizer(model_name)
         self.preprocess_cfg = dict(self.model.visual.preprocess_cfg)
+        #: run the text tower over the whole context, as the reference code does (benchmarks, equality tests)
+        self.full_text_sequence = False
         self._memo: OrderedDict[tuple, torch.Tensor] = OrderedDict()
 
     @staticmethod
@@ -346,25 +348,40 @@ class ClipBackbone(nn.Module, TextTower):
     ) -> torch.Tensor:
         """Run the text transformer on given token embeddings ``[N, L, W]``.
 
-        With the tokens' own embeddings this equals ``encode_text`` exactly; learned context
-        vectors are spliced into ``embeds`` by the caller. ``deep_prompts`` replace positions
-        1..n at the given layers (see ``deep_prompts.py``).
+        With the tokens' own embeddings this equals ``encode_text`` (to float rounding); learned context
+        vectors are spliced into ``embeds`` by the caller. ``deep_prompts`` replace positions 1..n at the
+        given layers (see ``deep_prompts.py``). A causal tower runs on the sequence cut after the last
+        end-of-text position (``text_sequence_length``): the pooled features cannot see the positions cut.
         """
         model = self.model
         if model.text_pool_type not in ("argmax", "eos"):
             raise ConfigError(f"{self.model_name}: text pooling {model.text_pool_type!r} cannot take learned context")
         prompts = deep_prompts or {}
         check_layers(prompts, self.text_layers, self.text_width, "text")
+        length = self.text_sequence_length(eot_positions, embeds.shape[1])
         cast = model.transformer.get_cast_dtype()
-        x = embeds.to(cast) + model.positional_embedding.to(cast)
+        x = embeds[:, :length].to(cast) + model.positional_embedding[:length].to(cast)
+        mask = None if model.attn_mask is None else model.attn_mask[:length, :length]
         x = self._batch_first(model.transformer, x)
-        x = run_text_blocks(model.transformer.resblocks, x, model.attn_mask, prompts)
+        x = run_text_blocks(model.transformer.resblocks, x, mask, prompts)
         x = self._batch_first(model.transformer, x)
         x = model.ln_final(x)
         x = x[torch.arange(x.shape[0], device=x.device), eot_positions]
         if model.text_projection is not None:
             x = model.text_projection(x) if isinstance(model.text_projection, nn.Linear) else x @ model.text_projection
         return F.normalize(x, dim=-1) if normalize else x
+
+    @property
+    def text_is_causal(self) -> bool:
+        """Whether each text position attends only to itself and earlier ones (CLIP's causal mask)."""
+        return self.model.attn_mask is not None
+
+    def text_sequence_length(self, eot_positions: torch.Tensor, length: int) -> int:
+        """How much of a length-``length`` token sequence the text tower must run: up to the last end-of-text
+        position for a causal tower (what is pooled cannot depend on later positions), all of it otherwise."""
+        if not self.text_is_causal or self.full_text_sequence or eot_positions.numel() == 0:
+            return length
+        return min(length, int(eot_positions.max()) + 1)
 
     # ---- image -------------------------------------------------------------------------
     def encode_image(

@@ -33,8 +33,9 @@ MIB = 2 ** 20
 HEAD_WIDTH = 64
 
 
-def activation_bytes_per_prompt(backbone: ClipBackbone, grad: bool) -> int:
-    """Estimated text-encoder activation bytes for one prompt sequence, with or without gradients.
+def activation_bytes_per_prompt(backbone: ClipBackbone, grad: bool, length: int | None = None) -> int:
+    """Estimated text-encoder activation bytes for one prompt sequence of ``length`` tokens (default: the whole
+    context; the tower runs causal prompts cut after their end-of-text token), with or without gradients.
 
     Per token, in elements of the backbone's dtype, with width W, L tokens and H = W / 64 heads:
 
@@ -53,7 +54,7 @@ def activation_bytes_per_prompt(backbone: ClipBackbone, grad: bool) -> int:
       and their sum with the positional embedding (2 W), plus the attention scores H L: 12 W + H L,
       whatever the depth.
     """
-    width, length = backbone.text_width, backbone.context_length
+    width, length = backbone.text_width, length or backbone.context_length
     scores = max(1, width // HEAD_WIDTH) * length
     if grad:
         per_token = (backbone.text_layers + 1) * (10 * width + scores) + 2 * width
@@ -109,7 +110,8 @@ class CoCoOp(PromptMethod):
         ``grad`` defaults to ``torch.is_grad_enabled()``.
         """
         grad = torch.is_grad_enabled() if grad is None else grad
-        return n_classes * activation_bytes_per_prompt(self.backbone, grad)
+        length = self.backbone.text_sequence_length(self.context.eot_positions, self.backbone.context_length)
+        return n_classes * activation_bytes_per_prompt(self.backbone, grad, length)
 
     def images_per_chunk_for(self, n_classes: int, grad: bool | None = None) -> int:
         """Images whose prompts share one text-encoder pass: ``images_per_chunk`` if set, else
