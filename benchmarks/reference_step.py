@@ -19,6 +19,7 @@ Writes ``benchmarks/results/reference_step.json`` (one entry per device and mode
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import platform
@@ -43,7 +44,7 @@ def _train_step(method, optimizer, inputs, labels) -> float:
     loss = method.training_loss(inputs, labels)
     loss.backward()
     optimizer.step()
-    return float(loss)
+    return float(loss.detach())
 
 
 def _tpt_vlpt(method, views) -> int:
@@ -84,10 +85,12 @@ def measure(model: str, classes: int, repeats: int, device: str, reference_preci
 
     torch.manual_seed(0)
     backbone = ClipBackbone(model, None).to(device)
-    reference = backbone if reference_precision == "fp32" else ClipBackbone(model, None, reference_precision).to(device)
-    if reference is not backbone:
-        reference.load_state_dict(backbone.state_dict())
+    # a second backbone with the same weights, running the whole text context (in the reference's precision)
+    reference = copy.deepcopy(backbone) if reference_precision == "fp32" else \
+        ClipBackbone(model, None, reference_precision).to(device)
+    reference.load_state_dict(backbone.state_dict())
     reference.full_text_sequence = True
+    assert not backbone.full_text_sequence
     names = [f"class number {i}" for i in range(classes)]
     size = backbone.image_size
     rows = []
