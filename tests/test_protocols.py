@@ -13,7 +13,7 @@ from vlpt.errors import ConfigError
 from vlpt.eval.harness import Harness
 from vlpt.eval.suite import load_suite
 from vlpt.protocols import base as protocol_base
-from vlpt.protocols import get_protocol, protocol_names
+from vlpt.protocols import build_data, get_protocol, protocol_names
 from vlpt.results import protocols as facts_module
 from vlpt.results.leaderboard import aggregate, render_markdown
 from vlpt.results.protocols import all_facts, facts_from_dict, protocol_facts
@@ -47,6 +47,15 @@ def test_bad_facts_name_the_file_and_the_key(change, message):
         facts_from_dict("mine", {"title": "Mine", "order": 9, **change}, "my.yaml")
 
 
+def test_plot_names_of_facts_files_are_the_pages_plots():
+    from vlpt.results.protocols import PLOT_NAMES
+    from vlpt.results.site import PLOTS
+
+    assert set(PLOTS) == set(PLOT_NAMES)
+    with pytest.raises(ConfigError, match="plot is 'pie'"):
+        facts_from_dict("mine", {"title": "Mine", "order": 9, "plot": "pie"}, "my.yaml")
+
+
 def test_a_suite_is_checked_by_its_protocol(tmp_path):
     def suite(**experiment):
         path = tmp_path / "suite.yaml"
@@ -62,6 +71,11 @@ def test_a_suite_is_checked_by_its_protocol(tmp_path):
         load_suite(suite(vlsm={"kind": "clip_decoder"}))
     with pytest.raises(ConfigError, match="protocol test_time trains nothing"):
         load_suite(suite(protocol="test_time"))
+    with pytest.raises(ConfigError, match=r"suite.yaml: experiments\[0\]: vlsm: unknown key"):
+        load_suite(suite(protocol="segmentation", dataset="starter_seg_shapes", methods=["seg_coop"],
+                         vlsm={"kindd": "clip_decoder"}))
+    with pytest.raises(ConfigError, match="not a classification protocol over one dataset"):
+        build_data("multitask", None, 1, 1)
 
 
 @pytest.fixture

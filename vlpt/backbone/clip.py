@@ -233,7 +233,7 @@ class ClipBackbone(nn.Module, TextTower):
         lists often (multitask training, novel-class evaluation) then encode each list once.
         The least recently used of more than ``MEMO_ENTRIES`` entries are dropped.
         """
-        full_key = (key, str(self.device))
+        full_key = (key, str(self.device), self.full_text_sequence)
         if full_key in self._memo:
             self._memo.move_to_end(full_key)
         else:

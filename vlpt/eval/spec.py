@@ -43,12 +43,8 @@ def init_reference(run) -> str | None:
 
 
 def settings_of(run) -> dict:
-    """``run_settings`` of a suite's run."""
-    experiment = run.experiment
-    extra = get_protocol(experiment.protocol).settings(experiment)
-    return run_settings(dataclasses.asdict(run.method.config), experiment.train_augment, extra.get("sampling"),
-                        init_reference(run), experiment.eval_limit, extra.get("scoring"),
-                        type(run.method.config).result_neutral)
+    """``run_settings`` of a suite's run (its ``RunSpec``'s settings, which do not depend on the backbone)."""
+    return RunSpec.of(run, {}, None, None).settings
 
 
 @dataclass(frozen=True)

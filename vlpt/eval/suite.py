@@ -279,8 +279,8 @@ def load_suite(path: str | Path) -> Suite:
     path = Path(path)
     raw = load_yaml(path)
     if isinstance(raw, dict) and "view_store" in raw:
-        raise ConfigError(f"{path}: `view_store` is a parameter of difftpt now; write it under the method's or "
-                          f"experiment's `params` (params: {{view_store: {raw['view_store']}}})")
+        raise ConfigError(f"{path}: `view_store` is a parameter of difftpt now; write it in each difftpt entry's "
+                          f"`params` ({{config: difftpt, params: {{view_store: {raw['view_store']}}}}})")
     spec = build_dataclass(SuiteSpec, raw, str(path))
     backbone = build_dataclass(BackboneSpec, spec.backbone, f"{path}: backbone")
     trainer = build_dataclass(TrainerSpec, spec.trainer, f"{path}: trainer")
@@ -307,7 +307,7 @@ def load_suite(path: str | Path) -> Suite:
         experiment = build_dataclass(ExperimentSpec, raw, where)
         _check_experiment(experiment, where)
         protocol = get_protocol(experiment.protocol)
-        model = protocol.model_name(experiment, backbone.describe())
+        model = protocol.model_name(experiment, backbone.describe(), where)
         produced: dict[tuple, RunIdentity] = {}
         for entry in experiment.methods:
             if not isinstance(entry, (str, dict)):

@@ -93,7 +93,7 @@ class PromptMethod(L.LightningModule, abc.ABC):
     name: ClassVar[str] = ""
     #: False for methods that learn nothing from training images (zero-shot)
     trains: ClassVar[bool] = True
-    #: True for methods that adapt to every test image (evaluated by ``vlpt.eval.test_time``)
+    #: True for methods that adapt to every test image (evaluated by ``vlpt.tta.evaluate``)
     adapts_at_test_time: ClassVar[bool] = False
     #: "classification", or "segmentation" for methods on a segmentation model (``vlpt.seg.method``)
     task: ClassVar[str] = "classification"

@@ -1,16 +1,20 @@
 """Evaluation protocols, one module each (see ``vlpt.protocols.base``), with their facts files in
-``vlpt/configs/protocols/``. ``get_protocol(name)`` gives the protocol object the suite loader, preflight and
-harness ask; a protocol from another package registers with ``@register_protocol`` after
-``vlpt.results.protocols.register_facts``."""
+``vlpt/configs/protocols/``. Every module of this package is imported here, so a new protocol module
+registers itself. ``get_protocol(name)`` gives the protocol object the suite loader, preflight and harness
+ask; a protocol from another package registers its facts (``vlpt.results.protocols.register_facts``) and
+then its class (``@register_protocol``) in a module imported before the suite loads."""
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from typing import Sequence
 
 from vlpt.errors import ConfigError
-from vlpt.protocols import (  # noqa: F401  (each registers its protocol)
-    base_to_novel, cross_dataset, domain_generalization, few_shot, multitask, segmentation, test_time,
-)
 from vlpt.protocols.base import Evaluation, PreparedRun, Protocol, register_protocol, registered
+from vlpt.protocols.classification import ClassificationProtocol
+
+for _module in pkgutil.iter_modules(__path__):  # each protocol module registers its protocol
+    importlib.import_module(f"{__name__}.{_module.name}")
 
 
 def protocol_names() -> tuple[str, ...]:
@@ -31,7 +35,7 @@ def build_data(name: str, source, shots: int | None, seed: int, targets: Sequenc
     """The train/val samples and evaluation sets of one run of classification protocol ``name`` on ``source``
     (with ``targets``); see each protocol's module."""
     protocol = get_protocol(name)
-    if not hasattr(protocol, "data"):
+    if not isinstance(protocol, ClassificationProtocol) or protocol.facts.datasets != "one":
         raise ConfigError(f"protocol {name!r} is not a classification protocol over one dataset")
     return protocol.data(source, shots, seed, targets)
 

@@ -114,8 +114,9 @@ class Protocol:
         they enter the run's settings (staleness, resume) and the record's ``config.data``."""
         return {}
 
-    def model_name(self, experiment, backbone: str) -> str:
-        """The model a run's identity names: the suite's backbone (segmentation: its VLSM)."""
+    def model_name(self, experiment, backbone: str, where: str = "") -> str:
+        """The model a run's identity names: the suite's backbone (segmentation: its VLSM; a bad one is a
+        ConfigError naming ``where``)."""
         return backbone
 
     # ------------------------------------------------------------------ runs

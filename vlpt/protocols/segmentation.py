@@ -76,8 +76,8 @@ class Segmentation(Protocol):
                               f"the VLSM {vlsm.describe('<backbone>')} has a random one; set train_decoder: true "
                               f"or give the vlsm decoder_from")
 
-    def model_name(self, experiment, backbone: str) -> str:
-        return self.vlsm_spec(experiment).describe(backbone)
+    def model_name(self, experiment, backbone: str, where: str = "") -> str:
+        return self.vlsm_spec(experiment, f"{where}: vlsm" if where else "vlsm").describe(backbone)
 
     def model(self, harness, experiment):
         return harness.vlsm(experiment)

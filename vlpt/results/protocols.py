@@ -87,15 +87,12 @@ class ProtocolFacts:
                 i += 1
         return columns
 
-    @property
-    def derived_set(self) -> str | None:
-        """The evaluation-set name of the protocol's derived statistic ("hm", "avg"), None without one."""
-        return DERIVED.get(self.derived) if self.derived else None
 
-
+#: the plots of the leaderboard page a protocol may name (``vlpt.results.site.PLOTS``, checked equal by a test)
+PLOT_NAMES = ("accuracy_vs_shots", "base_vs_novel", "test_time_gain", "dice_per_set")
 _CHOICES = {"task": ("classification", "segmentation"), "datasets": ("one", "several"),
             "targets": ("none", "optional", "required"), "unseen_classes": ("none", "subset", "any"),
-            "derived": (None, *DERIVED)}
+            "derived": (None, *DERIVED), "plot": (None, *PLOT_NAMES)}
 
 
 def facts_from_dict(name: str, data: dict, where: str) -> ProtocolFacts:
