@@ -8,6 +8,7 @@ it to prepare a run (method, datamodule, evaluations) and writes what it returns
 """
 from __future__ import annotations
 
+import abc
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Callable, ClassVar
@@ -48,8 +49,9 @@ class PreparedRun:
     record_config: dict[str, Any] = field(default_factory=dict)
 
 
-class Protocol:
-    """Base of every protocol; ``name`` is its name in suites and records."""
+class Protocol(abc.ABC):
+    """Base of every protocol; ``name`` is its name in suites and records. A subclass implements the
+    abstract methods: which datasets it loads, a run's data, its images and its preparation."""
 
     name: ClassVar[str]
     #: the experiment's ``train_augment`` when it names none (None: ExperimentSpec's default)
@@ -82,9 +84,9 @@ class Protocol:
                 owners = [name for name, p in _REGISTRY.items() if key in p.own_keys]
                 raise ConfigError(f"{where}: `{key}` is for protocol {' or '.join(owners)} only")
 
+    @abc.abstractmethod
     def check_dataset_name(self, name: str, where: str) -> None:
         """Refuse a dataset name this protocol cannot load."""
-        raise NotImplementedError
 
     def check_method(self, resolved, experiment, where: str, method_config: str) -> None:
         """Refuse a method this protocol cannot run: one that cannot score the classes it evaluates, one of the
@@ -124,18 +126,18 @@ class Protocol:
         """The model the run's method is built on, loaded before the run's seed is set."""
         return harness.backbone
 
+    @abc.abstractmethod
     def build(self, harness, run, shots: int):
         """The run's data: what it trains on and its evaluation sets (few-shot sets sampled by the run's seed)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def images(self, data) -> tuple[list[str], list[str]]:
         """The files of ``build``'s data to decode (what the run trains on) and to verify (what it is
         evaluated on, masks included), for the preflight check."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def prepare(self, harness, run, config, data, model) -> PreparedRun:
         """The run's method, datamodule and evaluations."""
-        raise NotImplementedError
 
 
 _REGISTRY: dict[str, Protocol] = {}

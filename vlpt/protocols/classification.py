@@ -6,6 +6,7 @@ which sets evaluate it (``split``); ``few_shot`` is the simplest example.
 """
 from __future__ import annotations
 
+import abc
 import dataclasses
 from functools import partial
 from typing import Sequence
@@ -65,11 +66,11 @@ class ClassificationProtocol(Protocol):
         except ConfigError as exc:
             raise ConfigError(f"{where}: {exc}") from exc
 
+    @abc.abstractmethod
     def split(self, source: DatasetSplits, shots: int | None, seed: int, targets: Sequence[DatasetSplits]
               ) -> tuple[list[Sample], list[Sample], DatasetSplits, list[EvalSet]]:
         """(train, val, the splits whose classes the method trains on, evaluation sets) of one run; every
         target is appended as an evaluation set named after it by ``data``."""
-        raise NotImplementedError
 
     def data(self, source: DatasetSplits, shots: int | None, seed: int,
              targets: Sequence[DatasetSplits] = ()) -> ProtocolData:

@@ -10,8 +10,7 @@ from vlpt.errors import ConfigError
 from vlpt.metrics import evaluate_classifier
 from vlpt.multitask import MultitaskDataModule, Task
 from vlpt.protocols.base import Evaluation, PreparedRun, register_protocol
-from vlpt.protocols.few_shot import FewShot
-from vlpt.protocols.classification import ClassificationProtocol
+from vlpt.protocols.classification import ClassificationProtocol, few_shot_split, test_set
 
 
 @register_protocol
@@ -34,10 +33,14 @@ class Multitask(ClassificationProtocol):
     def settings(self, experiment) -> dict:
         return {"sampling": experiment.sampling, "scoring": experiment.scoring}
 
+    def split(self, source, shots, seed, targets):
+        """One task: few-shot on its dataset, evaluated on its test split (as ``few_shot``)."""
+        train, val = few_shot_split(source, shots, seed)
+        return train, val, source, [test_set("test", source)]
+
     def build(self, harness, run, shots: int) -> list[Task]:
         """One few-shot task per dataset."""
-        few_shot = FewShot()
-        return [Task(name, few_shot.data(harness.dataset(name), shots, run.identity.seed))
+        return [Task(name, self.data(harness.dataset(name), shots, run.identity.seed))
                 for name in self.task_datasets(run.experiment)]
 
     def images(self, tasks: list[Task]) -> tuple[list[str], list[str]]:
