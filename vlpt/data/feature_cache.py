@@ -158,15 +158,22 @@ class FeatureCache:
         for run seed ``seed`` when given), read from the cache when a valid entry exists, else computed and
         stored."""
         key = self.key(samples, transform, dataset, split, view, seed)
+        return self.stored(key, len(samples), lambda: {"features": self._compute(samples, transform, view, seed)})
+
+    def stored(self, key: FeatureKey, count: int, compute: Callable[[], dict[str, torch.Tensor]]
+               ) -> torch.Tensor | dict[str, torch.Tensor]:
+        """The tensors of the entry ``key`` (``count`` rows each), read when a valid entry exists, else made by
+        ``compute`` (a dict holding at least ``features``) and stored; a dict when it holds more than
+        ``features``, else the features alone."""
         path = self.path_for(key)
-        features = self._read(path, key, len(samples))
-        if features is not None:
+        tensors = self._read(path, key, count)
+        if tensors is not None:
             self.loaded.append(key)
-            return features
-        features = self._compute(samples, transform, view, seed)
-        self._write(path, key, features)
-        self.computed.append(key)
-        return features
+        else:
+            tensors = compute()
+            self._write(path, key, tensors)
+            self.computed.append(key)
+        return tensors["features"] if set(tensors) == {"features"} else tensors
 
     @torch.no_grad()
     def _compute(self, samples: Sequence[Sample], transform: Callable, view: int, seed: int | None) -> torch.Tensor:
@@ -178,8 +185,8 @@ class FeatureCache:
         with torch.autocast(device.type, enabled=False):
             return torch.cat([self.backbone.encode_image(images.to(device)).float().cpu() for images, _ in loader])
 
-    def _read(self, path: Path, key: FeatureKey, count: int) -> torch.Tensor | None:
-        """The entry's features, or None when it is absent, unreadable, stale or of the wrong size."""
+    def _read(self, path: Path, key: FeatureKey, count: int) -> dict[str, torch.Tensor] | None:
+        """The entry's tensors, or None when it is absent, unreadable, stale or of the wrong size."""
         if not path.is_file():
             return None
         from safetensors import safe_open
@@ -187,32 +194,42 @@ class FeatureCache:
         try:
             with safe_open(str(path), framework="pt") as handle:
                 metadata = handle.metadata() or {}
-                features = handle.get_tensor("features")
+                tensors = {name: handle.get_tensor(name) for name in handle.keys()}
         except Exception as exc:  # a truncated or overwritten file: recompute it
             warnings.warn(f"feature cache entry {path} is corrupt ({exc}); recomputing it", FeatureCacheWarning,
-                          stacklevel=3)
+                          stacklevel=4)
             return None
         problem = None
         if metadata.get("key") != json.dumps(key.fields(), sort_keys=True):
             problem = "was made for other inputs"
-        elif features.shape[0] != count:
-            problem = f"holds {features.shape[0]} rows for {count} samples"
-        elif metadata.get("checksum") != tensor_checksum(features):
+        elif "features" not in tensors or any(t.shape[0] != count for t in tensors.values()):
+            rows = sorted({t.shape[0] for t in tensors.values()})
+            problem = f"holds {rows} rows for {count} samples"
+        elif metadata.get("checksum") != _checksum(tensors):
             problem = "fails its checksum"
         if problem:
-            warnings.warn(f"feature cache entry {path} {problem}; recomputing it", FeatureCacheWarning, stacklevel=3)
+            warnings.warn(f"feature cache entry {path} {problem}; recomputing it", FeatureCacheWarning, stacklevel=4)
             return None
-        return features
+        return tensors
 
-    def _write(self, path: Path, key: FeatureKey, features: torch.Tensor) -> None:
+    def _write(self, path: Path, key: FeatureKey, tensors: dict[str, torch.Tensor]) -> None:
         from safetensors.torch import save_file
 
         self.folder.mkdir(parents=True, exist_ok=True)
         tmp = writer_temp_path(path)
-        metadata = {"key": json.dumps(key.fields(), sort_keys=True), "checksum": tensor_checksum(features),
+        metadata = {"key": json.dumps(key.fields(), sort_keys=True), "checksum": _checksum(tensors),
                     "format": FORMAT_VERSION}
         try:
-            save_file({"features": features.contiguous()}, str(tmp), metadata=metadata)
+            save_file({name: t.contiguous() for name, t in tensors.items()}, str(tmp), metadata=metadata)
             os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)
+
+
+def _checksum(tensors: dict[str, torch.Tensor]) -> str:
+    """The entry's checksum: that of ``features`` alone (as entries with nothing else always had), else of
+    every tensor in name order."""
+    if set(tensors) == {"features"}:
+        return tensor_checksum(tensors["features"])
+    return hashlib.blake2b("".join(f"{name}:{tensor_checksum(tensors[name])}" for name in sorted(tensors)).encode(),
+                           digest_size=16).hexdigest()

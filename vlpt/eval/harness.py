@@ -104,6 +104,10 @@ class Harness:
         """Whether runs of ``method_cls`` get stored image features instead of images."""
         return self.suite.feature_cache.enabled and method_cls.frozen_image_features
 
+    def uses_view_features(self, method_cls: type[PromptMethod]) -> bool:
+        """Whether test-time runs of ``method_cls`` adapt on stored features of their views (``vlpt.tta.view_features``)."""
+        return self.suite.feature_cache.enabled and method_cls.frozen_view_features
+
     def dataset(self, name: str) -> DatasetSplits:
         if name not in self._datasets:
             self._datasets[name] = load_dataset(name, self.data_root)

@@ -101,6 +101,10 @@ class PromptMethod(L.LightningModule, abc.ABC):
     #: frozen tower (through ``image_features``): the harness may then give it stored features instead of
     #: images (``vlpt.data.feature_cache``)
     frozen_image_features: ClassVar[bool] = False
+    #: True for a test-time method that sees its views only as ``encode_image`` of the unprompted, frozen tower,
+    #: one batch per image, and adapts with ``adapt_on_features``: the harness may then give it stored view
+    #: features (``vlpt.tta.view_features``)
+    frozen_view_features: ClassVar[bool] = False
 
     def __init__(self, backbone: ClipBackbone, classnames: Sequence[str], templates: Sequence[str],
                  config: MethodConfig | None = None):

@@ -92,6 +92,7 @@ class DiffTPT(TPT):
     """TPT over conventional plus similarity-filtered diffusion-generated views."""
 
     Config = DiffTPTConfig
+    frozen_view_features = False  # its generated views are encoded in one batch with the conventional ones
 
     def test_time_dataset(self, samples, image_size, mean, std, seed, dataset: str | None = None,
                           data_root: str | Path | None = None, device: str = "cpu", progress: bool = False):

@@ -79,6 +79,7 @@ class TPT(PromptMethod):
     Config = TPTConfig
     trains = False
     adapts_at_test_time = True
+    frozen_view_features = True
 
     def build(self, classnames, templates):
         cfg = self.config
@@ -140,13 +141,17 @@ class TPT(PromptMethod):
 
     def adapt_and_predict(self, views: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
         """Tune the prompt on one image's views, return the original view's scores ``[C]``, restore."""
-        if self._episode is None:
-            self.start_episodes()
         with torch.no_grad():  # the image encoder is never differentiated; one pass for all views
             features = self.backbone.encode_image(torch.cat([views, extra]) if extra is not None else views,
                                                   normalize=True)
-        features, extra_features = features[:len(views)], features[len(views):]
-        pool = self.adaptation_features(features, extra_features if len(extra_features) else None)
+        extra_features = features[len(views):]
+        return self.adapt_on_features(features[:len(views)], extra_features if len(extra_features) else None)
+
+    def adapt_on_features(self, features: torch.Tensor, extra_features: torch.Tensor | None = None) -> torch.Tensor:
+        """``adapt_and_predict`` from the views' normalised image features ``[N, D]`` (and the extra views')."""
+        if self._episode is None:
+            self.start_episodes()
+        pool = self.adaptation_features(features, extra_features)
         scale = self.backbone.logit_scale.detach()
         optimizer = self._episode.optimizer
         try:

@@ -20,6 +20,7 @@ from vlpt.errors import ConfigError, DatasetError
 from vlpt.metrics import evaluate_classifier
 from vlpt.protocols.base import Evaluation, PreparedRun, Protocol
 from vlpt.tta.evaluate import evaluate_test_time
+from vlpt.tta.view_features import StoredViewFeatures
 
 
 def few_shot_split(splits: DatasetSplits, shots: int | None, seed: int) -> tuple[list[Sample], list[Sample]]:
@@ -127,5 +128,7 @@ class ClassificationProtocol(Protocol):
         views = method.test_time_dataset(eval_set.samples, *image_args, seed=run.identity.seed,
                                          dataset=eval_set.dataset, data_root=harness.data_root,
                                          device=harness.device, progress=harness.progress)
+        if harness.uses_view_features(run.method.cls):
+            views = StoredViewFeatures(views, harness.feature_cache, eval_set.dataset, eval_set.name)
         metrics = evaluate_test_time(method, views, harness.device, harness.suite.trainer.num_workers)
         return metrics, getattr(views, "augment", None) or None

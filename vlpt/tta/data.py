@@ -35,6 +35,10 @@ class TestTimeViews(Dataset):
         """The augmentation of the views (``crop_flip``, ``augmix`` or ``augmix_torchvision``)."""
         return self.views.augment
 
+    def describe(self) -> str:
+        """What the views of an image depend on besides the image and the seed (``extra`` views aside)."""
+        return f"TestTimeViews(n_views={self.n_views}, {self.views!r})"
+
     def __len__(self) -> int:
         return len(self.images)
 

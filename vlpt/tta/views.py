@@ -142,6 +142,10 @@ class ReferenceAugMix:
             mix = mix + weights[i] * self.to_tensor(chain)
         return keep * self.to_tensor(image) + (1 - keep) * mix
 
+    def __repr__(self) -> str:
+        return (f"ReferenceAugMix(severity={self.severity}, width={self.width}, max_depth={self.max_depth}, "
+                f"then {self.to_tensor!r})")
+
 
 class AugmentedViews:
     """The original view plus ``n - 1`` augmented views, normalised for the backbone."""
@@ -164,6 +168,10 @@ class AugmentedViews:
             self.augmented = T.Compose([*crop, ReferenceAugMix(normalise)])
         else:
             self.augmented = T.Compose([*crop, T.AugMix(severity=1, all_ops=False), normalise])
+
+    def __repr__(self) -> str:
+        """Everything the views depend on besides the image and the seed (part of stored view features' keys)."""
+        return f"AugmentedViews(original={self.original!r}, augmented={self.augmented!r})"
 
     def views(self, image: Image.Image, n: int, seed: int = 0) -> torch.Tensor:
         """``[n, 3, H, W]``: view 0 is the original, the others are augmented (seeded by ``seed``)."""
