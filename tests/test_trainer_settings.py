@@ -31,10 +31,12 @@ def test_suite_compile_switch_and_cpu_precision(tmp_path):
     path = write_suite(tmp_path, trainer={"accelerator": "cpu", "compile": True, "compile_backend": "eager",
                                           "precision": "bf16-mixed"})
     harness = Harness(load_suite(path), progress=False)
-    assert harness.precision == "32-true"  # a CPU trains in fp32 whatever the suite asks for GPUs
+    assert harness.precision == "bf16-mixed"  # CPU autocast is bf16's
     assert harness.backbone.model.transformer.resblocks[0]._compiled_call_impl is not None
     record = harness.execute(harness.pending()[0])
-    assert record.config["trainer"]["precision"] == "32-true" and record.config["trainer"]["compile"] is True
+    assert record.config["trainer"]["precision"] == "bf16-mixed" and record.config["trainer"]["compile"] is True
+    fp16 = Harness(load_suite(write_suite(tmp_path, trainer={"accelerator": "cpu", "precision": "16-mixed"})))
+    assert fp16.precision == "32-true"  # fp16 autocast is for GPUs: a CPU runs it in fp32
 
 
 def test_bad_trainer_settings_are_named(tmp_path):

@@ -32,6 +32,7 @@ from typing import Callable, Sequence
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from vlpt.backbone.precision import MIXED_PRECISION, autocast_for
 from vlpt.data.image_dataset import load_sample
 from vlpt.data.samples import Sample
 from vlpt.results.store import writer_temp_path
@@ -81,12 +82,16 @@ class FeatureKey:
     view: int
     #: the run seed that per-epoch training crops are drawn with; None for views shared by every seed
     seed: int | None = None
+    #: the mixed precision the features were computed under (``bf16-mixed``, ``16-mixed``); None: fp32
+    precision: str | None = None
 
     def fields(self) -> dict:
-        """The key as JSON values (``seed`` only when set, so keys without one are those of earlier versions)."""
+        """The key as JSON values (``seed`` and ``precision`` only when set, so keys without them are those of
+        earlier versions)."""
         fields = asdict(self)
-        if self.seed is None:
-            del fields["seed"]
+        for optional in ("seed", "precision"):
+            if fields[optional] is None:
+                del fields[optional]
         return fields
 
     def digest(self) -> str:
@@ -128,11 +133,14 @@ class ViewDataset(Dataset):
 class FeatureCache:
     """Image features of a frozen backbone, stored under ``folder`` (see the module docstring)."""
 
-    def __init__(self, folder: str | Path, backbone, batch_size: int = 256, num_workers: int = 0):
+    def __init__(self, folder: str | Path, backbone, batch_size: int = 256, num_workers: int = 0,
+                 precision: str = "32-true"):
         self.folder = Path(folder)
         self.backbone = backbone
         self.batch_size = batch_size
         self.num_workers = num_workers
+        #: Lightning's precision of the runs: features are computed under its autocast (part of the key)
+        self.precision = precision
         self._weights: str | None = None
         #: entries computed / read by this cache object (for reports and tests)
         self.computed: list[FeatureKey] = []
@@ -147,7 +155,7 @@ class FeatureCache:
     def key(self, samples: Sequence[Sample], transform: Callable, dataset: str, split: str, view: int,
             seed: int | None = None) -> FeatureKey:
         return FeatureKey(self.backbone.describe(), self.weights, dataset, split, samples_digest(samples),
-                          repr(transform), view, seed)
+                          repr(transform), view, seed, self.precision if self.precision in MIXED_PRECISION else None)
 
     def path_for(self, key: FeatureKey) -> Path:
         return self.folder / key.filename()
@@ -182,8 +190,12 @@ class FeatureCache:
         loader = DataLoader(ViewDataset(samples, transform, view, seed), batch_size=self.batch_size,
                             num_workers=self.num_workers, generator=torch.Generator().manual_seed(0))
         # also called from inside a training epoch (per-epoch views): the same features as before training
-        with torch.autocast(device.type, enabled=False):
+        with self.autocast():
             return torch.cat([self.backbone.encode_image(images.to(device)).float().cpu() for images, _ in loader])
+
+    def autocast(self):
+        """The runs' autocast (none in fp32), whatever autocast the caller is under."""
+        return autocast_for(self.precision, self.backbone.device)
 
     def _read(self, path: Path, key: FeatureKey, count: int) -> dict[str, torch.Tensor] | None:
         """The entry's tensors, or None when it is absent, unreadable, stale or of the wrong size."""

@@ -6,7 +6,7 @@ random states it stopped with (``vlpt.eval.resume``). Records carry the answer a
 """
 from __future__ import annotations
 
-MIXED_PRECISION = ("16-mixed", "bf16-mixed")
+from vlpt.backbone.precision import MIXED_PRECISION
 
 
 def determinism(device_type: str, precision: str, deterministic: bool | str, compile: bool, compile_backend: str,

@@ -30,6 +30,7 @@ import torch
 
 from vlpt.backbone import ClipBackbone
 from vlpt.backbone.clip import resolve_quick_gelu
+from vlpt.backbone.precision import autocast_for
 from vlpt.data import DatasetSplits, load_dataset
 from vlpt.data.datamodule import PER_EPOCH
 from vlpt.data.feature_cache import FeatureCache, default_cache_folder
@@ -97,7 +98,8 @@ class Harness:
         """The disk cache of the backbone's frozen image features (see ``vlpt.data.feature_cache``)."""
         if self._feature_cache is None:
             folder = self.suite.feature_cache.folder or default_cache_folder()
-            self._feature_cache = FeatureCache(folder, self.backbone, num_workers=self.suite.trainer.num_workers)
+            self._feature_cache = FeatureCache(folder, self.backbone, num_workers=self.suite.trainer.num_workers,
+                                               precision=self.precision)
         return self._feature_cache
 
     def uses_feature_cache(self, method_cls: type[PromptMethod]) -> bool:
@@ -190,8 +192,14 @@ class Harness:
 
     @property
     def precision(self) -> str:
-        """The suite's precision on a GPU; fp32 on a CPU."""
-        return self.suite.trainer.precision if self.device.type == "cuda" else "32-true"
+        """The suite's precision; on a CPU, ``16-mixed`` runs in fp32 (CPU autocast is bf16's)."""
+        precision = self.suite.trainer.precision
+        return precision if self.device.type == "cuda" or precision == "bf16-mixed" else "32-true"
+
+    def autocast(self):
+        """The autocast training runs under (Lightning's for ``precision``), for evaluations and stored features
+        to run in the same precision: a no-op in fp32."""
+        return autocast_for(self.precision, self.device)
 
     def trainer(self, epochs: int, callbacks: list[L.Callback]) -> L.Trainer:
         """The Lightning Trainer a run trains with (``vlpt.eval.training.make_trainer``)."""

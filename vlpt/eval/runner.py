@@ -58,7 +58,8 @@ def execute(harness, run) -> RunRecord | None:
     method.to(harness.device).eval()
     metrics, view_augments = {}, {}
     for evaluation in prepared.evaluations:  # loaders made here: on the first DDP process only
-        metrics[evaluation.name], views = evaluation.evaluate(method)
+        with harness.autocast():  # the precision the run trained in
+            metrics[evaluation.name], views = evaluation.evaluate(method)
         if views:
             view_augments[evaluation.name] = views
     finished = time.perf_counter()

@@ -76,7 +76,7 @@ class TrainerSpec:
     #: Lightning strategy ("auto": DDP when several devices are used)
     strategy: str = "auto"
     #: mixed precision only (a "16-true" trainer would convert the frozen backbone shared by all runs);
-    #: on a CPU every run stays in fp32
+    #: evaluation and stored features run under the same autocast; on a CPU, 16-mixed runs in fp32
     precision: Literal["32-true", "32", "16-mixed", "bf16-mixed"] = "32-true"
     #: torch.compile the backbone's transformer blocks (``compile_backend``: inductor, or eager to check)
     compile: bool = False

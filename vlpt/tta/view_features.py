@@ -68,7 +68,8 @@ class StoredViewFeatures(Dataset):
         for views, _, _ in images:
             views = views.to(backbone.device)
             started = time.perf_counter()
-            encoded = backbone.encode_image(views)
+            with self.cache.autocast():  # the precision evaluation runs in
+                encoded = backbone.encode_image(views)
             features.append(encoded.cpu())  # copying to the CPU synchronises with the device
             seconds.append(time.perf_counter() - started)
         return {"features": torch.stack(features), "encode_seconds": torch.tensor(seconds, dtype=torch.float64)}
