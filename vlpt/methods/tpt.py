@@ -22,6 +22,7 @@ CoOp checkpoint with the same ``n_ctx``: TPT+CoOp), or from a CoCoOp checkpoint 
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal, Sequence
 
@@ -29,6 +30,7 @@ import torch
 
 from vlpt.errors import CheckpointError, ConfigError
 from vlpt.methods.base import MethodConfig, PromptMethod, cosine_logits
+from vlpt.methods.cocoop import MIB, activation_bytes_per_prompt
 from vlpt.prompts.context import TextContext
 from vlpt.prompts.meta_net import MetaNet
 from vlpt.registry import register_method
@@ -58,6 +60,11 @@ class TPTConfig(MethodConfig):
     view_interpolation: ViewInterpolation = "bilinear"
     #: fraction of views kept by confidence (lowest prediction entropy)
     selection: float = 0.1
+    #: test images adapted together, each with its own prompt and optimizer state (1: one at a time, as the
+    #: reference code); None: as many as ``batch_memory_mb`` of text-tower activations allows
+    images_per_batch: int | None = 1
+    #: MiB of text-tower activations per batched step, when ``images_per_batch`` is None
+    batch_memory_mb: float = 2048.0
     epochs: int | dict[int, int] = 1  # nothing is trained before test time
 
     def __post_init__(self):
@@ -70,6 +77,11 @@ class TPTConfig(MethodConfig):
             raise ValueError(f"selection must be in (0, 1], got {self.selection}")
         if self.augment not in ("auto", "crop_flip", "augmix", "augmix_torchvision"):
             raise ValueError(f"augment must be auto, crop_flip, augmix or augmix_torchvision, got {self.augment!r}")
+        if self.images_per_batch is not None and (isinstance(self.images_per_batch, bool) or self.images_per_batch < 1):
+            raise ValueError(f"images_per_batch must be at least 1 (or null: from batch_memory_mb), "
+                             f"got {self.images_per_batch!r}")
+        if not (isinstance(self.batch_memory_mb, (int, float)) and 0 < self.batch_memory_mb < math.inf):
+            raise ValueError(f"batch_memory_mb must be a positive number of MiB, got {self.batch_memory_mb!r}")
 
 
 @register_method("tpt")
@@ -122,14 +134,17 @@ class TPT(PromptMethod):
         flag); its ``augment`` is the view augmentation used."""
         return TestTimeViews(samples, self.view_maker(image_size, mean, std, dataset), self.config.views, seed)
 
+    def make_optimizer(self, params) -> torch.optim.Optimizer:
+        """A fresh optimizer of the test-time steps (AdamW, as the reference code, or SGD) over ``params``."""
+        cfg = self.config
+        if cfg.optimizer == "adamw":
+            return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
     def start_episodes(self) -> None:
         """Snapshot the starting prompt and a fresh optimizer; every image restores this state."""
-        cfg, params = self.config, [self.context.ctx]
-        if cfg.optimizer == "adamw":
-            optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        else:
-            optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-        self._episode = EpisodicState(params, optimizer)
+        params = [self.context.ctx]
+        self._episode = EpisodicState(params, self.make_optimizer(params))
 
     def adaptation_features(self, features: torch.Tensor, extra: torch.Tensor | None) -> torch.Tensor:
         """Image features of the views the entropy selection chooses from (TPT: the augmented views)."""
@@ -139,13 +154,27 @@ class TPT(PromptMethod):
         """Rows of the pool's ``logits`` the entropy loss is taken over (TPT: the most confident views)."""
         return confident_views(logits, self.config.selection)
 
-    def adapt_and_predict(self, views: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
-        """Tune the prompt on one image's views, return the original view's scores ``[C]``, restore."""
-        with torch.no_grad():  # the image encoder is never differentiated; one pass for all views
+    def images_per_batch(self) -> int:
+        """Test images adapted in one batch: ``images_per_batch``, or as many as ``batch_memory_mb`` of text-tower
+        activations (with gradients) holds for the current classes, at least one."""
+        if self.config.images_per_batch is not None:
+            return self.config.images_per_batch
+        length = self.backbone.text_sequence_length(self.context.eot_positions, self.backbone.context_length)
+        per_image = len(self.context.classnames) * activation_bytes_per_prompt(self.backbone, True, length)
+        return max(1, math.floor(self.config.batch_memory_mb * MIB / per_image))
+
+    def encode_views(self, views: torch.Tensor, extra: torch.Tensor | None = None
+                     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Normalised image features of one image's views and of its extra views (None without), one pass."""
+        with torch.no_grad():  # the image encoder is never differentiated
             features = self.backbone.encode_image(torch.cat([views, extra]) if extra is not None else views,
                                                   normalize=True)
         extra_features = features[len(views):]
-        return self.adapt_on_features(features[:len(views)], extra_features if len(extra_features) else None)
+        return features[:len(views)], extra_features if len(extra_features) else None
+
+    def adapt_and_predict(self, views: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
+        """Tune the prompt on one image's views, return the original view's scores ``[C]``, restore."""
+        return self.adapt_on_features(*self.encode_views(views, extra))
 
     def adapt_on_features(self, features: torch.Tensor, extra_features: torch.Tensor | None = None) -> torch.Tensor:
         """``adapt_and_predict`` from the views' normalised image features ``[N, D]`` (and the extra views')."""
@@ -171,3 +200,44 @@ class TPT(PromptMethod):
                 return scale * features[0] @ self.text_features().T
         finally:
             self._episode.restore()
+
+    def adapt_batch(self, features: Sequence[torch.Tensor], extra_features: Sequence[torch.Tensor | None]
+                    ) -> list[torch.Tensor]:
+        """``adapt_on_features`` for several images at once: each image gets its own copy of the starting context
+        (a leading image dimension) and its own optimizer state (the optimizers' updates are elementwise, so
+        one optimizer over the stacked contexts updates each image's as its own would); every step runs all
+        images' prompts through the text tower in one pass. Equal to adapting one image at a time up to float
+        rounding of the batched pass (``tests/test_tpt_batched.py``)."""
+        if len(features) == 1:
+            return [self.adapt_on_features(features[0], extra_features[0])]
+        cfg, scale = self.config, self.backbone.logit_scale.detach()
+        with torch.no_grad():
+            start = self.context.ctx.detach().unsqueeze(0).repeat(len(features), 1, 1)  # [B, M, W]
+            if cfg.conditional:  # each image's CoCoOp context v + pi(x) for its original view
+                start += self.meta_net(torch.cat([f[:1] for f in features]))[:, None, :]
+        contexts = torch.nn.Parameter(start)
+        optimizer = self.make_optimizer([contexts])
+        pools = [self.adaptation_features(f, e) for f, e in zip(features, extra_features)]
+        chosen: list[torch.Tensor | None] = [None] * len(features)
+        for _ in range(cfg.steps):
+            text = self.per_image_text_features(contexts)
+            loss = 0.0
+            for i, pool in enumerate(pools):
+                logits = scale * pool @ text[i].T
+                if chosen[i] is None:
+                    chosen[i] = self.select_views(logits)
+                loss = loss + marginal_entropy(logits[chosen[i]])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        with torch.no_grad():
+            text = self.per_image_text_features(contexts)
+            return [scale * f[0] @ text[i].T for i, f in enumerate(features)]
+
+    def per_image_text_features(self, contexts: torch.Tensor) -> torch.Tensor:
+        """Normalised text features ``[B, C, D]`` of each image's context ``[B, n_ctx, W]``, in one pass."""
+        prompts = self.context.per_image(contexts)
+        batch, n_classes = prompts.shape[:2]
+        text = self.backbone.encode_text_embeds(prompts.flatten(0, 1), self.context.eot_positions.repeat(batch),
+                                                normalize=True)
+        return text.view(batch, n_classes, -1)

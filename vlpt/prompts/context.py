@@ -106,11 +106,20 @@ class TextContext(nn.Module):
         ctx = ctx if self.csc else ctx.unsqueeze(0).expand(n_classes, -1, -1)
         if ctx_shift is None:
             return self._assemble(ctx, self.prefix, self.suffix)
-        batch = ctx_shift.shape[0]
-        shifted = ctx.unsqueeze(0) + ctx_shift[:, None, None, :]  # [B, C, M, W]
+        return self._assemble_per_image(ctx.unsqueeze(0) + ctx_shift[:, None, None, :])  # [B, C, M, W]
+
+    def per_image(self, contexts: torch.Tensor) -> torch.Tensor:
+        """Prompt embeddings ``[B, C, L, W]`` of each image's own shared context ``contexts`` ``[B, n_ctx, W]``."""
+        if self.csc:
+            raise ValueError("per-image contexts replace a shared context; this one is class-specific (csc)")
+        return self._assemble_per_image(contexts.unsqueeze(1).expand(-1, self.prefix.shape[0], -1, -1))
+
+    def _assemble_per_image(self, contexts: torch.Tensor) -> torch.Tensor:
+        """``[B, C, L, W]`` from per-image, per-class context vectors ``[B, C, n_ctx, W]``."""
+        batch, n_classes = contexts.shape[:2]
         expand = lambda t: t.unsqueeze(0).expand(batch, *t.shape)  # noqa: E731
         flat = self._assemble(
-            shifted.flatten(0, 1), expand(self.prefix).flatten(0, 1), expand(self.suffix).flatten(0, 1),
+            contexts.flatten(0, 1), expand(self.prefix).flatten(0, 1), expand(self.suffix).flatten(0, 1),
             lengths=self.name_lengths * batch,
         )
         return flat.view(batch, n_classes, *flat.shape[1:])

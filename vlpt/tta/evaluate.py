@@ -7,6 +7,7 @@ wall time spent adapting and predicting is reported per image (``adapt_ms_per_im
 """
 from __future__ import annotations
 
+import itertools
 import time
 
 import torch
@@ -21,27 +22,34 @@ def evaluate_test_time(method, dataset: Dataset, device: torch.device, num_worke
     """Accuracy (percent), sample count and mean adaptation time per image of a test-time method.
 
     ``dataset`` gives each image's views (``TestTimeViews``) or their stored features (``StoredViewFeatures``,
-    ``encoded``: its items carry the seconds their encoding took, counted in the adaptation time)."""
+    ``encoded``: its items carry the seconds their encoding took, counted in the adaptation time). Images are
+    adapted ``method.images_per_batch()`` at a time (``adapt_batch``), one by default."""
     encoded = getattr(dataset, "encoded", False)
     loader = DataLoader(dataset, batch_size=None, shuffle=False, num_workers=0 if encoded else num_workers)
     method.start_episodes()
+    per_batch = method.images_per_batch()
     predictions, labels, seconds = [], [], 0.0
-    for item in loader:
+    items = iter(loader)
+    while batch := list(itertools.islice(items, per_batch)):
         started = time.perf_counter()
-        with torch.enable_grad():
+        features, extras = [], []
+        for item in batch:
             if encoded:
-                features, label, encode_seconds = item
+                stored, label, encode_seconds = item
                 seconds += encode_seconds
-                features = F.normalize(features.to(device), dim=-1)  # as encode_image(..., normalize=True)
-                scores = method.adapt_on_features(features)
+                features.append(F.normalize(stored.to(device), dim=-1))  # as encode_image(..., normalize=True)
+                extras.append(None)
             else:
                 views, extra, label = item
-                views, extra = views.to(device), extra.to(device)
-                scores = method.adapt_and_predict(views, extra if len(extra) else None)
-        prediction = int(scores.argmax())  # synchronises with the device before the clock stops
+                view_features, extra_features = method.encode_views(views.to(device),
+                                                                    extra.to(device) if len(extra) else None)
+                features.append(view_features)
+                extras.append(extra_features)
+            labels.append(int(label))
+        with torch.enable_grad():
+            scores = method.adapt_batch(features, extras)
+        predictions += [int(s.argmax()) for s in scores]  # synchronises with the device before the clock stops
         seconds += time.perf_counter() - started
-        predictions.append(prediction)
-        labels.append(int(label))
     predictions, labels = torch.tensor(predictions), torch.tensor(labels)
     return {"accuracy": accuracy(predictions, labels), "n": len(labels),
             ADAPT_MS: round(1000.0 * seconds / len(labels), 3)}
