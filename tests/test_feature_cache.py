@@ -304,10 +304,10 @@ def test_per_epoch_entries_are_not_the_stored_views_of_other_settings(setup, tin
     fixed, epoch = cache.key(samples, augment, "toy", "train", 0), cache.key(samples, augment, "toy", "train", 0, 1)
     assert fixed.digest() != epoch.digest() and cache.path_for(fixed) != cache.path_for(epoch)
     assert ".s1-e0." in cache.path_for(epoch).name and ".v0." in cache.path_for(fixed).name
-    # a key without a seed leaves the seed out of its digest; format 2 entries (views seeded by the image's
-    # key within the data root) are never taken for format 1 ones (seeded by its absolute path)
+    # a key without a seed (or a mixed precision) leaves it out of its digest; format 2 entries (views seeded by
+    # the image's key within the data root) are never taken for format 1 ones (seeded by its absolute path)
     import hashlib
-    fields = {k: v for k, v in dataclasses.asdict(fixed).items() if k != "seed"}
+    fields = {k: v for k, v in dataclasses.asdict(fixed).items() if k not in ("seed", "precision")}
     digests = {f: hashlib.blake2b(json.dumps({**fields, "format": f}, sort_keys=True).encode(), digest_size=12).hexdigest()
                for f in ("1", "2")}
     assert fixed.digest() == digests["2"] != digests["1"]

@@ -313,11 +313,16 @@ def _check_test_time_records(tmp_path, paths, targets, eval_limit):
 def test_test_time_protocol_runs_tpt_tpt_coop_and_difftpt_and_reuses_generated_views(tmp_path, monkeypatch):
     targets = ["starter_shapes~pixelate:3"]
     path = write_suite(tmp_path, experiments=_test_time_experiments("starter_shapes", targets, eval_limit=5,
-                                                                   view_store=tmp_path / "views"))
+                                                                   view_store=tmp_path / "views"),
+                       feature_cache={"folder": str(tmp_path / "cache")})
     paths = Harness(load_suite(path), progress=False).run_all()
     _check_test_time_records(tmp_path, paths, targets, eval_limit=5)
     stored = sorted(p for p in (tmp_path / "views").rglob("*.png"))
     assert len(stored) == 2 * 5 * 3  # two evaluation sets of 5 images, 3 generated views each
+    # TPT and TPT+CoOp adapt on one stored entry of view features per evaluation set; DiffTPT stores none
+    view_entries = [p.name for p in (tmp_path / "cache").glob("*.s1-e0.*") if ".train." not in p.name]
+    assert sorted(name.split(".")[1] for name in view_entries) == sorted(["test", *[t.replace("~", "-").replace(":", "-")
+                                                                                    for t in targets]])
 
     # a DiffTPT record lost: the rerun adapts again but generates nothing
     difftpt = [f for f in (tmp_path / "out" / "records").glob("*.json") if '"difftpt"' in f.read_text()]

@@ -51,3 +51,28 @@ def test_stored_features_are_computed_and_keyed_in_the_runs_precision(tmp_path, 
         expected = tiny_backbone.encode_image(images).float()
     assert torch.equal(mixed, expected) and not torch.equal(mixed, full)
     torch.testing.assert_close(mixed, full, rtol=0.05, atol=0.05)
+
+
+def test_tpt_scales_its_loss_under_fp16_autocast_and_stays_episodic(tiny_backbone, monkeypatch):
+    """Under 16-mixed, each image's step goes through a fresh loss scaler (the reference's GradScaler); nothing
+    carries over from one image to the next."""
+    from vlpt.methods.tpt import TPT
+
+    scaled = []
+    scale = torch.amp.GradScaler.scale
+    monkeypatch.setattr(torch.amp.GradScaler, "scale", lambda self, loss: scaled.append(self) or scale(self, loss))
+    method = TPT(tiny_backbone, ["a", "b", "c"], ["a photo of a {}."], TPT.Config(views=8, lr=0.05, steps=2))
+    generator = torch.Generator().manual_seed(0)
+    views = [torch.randn(8, 3, 32, 32, generator=generator) for _ in range(2)]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        method.adapt_and_predict(views[0])
+    assert not scaled  # bf16 needs no scaler
+    with torch.autocast("cpu", dtype=torch.float16):
+        method.start_episodes()
+        start = method.context.ctx.detach().clone()
+        after_first = [method.adapt_and_predict(v) for v in views][1]
+        alone = method.adapt_and_predict(views[1])
+        batched = method.adapt_batch(*zip(*[method.encode_views(v) for v in views]))
+    assert len(scaled) == 3 * 2 + 2 and len({id(s) for s in scaled}) == 4  # a fresh scaler per image / batch
+    assert torch.equal(after_first, alone) and torch.equal(method.context.ctx, start)
+    torch.testing.assert_close(batched[1], alone, rtol=2e-2, atol=2e-2)

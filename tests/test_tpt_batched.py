@@ -68,15 +68,28 @@ def test_difftpt_and_conditional_tpt_batch_too(tiny_backbone, tmp_path):
     _assert_same(*_alone_and_batched(conditional, _features(tiny_backbone, 3)))
 
 
-def test_evaluation_in_batches_equals_evaluation_one_at_a_time(tmp_path, tiny_backbone):
+def test_evaluation_in_batches_equals_evaluation_one_at_a_time(tmp_path, tiny_backbone, monkeypatch):
+    """Every image's scores from batches of 3 (the last one short) equal those adapted one at a time."""
     samples = make_samples(tmp_path / "images", count=7)
     cfg = tiny_backbone.preprocess_cfg
+    scores, sizes = {}, {}
+    adapt = TPT.adapt_batch
+
+    def spy(self, features, extras):
+        out = adapt(self, features, extras)
+        scores.setdefault(self.config.images_per_batch, []).extend(out)
+        sizes.setdefault(self.config.images_per_batch, []).append(len(features))
+        return out
+
+    monkeypatch.setattr(TPT, "adapt_batch", spy)
     results = []
     for per_batch in (1, 3):
         method = TPT(tiny_backbone, ["class0", "class1", "class2"], TEMPLATES,
                      TPT.Config(views=8, augment="augmix", steps=2, lr=0.05, images_per_batch=per_batch))
         views = method.test_time_dataset(samples, tiny_backbone.image_size, cfg["mean"], cfg["std"], seed=1)
         results.append(evaluate_test_time(method, views, torch.device("cpu")))
+    assert sizes == {1: [1] * 7, 3: [3, 3, 1]}
+    _assert_same(scores[1], scores[3])
     assert results[0]["accuracy"] == results[1]["accuracy"] and results[1]["n"] == 7
 
 
@@ -88,10 +101,16 @@ def test_a_memory_budget_decides_the_batch(tiny_backbone):
     assert TPT(tiny_backbone, CLASSES, TEMPLATES,
                TPT.Config(images_per_batch=None, batch_memory_mb=1e-6)).images_per_batch() == 1
     assert TPT(tiny_backbone, CLASSES, TEMPLATES).images_per_batch() == 1  # the reference: one at a time
+    default_budget = TPT(tiny_backbone, CLASSES, TEMPLATES, TPT.Config(images_per_batch=None)).images_per_batch()
+    assert default_budget == 2048 * MIB // per_image
+    assert {"images_per_batch", "batch_memory_mb"} <= set(TPT.Config.result_neutral)
 
 
-@pytest.mark.parametrize("params, message", [({"images_per_batch": 0}, "images_per_batch must be at least 1"),
-                                             ({"batch_memory_mb": -1}, "batch_memory_mb must be a positive")])
+@pytest.mark.parametrize("params, message", [
+    ({"images_per_batch": 0}, "images_per_batch must be at least 1"),
+    ({"images_per_batch": None, "batch_memory_mb": -1}, "batch_memory_mb must be a positive"),
+    ({"batch_memory_mb": 4096}, "batch_memory_mb \\(4096\\) decides the batch only with images_per_batch: null"),
+])
 def test_bad_batch_settings_are_named(params, message):
     with pytest.raises(ValueError, match=message):
         TPT.Config(**params)

@@ -17,7 +17,8 @@ Every entry holds its full key and a checksum in the file's metadata: an entry w
 not match (stale) or that cannot be read (truncated, corrupt) is reported (FeatureCacheWarning, naming
 the file) and recomputed and replaced. Entries are
 written to a private temporary file and renamed into place, so runs filling the cache at once never
-read a partial file; two writers of one entry write identical tensors and the last rename wins.
+read a partial file; two writers of one entry write the same features (a view entry's encoding seconds
+aside) and the last rename wins.
 """
 from __future__ import annotations
 
@@ -166,13 +167,13 @@ class FeatureCache:
         for run seed ``seed`` when given), read from the cache when a valid entry exists, else computed and
         stored."""
         key = self.key(samples, transform, dataset, split, view, seed)
-        return self.stored(key, len(samples), lambda: {"features": self._compute(samples, transform, view, seed)})
+        compute = lambda: {"features": self._compute(samples, transform, view, seed)}  # noqa: E731
+        return self.stored(key, len(samples), compute)["features"]
 
     def stored(self, key: FeatureKey, count: int, compute: Callable[[], dict[str, torch.Tensor]]
-               ) -> torch.Tensor | dict[str, torch.Tensor]:
+               ) -> dict[str, torch.Tensor]:
         """The tensors of the entry ``key`` (``count`` rows each), read when a valid entry exists, else made by
-        ``compute`` (a dict holding at least ``features``) and stored; a dict when it holds more than
-        ``features``, else the features alone."""
+        ``compute`` (a dict holding at least ``features``) and stored."""
         path = self.path_for(key)
         tensors = self._read(path, key, count)
         if tensors is not None:
@@ -181,7 +182,7 @@ class FeatureCache:
             tensors = compute()
             self._write(path, key, tensors)
             self.computed.append(key)
-        return tensors["features"] if set(tensors) == {"features"} else tensors
+        return tensors
 
     @torch.no_grad()
     def _compute(self, samples: Sequence[Sample], transform: Callable, view: int, seed: int | None) -> torch.Tensor:

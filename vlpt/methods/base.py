@@ -11,8 +11,9 @@ multitask module and GRAM's inner step. Devices and precision belong to the Ligh
 to a method.
 
 Test-time methods (``adapts_at_test_time``, see ``vlpt.methods.tpt``) also provide
-``test_time_dataset``, ``start_episodes`` and ``adapt_and_predict``: they adapt to each test image
-and restore their state after it.
+``test_time_dataset``, ``start_episodes``, ``images_per_batch``, ``encode_views`` and ``adapt_batch`` (with
+``adapt_and_predict`` and ``adapt_on_features`` for one image): they adapt to each test image and restore
+their state after it.
 """
 from __future__ import annotations
 

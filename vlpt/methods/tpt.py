@@ -43,6 +43,10 @@ from vlpt.tta.selection import confident_views, marginal_entropy
 from vlpt.tta.views import AugmentedViews, ViewAugment, ViewInterpolation, resolve_augment
 
 
+#: MiB of text-tower activations per batched step when ``images_per_batch`` is null and no budget is given
+DEFAULT_BATCH_MEMORY_MB = 2048.0
+
+
 @dataclass
 class TPTConfig(MethodConfig):
     n_ctx: int = 4
@@ -66,9 +70,12 @@ class TPTConfig(MethodConfig):
     #: test images adapted together, each with its own prompt and optimizer state (1: one at a time, as the
     #: reference code); None: as many as ``batch_memory_mb`` of text-tower activations allows
     images_per_batch: int | None = 1
-    #: MiB of text-tower activations per batched step, when ``images_per_batch`` is None
-    batch_memory_mb: float = 2048.0
+    #: MiB of text-tower activations per batched step (only with ``images_per_batch: null``; default 2048)
+    batch_memory_mb: float | None = None
     epochs: int | dict[int, int] = 1  # nothing is trained before test time
+
+    # how many images share a step changes no result beyond float rounding (tests/test_tpt_batched.py)
+    result_neutral = MethodConfig.result_neutral + ("images_per_batch", "batch_memory_mb")
 
     def __post_init__(self):
         super().__post_init__()
@@ -83,8 +90,33 @@ class TPTConfig(MethodConfig):
         if self.images_per_batch is not None and (isinstance(self.images_per_batch, bool) or self.images_per_batch < 1):
             raise ValueError(f"images_per_batch must be at least 1 (or null: from batch_memory_mb), "
                              f"got {self.images_per_batch!r}")
-        if not (isinstance(self.batch_memory_mb, (int, float)) and 0 < self.batch_memory_mb < math.inf):
-            raise ValueError(f"batch_memory_mb must be a positive number of MiB, got {self.batch_memory_mb!r}")
+        if self.batch_memory_mb is not None:
+            if self.images_per_batch is not None:
+                raise ValueError(f"batch_memory_mb ({self.batch_memory_mb}) decides the batch only with "
+                                 f"images_per_batch: null; images_per_batch is {self.images_per_batch}")
+            if isinstance(self.batch_memory_mb, bool) or not (isinstance(self.batch_memory_mb, (int, float))
+                                                              and 0 < self.batch_memory_mb < math.inf):
+                raise ValueError(f"batch_memory_mb must be a positive number of MiB, got {self.batch_memory_mb!r}")
+
+
+def fp16_loss_scaler(device: torch.device) -> torch.amp.GradScaler | None:
+    """A fresh loss scaler when the adaptation runs under fp16 autocast (``16-mixed``), as the reference code
+    scales TPT's loss (``GradScaler(init_scale=1000)``); fresh per image, so images stay independent. None
+    otherwise (fp32, bf16)."""
+    if torch.is_autocast_enabled(device.type) and torch.get_autocast_dtype(device.type) == torch.float16:
+        return torch.amp.GradScaler(device.type, init_scale=1000)
+    return None
+
+
+def step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None) -> None:
+    """One optimizer step on ``loss`` (scaled, and skipped on overflow, with a loss scaler)."""
+    if scaler is None:
+        loss.backward()
+        optimizer.step()
+        return
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
 
 
 @register_method("tpt")
@@ -164,7 +196,7 @@ class TPT(PromptMethod):
             return self.config.images_per_batch
         length = self.backbone.text_sequence_length(self.context.eot_positions, self.backbone.context_length)
         per_image = len(self.context.classnames) * activation_bytes_per_prompt(self.backbone, True, length)
-        return max(1, math.floor(self.config.batch_memory_mb * MIB / per_image))
+        return max(1, math.floor((self.config.batch_memory_mb or DEFAULT_BATCH_MEMORY_MB) * MIB / per_image))
 
     def encode_views(self, views: torch.Tensor, extra: torch.Tensor | None = None
                      ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -185,7 +217,7 @@ class TPT(PromptMethod):
             self.start_episodes()
         pool = self.adaptation_features(features, extra_features)
         scale = self.backbone.logit_scale.detach()
-        optimizer = self._episode.optimizer
+        optimizer, scaler = self._episode.optimizer, fp16_loss_scaler(features.device)
         try:
             if self.config.conditional:
                 with torch.no_grad():
@@ -197,8 +229,7 @@ class TPT(PromptMethod):
                     chosen = self.select_views(logits)
                 loss = marginal_entropy(logits[chosen])
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+                step(loss, optimizer, scaler)
             with torch.no_grad():
                 return scale * features[0] @ self.text_features().T
         finally:
@@ -219,7 +250,7 @@ class TPT(PromptMethod):
             if cfg.conditional:  # each image's CoCoOp context v + pi(x) for its original view
                 start += self.meta_net(torch.cat([f[:1] for f in features]))[:, None, :]
         contexts = torch.nn.Parameter(start)
-        optimizer = self.make_optimizer([contexts])
+        optimizer, scaler = self.make_optimizer([contexts]), fp16_loss_scaler(features[0].device)
         pools = [self.adaptation_features(f, e) for f, e in zip(features, extra_features)]
         chosen: list[torch.Tensor | None] = [None] * len(features)
         for _ in range(cfg.steps):
@@ -231,8 +262,7 @@ class TPT(PromptMethod):
                     chosen[i] = self.select_views(logits)
                 loss = loss + marginal_entropy(logits[chosen[i]])
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            step(loss, optimizer, scaler)
         with torch.no_grad():
             text = self.per_image_text_features(contexts)
             return [scale * f[0] @ text[i].T for i, f in enumerate(features)]

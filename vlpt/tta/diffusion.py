@@ -242,7 +242,13 @@ class DiffusionViewGenerator:
         return tensor.unsqueeze(0).to(self.device, self.dtype)
 
     def generate(self, image: Image.Image, digest: str) -> list[Image.Image]:
-        """``settings.views`` RGB variations of ``image`` (whose content digest is ``digest``)."""
+        """``settings.views`` RGB variations of ``image`` (whose content digest is ``digest``), in the settings'
+        dtype whatever autocast the caller runs under (views are stored by settings, not by the caller's precision)."""
+        s = self.settings
+        with torch.autocast(self.pipeline.device.type, enabled=False):
+            return self._generate(image, digest)
+
+    def _generate(self, image: Image.Image, digest: str) -> list[Image.Image]:
         s = self.settings
         condition = self._condition(image)
         views: list[Image.Image] = []

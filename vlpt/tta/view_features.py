@@ -48,7 +48,8 @@ class StoredViewFeatures(Dataset):
     def key(self, start: int) -> FeatureKey:
         """The cache key of the chunk of images from ``start``."""
         samples = self.views.images.samples[start:start + CHUNK]
-        return self.cache.key(samples, self.views.describe(), self.dataset, self.split, view=0, seed=self.views.seed)
+        described = f"{self.views.describe()} on {self.cache.backbone.device.type}"  # GPU kernels round otherwise
+        return self.cache.key(samples, described, self.dataset, self.split, view=0, seed=self.views.seed)
 
     def __getitem__(self, index: int):
         start = index - index % CHUNK
@@ -70,6 +71,8 @@ class StoredViewFeatures(Dataset):
             started = time.perf_counter()
             with self.cache.autocast():  # the precision evaluation runs in
                 encoded = backbone.encode_image(views)
-            features.append(encoded.cpu())  # copying to the CPU synchronises with the device
-            seconds.append(time.perf_counter() - started)
+            if encoded.device.type == "cuda":
+                torch.cuda.synchronize(encoded.device)
+            seconds.append(time.perf_counter() - started)  # as evaluation times encode_image
+            features.append(encoded.cpu())
         return {"features": torch.stack(features), "encode_seconds": torch.tensor(seconds, dtype=torch.float64)}
