@@ -40,6 +40,7 @@ class TextContext(nn.Module):
         class_token_position: ClassTokenPosition = "end",
         init_std: float = 0.02,
         learned: bool = True,
+        pad_init: bool = False,
     ):
         super().__init__()
         if class_token_position not in ("end", "middle", "front"):
@@ -48,7 +49,9 @@ class TextContext(nn.Module):
         self.csc = csc
         self.class_token_position = class_token_position
         width = tower.text_width
-        if ctx_init:
+        if ctx_init and pad_init:
+            ctx = self._padded_init(tower, ctx_init, n_ctx, csc, len(classnames), class_token_position)
+        elif ctx_init:
             init_tokens = tower.tokenize([ctx_init])
             n_ctx = min(n_ctx, int(tower.eot_positions(init_tokens)[0]) - 1)
             if n_ctx < 1:
@@ -71,6 +74,22 @@ class TextContext(nn.Module):
         else:  # the context comes from elsewhere at every call (a shared prompt space); this is its initial value
             self.register_buffer("ctx", ctx.to(tower.dtype), persistent=False)
         self.set_classnames(classnames)
+
+    def _padded_init(self, tower: TextTower, ctx_init: str, n_ctx: int, csc: bool, n_classes: int,
+                     class_token_position: str) -> torch.Tensor:
+        """ProGrad's initialisation (``pad_init``): ``n_ctx`` vectors, zeros followed by the phrase's first W token
+        embeddings, W its number of space-separated words (its code counts words); the prompt text is ``n_ctx - W``
+        placeholders and the phrase, so phrase tokens beyond the first W (a comma) stay fixed before the name."""
+        words = len(ctx_init.split(" "))
+        if n_ctx < words:
+            raise ConfigError(f"n_ctx {n_ctx} is shorter than the {words} words of the init phrase {ctx_init!r}")
+        if class_token_position != "end":
+            raise ConfigError("a padded init phrase needs class_token_position 'end'")
+        with torch.no_grad():
+            phrase = tower.embed_tokens(tower.tokenize([ctx_init]))[0, 1:1 + words]
+        init = torch.cat([phrase.new_zeros(n_ctx - words, phrase.shape[-1]), phrase])
+        self.placeholder = " ".join(["X"] * (n_ctx - words) + [ctx_init])
+        return init.unsqueeze(0).repeat(n_classes, 1, 1) if csc else init
 
     def set_classnames(self, classnames: Sequence[str]) -> None:
         """Rebuild the frozen parts of every prompt for a new list of class names."""
