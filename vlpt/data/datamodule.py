@@ -7,6 +7,7 @@ import lightning as L
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, Sampler, TensorDataset
 
+from vlpt.data.feature_cache import ViewDataset
 from vlpt.data.image_dataset import ImageDataset
 from vlpt.data.run_data import EvalSet, ProtocolData
 from vlpt.data.transforms import TrainAugment, eval_transform, train_transform
@@ -120,6 +121,11 @@ class PromptDataModule(L.LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         return self._loader(ImageDataset(self.data.val, self.eval_tf), self.eval_batch_size, shuffle=False)
 
+    def train_view_dataloader(self, transform: Callable, view: int) -> DataLoader:
+        """The training samples under a random ``transform`` of a method's own (Tip-Adapter's cache passes), its
+        view ``view``: drawn per image and view index, the same in every run (``ViewDataset``), in sample order."""
+        return self._loader(ViewDataset(self.data.train, transform, view), self.eval_batch_size, shuffle=False)
+
     def eval_dataloader(self, eval_set: EvalSet) -> DataLoader:
         return self._loader(ImageDataset(eval_set.samples, self.eval_tf), self.eval_batch_size, shuffle=False)
 
@@ -231,6 +237,10 @@ class CachedFeatureDataModule(PromptDataModule):
         if eval_set.name in SOURCE_EVAL_SETS:
             return self._stored(eval_set.samples, eval_set.name)
         return self._stored(eval_set.samples, "test", dataset=eval_set.name)
+
+    def train_view_dataloader(self, transform: Callable, view: int) -> DataLoader:
+        features = self.cache.image_features(self.data.train, transform, self.dataset, "train", view)
+        return self._loader(TensorDataset(features, self._labels(self.data.train)), self.eval_batch_size, shuffle=False)
 
     def _stored(self, samples, split: str, dataset: str | None = None) -> DataLoader:
         features = self.cache.image_features(samples, self.eval_tf, dataset or self.dataset, split)

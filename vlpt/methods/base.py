@@ -141,11 +141,11 @@ class PromptMethod(L.LightningModule, abc.ABC):
         return self.backbone.encode_image(inputs)
 
     def set_classnames(self, classnames: Sequence[str], templates: Sequence[str] | None = None) -> None:
-        """Score against another list of classes (novel classes, another dataset)."""
-        self.classnames = list(classnames)
-        if templates is not None:
-            self.templates = list(templates)
-        self.update_classnames(self.classnames, self.templates)
+        """Score against another list of classes (novel classes, another dataset); a list the method refuses
+        leaves it as it was."""
+        classnames, templates = list(classnames), list(templates) if templates is not None else self.templates
+        self.update_classnames(classnames, templates)
+        self.classnames, self.templates = classnames, templates
 
     @classmethod
     def unseen_classes(cls, config: MethodConfig) -> Literal["any", "subset", "none"]:

@@ -1,0 +1,177 @@
+"""Tip-Adapter: training-free adaption of CLIP (Zhang et al., "Tip-Adapter: Training-free Adaption of CLIP for
+Few-shot Classification", ECCV 2022).
+
+A key-value cache of the few-shot training set beside zero-shot CLIP: the keys are the training images'
+L2-normalised features (each the mean of ``augment_passes`` augmented passes), the values their one-hot labels.
+A test feature ``f`` (normalised) scores ``clip_scale f W^T + alpha exp(-beta (1 - f K^T)) V``: zero-shot CLIP's
+logits plus the labels of similar training images, weighted by their affinity. Nothing is trained: ``alpha`` and
+``beta`` are searched on the validation images.
+
+Defaults follow the reference code (gaopengcuhk/Tip-Adapter, ``main.py``, ``utils.py``, ``configs/*.yaml``): 10
+passes of a random resized crop (half to all of the image, bicubic) and a flip (``cache_augment: tip``;
+``suite``: the suite's training augmentation instead); the zero-shot logits at the backbone's logit scale (the
+reference's fixed 100, OpenAI CLIP's; ``clip_scale`` fixes another); the search over ``search_steps`` evenly spaced values from 0.1 to ``search_scale`` for beta and
+alpha, beta-major, the first best validation accuracy kept; its per-dataset ranges (``dataset_search``: DTD
+[13, 13], EuroSAT [12, 10], FGVC Aircraft [30, 30], ImageNet and Oxford Pets [7, 3], the ``search_scale``
+default). With ``search: false`` the initial values (beta 1, alpha 1.17) are kept. The cache holds labels of the
+training classes only, so the method scores those classes (subsets of them), never unseen ones. Tip-Adapter-F,
+which fine-tunes the keys, is not part of this module.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torchvision import transforms as T
+
+from vlpt.data.corruptions import split_corrupted_name
+from vlpt.errors import ConfigError
+from vlpt.methods.base import MethodConfig, PromptMethod
+from vlpt.methods.linear_probe import extract_features
+from vlpt.methods.zeroshot import zero_shot_weights
+from vlpt.registry import register_method
+
+
+@dataclass
+class TipAdapterConfig(MethodConfig):
+    #: augmented passes over the training images whose features are averaged into each key
+    augment_passes: int = 10
+    #: tip: the reference's crop (scale 0.5-1, bicubic) and flip; suite: the suite's training augmentation
+    cache_augment: Literal["tip", "suite"] = "tip"
+    #: the scale of zero-shot CLIP's logits; None: the backbone's logit scale (the reference's fixed 100 is OpenAI
+    #: CLIP's, the only weights it ran)
+    clip_scale: float | None = None
+    init_beta: float = 1.0
+    init_alpha: float = 1.17
+    #: search beta and alpha on the validation images (else keep the initial values)
+    search: bool = True
+    #: the largest beta and alpha searched (from 0.1, ``search_steps`` values each)
+    search_scale: list[float] = field(default_factory=lambda: [7.0, 3.0])
+    search_steps: list[int] = field(default_factory=lambda: [200, 20])
+    #: dataset -> search_scale, from the reference's per-dataset configs
+    dataset_search: dict[str, list[float]] = field(default_factory=lambda: {
+        "dtd": [13.0, 13.0], "eurosat": [12.0, 10.0], "fgvc_aircraft": [30.0, 30.0]})
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.augment_passes < 1:
+            raise ValueError(f"augment_passes must be at least 1, got {self.augment_passes}")
+        if self.cache_augment not in ("tip", "suite"):
+            raise ValueError(f"cache_augment must be tip or suite, got {self.cache_augment!r}")
+        scales = [self.search_scale, *self.dataset_search.values()]
+        if any(len(s) != 2 or min(s) <= 0.1 for s in scales) or len(self.search_steps) != 2 \
+                or min(self.search_steps) < 1:
+            raise ValueError(f"search_scale (and each dataset_search entry) must be [beta, alpha] above 0.1 and "
+                             f"search_steps two positive counts; got {self.search_scale}, {self.dataset_search}, "
+                             f"{self.search_steps}")
+
+    def scale_for(self, dataset: str | None) -> list[float]:
+        """The search ranges of ``dataset`` (its corrupted copies and domains follow it)."""
+        base = split_corrupted_name(dataset)[0].partition("@")[0] if dataset else None
+        return self.dataset_search.get(base, self.search_scale)
+
+
+def search_grid(scale: float, steps: int) -> list[float]:
+    """The reference's ``steps`` values from 0.1 towards ``scale`` (the last one below it)."""
+    return [i * (scale - 0.1) / steps + 0.1 for i in range(steps)]
+
+
+@register_method("tip_adapter")
+class TipAdapter(PromptMethod):
+    """Zero-shot CLIP plus an affinity-weighted vote of the few-shot training images' labels."""
+
+    Config = TipAdapterConfig
+    frozen_image_features = True
+
+    @classmethod
+    def unseen_classes(cls, config):
+        return "subset"  # cache values exist for the training classes only
+
+    def build(self, classnames, templates):
+        dim, n = self.backbone.embed_dim, len(classnames)
+        self.trained_classnames = list(classnames)
+        self.register_buffer("keys", torch.zeros(0, dim))
+        self.register_buffer("values", torch.zeros(0, n))
+        self.register_buffer("beta", torch.tensor(float(self.config.init_beta)))
+        self.register_buffer("alpha", torch.tensor(float(self.config.init_alpha)))
+        self.register_buffer("rows", torch.arange(n), persistent=False)
+        self._set_classifier(classnames, templates)
+
+    def update_classnames(self, classnames, templates):
+        unknown = [c for c in classnames if c not in self.trained_classnames]
+        if unknown:
+            raise ConfigError(f"tip_adapter's cache holds no images of classes {unknown[:5]}"
+                              f"{' ...' if len(unknown) > 5 else ''}; it cannot run base-to-novel or cross-dataset "
+                              f"transfer")
+        self.rows = torch.tensor([self.trained_classnames.index(c) for c in classnames], device=self.keys.device)
+        self._set_classifier(classnames, templates)
+
+    def _set_classifier(self, classnames, templates):
+        with torch.no_grad():
+            weights = zero_shot_weights(self.backbone, classnames, templates[:1])
+        self.register_buffer("classifier", weights.float(), persistent=False)
+
+    # ---- the cache ------------------------------------------------------------------------
+    def cache_transform(self, datamodule):
+        """The random transform of the cache's passes (``cache_augment``)."""
+        if self.config.cache_augment == "suite":
+            return datamodule.train_tf
+        size, normalize = self.backbone.image_size, datamodule.eval_tf.transforms[-1]
+        return T.Compose([T.RandomResizedCrop(size, scale=(0.5, 1.0), interpolation=T.InterpolationMode.BICUBIC),
+                          T.RandomHorizontalFlip(p=0.5), T.ToTensor(), normalize])
+
+    @torch.no_grad()
+    def fit_without_gradients(self, datamodule) -> bool:
+        cfg = self.config
+        transform = self.cache_transform(datamodule)
+        passes, labels = [], None
+        for view in range(cfg.augment_passes):
+            features, labels = extract_features(self, datamodule.train_view_dataloader(transform, view))
+            passes.append(torch.from_numpy(features))
+        device = self.keys.device
+        self.keys = F.normalize(torch.stack(passes).mean(dim=0), dim=-1).to(device)
+        self.values = F.one_hot(torch.from_numpy(labels).long(), len(self.trained_classnames)).float().to(device)
+        if cfg.search:
+            x_val, y_val = extract_features(self, datamodule.val_dataloader())
+            beta, alpha = self.search(torch.from_numpy(x_val).to(device), torch.from_numpy(y_val).to(device),
+                                      cfg.scale_for(getattr(datamodule.data, "dataset", None)))
+            self.beta.fill_(beta)
+            self.alpha.fill_(alpha)
+        return True
+
+    def search(self, features: torch.Tensor, labels: torch.Tensor, scale: list[float]) -> tuple[float, float]:
+        """The (beta, alpha) of the best validation accuracy over the reference's grid; the first best wins."""
+        features = F.normalize(features.float(), dim=-1)
+        clip_logits = self.clip_logits(features)
+        affinity = features @ self.keys.T
+        best, chosen = -1.0, (float(self.beta), float(self.alpha))
+        for beta in search_grid(scale[0], self.config.search_steps[0]):
+            cache = self.cache_logits(affinity, beta)
+            for alpha in search_grid(scale[1], self.config.search_steps[1]):
+                accuracy = ((clip_logits + alpha * cache).argmax(dim=-1) == labels).float().mean().item()
+                if accuracy > best:
+                    best, chosen = accuracy, (beta, alpha)
+        return chosen
+
+    # ---- scores ---------------------------------------------------------------------------
+    def clip_logits(self, features: torch.Tensor) -> torch.Tensor:
+        scale = self.config.clip_scale if self.config.clip_scale is not None else float(self.backbone.logit_scale)
+        return scale * features @ self.classifier.T
+
+    def cache_logits(self, affinity: torch.Tensor, beta: float | torch.Tensor) -> torch.Tensor:
+        """``exp(-beta (1 - affinity)) V`` over the current classes."""
+        return torch.exp(-beta * (1 - affinity)) @ self.values[:, self.rows]
+
+    def logits(self, images):
+        features = F.normalize(self.image_features(images).float(), dim=-1)
+        return self.clip_logits(features) + self.alpha * self.cache_logits(features @ self.keys.T, self.beta)
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """A checkpoint's cache has its own size (training images x classes): the buffers take it first."""
+        for name in ("keys", "values"):
+            value = state_dict.get(name)
+            if value is not None and value.dim() == 2 and value.shape[1] == getattr(self, name).shape[1]:
+                setattr(self, name, torch.empty_like(value, device=self.keys.device))
+        return super().load_state_dict(state_dict, strict, assign)
