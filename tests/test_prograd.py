@@ -78,3 +78,45 @@ def test_bad_settings_are_named(tiny_backbone):
     with pytest.raises(ValueError, match="prograd_lambda must be in"):
         ProGrad.Config(prograd_lambda=1.5)
     assert ProGrad(tiny_backbone, CLASSES, TEMPLATES, ProGrad.Config(ctx_init="a photo of a")).context.n_ctx == 4
+
+
+def test_prograd_trains_along_the_projected_gradient_under_every_driver(tiny_backbone):
+    """Lightning single-task training, the multitask module and GRAM's inner step all take ProGrad's step."""
+    from test_gradient_hooks import CAPTIONS, _batches, _inner_step, _tasks, _trainer
+    from vlpt.meta.gram import _CaptionBatch, _MethodCall
+    from vlpt.multitask import MultitaskPromptModule
+
+    def method(classnames=("cat", "dog", "bird")):
+        torch.manual_seed(0)
+        config = ProGrad.Config(n_ctx=4, ctx_init=None, lr=0.1, momentum=0.0, weight_decay=0.0,
+                                scheduler="constant", warmup_epochs=0, batch_size=4)
+        return ProGrad(tiny_backbone, list(classnames), TEMPLATES, config)
+
+    def by_hand(m, evaluate, lr, objective=None):
+        params = m.prompt_parameters()
+        grad = lambda loss: dict(zip(params, torch.autograd.grad(loss, list(params.values()))))  # noqa: E731
+        raw = grad(evaluate(objective or m.training_loss))
+        toward = grad(evaluate(m.zero_shot_loss))
+        assert _dot(raw, toward) < 0, "the batch's gradients do not conflict: pick another seed"
+        return m.context.ctx.detach() - lr * project_conflicts(raw, toward)["context.ctx"]
+
+    loader = _batches(n=4, seed=5)
+    images, labels = next(iter(loader))
+    single = method()
+    expected = by_hand(single, lambda fn: fn(images, labels), 0.1)
+    _trainer(1).fit(single, train_dataloaders=loader)
+    assert torch.allclose(single.context.ctx.detach(), expected, atol=1e-6)
+
+    loader = _batches(n=4, classes=2, tasks=2, seed=5)
+    images, labels, task_ids = next(iter(loader))
+    multi = method(["cat", "dog"])
+    module = MultitaskPromptModule(multi, _tasks(), max_epochs=1, scoring="own")
+    expected = by_hand(multi, lambda fn: module.multitask_loss(images, labels, task_ids, fn), 0.1)
+    _trainer(1).fit(module, train_dataloaders=loader)
+    assert torch.allclose(multi.context.ctx.detach(), expected, atol=1e-6)
+
+    gram = method()
+    caption_images = torch.randn(len(CAPTIONS), 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    batch = _CaptionBatch(gram, _MethodCall(gram), caption_images, CAPTIONS, "contrastive")
+    expected = by_hand(gram, batch.step(gram.prompt_parameters()).loss, 0.5, batch.objective)
+    assert torch.allclose(_inner_step(gram, lr=0.5), expected, atol=1e-6)

@@ -75,23 +75,51 @@ def test_the_search_keeps_the_first_best_validation_accuracy_of_the_grid(fitted,
 
 def test_it_scores_training_classes_only_and_its_checkpoint_keeps_the_cache(fitted, tiny_backbone, tmp_path):
     method, *_ = fitted
+    images = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        full = method.logits(images)
     with pytest.raises(ConfigError, match="cache holds no images of classes"):
         method.set_classnames(["class0", "unseen"], TEMPLATES)
-    images = torch.randn(2, 3, 32, 32)
+    assert method.classnames == CLASSES  # a refused class list leaves the method as it was
     path = method.save_checkpoint(tmp_path / "tip.pt")
     fresh = TipAdapter(tiny_backbone, CLASSES, TEMPLATES, method.config)
     fresh.load_checkpoint(path)
+    reordered = TipAdapter(tiny_backbone, ["class2", "class1", "class0"], TEMPLATES, method.config)
+    reordered.load_checkpoint(path)  # the checkpoint's class order is the cache's
     with torch.no_grad():
-        assert torch.equal(fresh.logits(images), method.logits(images))
+        assert torch.equal(fresh.logits(images), full)
+        torch.testing.assert_close(reordered.logits(images), full, rtol=1e-5, atol=1e-5)
         method.set_classnames(["class2", "class0"], TEMPLATES)
-        assert method.logits(images).shape == (2, 2)
+        torch.testing.assert_close(method.logits(images), full[:, [2, 0]], rtol=1e-5, atol=1e-5)
 
 
 def test_per_dataset_search_ranges_and_bad_settings(tiny_backbone):
     cfg = TipAdapter.Config()
     assert cfg.scale_for("dtd") == [13.0, 13.0] and cfg.scale_for("dtd~pixelate:3") == [13.0, 13.0]
-    assert cfg.scale_for("imagenet") == cfg.scale_for(None) == [7.0, 3.0]
+    assert cfg.scale_for("imagenet") == cfg.scale_for(None) == [7.0, 3.0] and cfg.scale_for("oxford_flowers") == [50, 50]
+    assert cfg.alpha_for("oxford_flowers") == 10.0 and cfg.alpha_for("oxford_pets") == 1.17
     with pytest.raises(ValueError, match="augment_passes must be at least 1"):
         TipAdapter.Config(augment_passes=0)
     with pytest.raises(ValueError, match="search_scale"):
         TipAdapter.Config(search_scale=[0.05, 3.0])
+
+
+def test_a_run_without_validation_images_is_refused_before_any_work(tmp_path, tiny_backbone):
+    data = ProtocolData(make_samples(tmp_path / "train", count=3), [], CLASSES, TEMPLATES, [], dataset="toy")
+    cfg = tiny_backbone.preprocess_cfg
+    datamodule = PromptDataModule(data, tiny_backbone.image_size, cfg["mean"], cfg["std"])
+    with pytest.raises(ConfigError, match="has none; give the dataset a validation split, or set search: false"):
+        TipAdapter(tiny_backbone, CLASSES, TEMPLATES).fit_without_gradients(datamodule)
+    unsearched = TipAdapter(tiny_backbone, CLASSES, TEMPLATES, TipAdapter.Config(search=False, augment_passes=1))
+    assert unsearched.fit_without_gradients(datamodule) and float(unsearched.alpha) == pytest.approx(1.17)
+
+
+def test_scores_are_float32_under_autocast(fitted):
+    method, *_ = fitted
+    images = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        plain = method.logits(images)
+        features = method.backbone.encode_image(images).float()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            mixed = method._scores(features)  # evaluation under a bf16 run's autocast
+    assert mixed.dtype == torch.float32 and torch.equal(mixed, plain)

@@ -264,6 +264,13 @@ class PromptMethod(L.LightningModule, abc.ABC):
         frozen = {k: v for k, v in super().state_dict().items() if k.startswith(self.frozen_prefixes())}
         return super().load_state_dict({**frozen, **state_dict}, strict=strict, assign=assign)
 
+    def checkpoint_extra(self) -> dict:
+        """Hook: what a checkpoint keeps besides tensors (strings, numbers); default nothing."""
+        return {}
+
+    def restore_checkpoint_extra(self, extra: dict) -> None:
+        """Hook: take back what ``checkpoint_extra`` kept, before the tensors are loaded."""
+
     def save_checkpoint(self, path: str | Path) -> Path:
         """Write the method's own tensors and its identity (method, backbone, classes, config)."""
         path = Path(path)
@@ -274,6 +281,7 @@ class PromptMethod(L.LightningModule, abc.ABC):
             "classnames": self.classnames,
             "config": dataclasses.asdict(self.config),
             "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()},
+            **({"extra": extra} if (extra := self.checkpoint_extra()) else {}),
         }
         tmp = writer_temp_path(path)
         torch.save(payload, tmp)
@@ -329,6 +337,7 @@ class PromptMethod(L.LightningModule, abc.ABC):
             )
         if payload["classnames"] != self.classnames:
             self.set_classnames(payload["classnames"])
+        self.restore_checkpoint_extra(payload.get("extra", {}))
         try:
             self.load_state_dict(payload["state_dict"])
         except CheckpointError as exc:

@@ -9,8 +9,9 @@ orthogonal to ``k``, never against it (``tests/test_prograd.py``).
 Defaults follow the reference code (BeierZhu/Prompt-align, ``trainers/prograd.py`` and its Dassl's
 ``prograd_backward_and_update``; ``configs/trainers/ProGrad/rn50*.yaml``, ``scripts/prograd.sh``): 16 context
 vectors initialised from the hand-written prompt (``ctx_init: template``, its ``CTX_INIT: True``): the words
-before the class name, after zero vectors that pad them to 16 (the code counts the phrase's words, so tokens
-beyond that count, a comma, stay fixed before the name); lambda 1, T 1; CoOp's optimisation (SGD 2e-3, batch
+before the class name, after zero vectors that pad them to 16 (the code counts the phrase's words, so its tokens
+beyond that count stay fixed before the name: a comma makes "pet," two tokens, and the last "a" of "a type of
+pet, a photo of a" stays fixed); lambda 1, T 1; CoOp's optimisation (SGD 2e-3, batch
 32, cosine, 1 warm-up epoch at 1e-5) and epochs (50 / 100 / 100 / 200 / 200 for 1 / 2 / 4 / 8 / 16 shots).
 The zero-shot model and the initial phrase use ProGrad's own prompts, which put the class name last (its
 ``CUSTOM_TEMPLATES``: "a type of pet, a photo of a {}." where CoOp has "a photo of a {}, a type of pet.",
@@ -69,8 +70,9 @@ def project_conflicts(grads: Grads, toward: Grads, strength: float = 1.0) -> Gra
     for name, g in grads.items():
         k = toward[name]
         k_norm = torch.linalg.vector_norm(k)
-        dot = (g * k).sum()
-        out[name] = g - strength * dot / k_norm.pow(2) * k if dot < 0 and k_norm > 0 else g
+        unit = k / k_norm if k_norm > 0 else k
+        dot = (g * unit).sum()
+        out[name] = g - strength * dot * unit if dot < 0 else g
     return out
 
 
@@ -112,6 +114,8 @@ class ProGrad(CoOp):
         return -(teacher * F.log_softmax(student / t, dim=-1)).sum(dim=-1).mean() * t * t
 
     def transform_gradients(self, grads: Grads, step: TrainingStep) -> Grads:
+        if self.config.prograd_lambda == 0:  # CoOp: no second pass
+            return grads
         return project_conflicts(grads, step.gradients(step.loss(self.zero_shot_loss)), self.config.prograd_lambda)
 
 

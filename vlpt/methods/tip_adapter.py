@@ -13,7 +13,9 @@ passes of a random resized crop (half to all of the image, bicubic) and a flip (
 reference's fixed 100, OpenAI CLIP's; ``clip_scale`` fixes another); the search over ``search_steps`` evenly spaced values from 0.1 to ``search_scale`` for beta and
 alpha, beta-major, the first best validation accuracy kept; its per-dataset ranges (``dataset_search``: DTD
 [13, 13], EuroSAT [12, 10], FGVC Aircraft [30, 30], ImageNet and Oxford Pets [7, 3], the ``search_scale``
-default). With ``search: false`` the initial values (beta 1, alpha 1.17) are kept. The cache holds labels of the
+default), and its per-dataset initial alpha (``dataset_init_alpha``; 1.17 otherwise), kept with ``search: false``.
+The reference searches on each dataset's whole validation split (ImageNet: on the test set); vlpt searches on the
+protocol's validation images (min(K, 4) per class in few-shot runs), never on the test set. The cache holds labels of the
 training classes only, so the method scores those classes (subsets of them), never unseen ones. Tip-Adapter-F,
 which fine-tunes the keys, is not part of this module.
 """
@@ -27,11 +29,20 @@ import torch.nn.functional as F
 from torchvision import transforms as T
 
 from vlpt.data.corruptions import split_corrupted_name
-from vlpt.errors import ConfigError
+from vlpt.errors import CheckpointError, ConfigError
 from vlpt.methods.base import MethodConfig, PromptMethod
 from vlpt.methods.linear_probe import extract_features
 from vlpt.methods.zeroshot import zero_shot_weights
 from vlpt.registry import register_method
+
+
+def _in_fp32(function):
+    """Run ``function`` with autocast off (the cache's scores are float32)."""
+    def wrapped(self, *args, **kwargs):
+        with torch.autocast(self.keys.device.type, enabled=False):
+            return function(self, *args, **kwargs)
+    wrapped.__doc__, wrapped.__name__ = function.__doc__, function.__name__
+    return wrapped
 
 
 @dataclass
@@ -44,15 +55,22 @@ class TipAdapterConfig(MethodConfig):
     #: CLIP's, the only weights it ran)
     clip_scale: float | None = None
     init_beta: float = 1.0
+    #: alpha before the search (kept with ``search: false``); per dataset: ``dataset_init_alpha``
     init_alpha: float = 1.17
     #: search beta and alpha on the validation images (else keep the initial values)
     search: bool = True
     #: the largest beta and alpha searched (from 0.1, ``search_steps`` values each)
     search_scale: list[float] = field(default_factory=lambda: [7.0, 3.0])
     search_steps: list[int] = field(default_factory=lambda: [200, 20])
-    #: dataset -> search_scale, from the reference's per-dataset configs
+    #: dataset -> search_scale, from the reference's per-dataset configs (the others: ``search_scale``)
     dataset_search: dict[str, list[float]] = field(default_factory=lambda: {
-        "dtd": [13.0, 13.0], "eurosat": [12.0, 10.0], "fgvc_aircraft": [30.0, 30.0]})
+        "caltech101": [12.0, 5.0], "dtd": [13.0, 13.0], "eurosat": [12.0, 10.0], "fgvc_aircraft": [30.0, 30.0],
+        "food101": [10.0, 10.0], "oxford_flowers": [50.0, 50.0], "stanford_cars": [20.0, 10.0],
+        "sun397": [12.0, 10.0]})
+    #: dataset -> init_alpha, from the same configs (the others: ``init_alpha``)
+    dataset_init_alpha: dict[str, float] = field(default_factory=lambda: {
+        "caltech101": 3.0, "dtd": 2.0, "eurosat": 2.0, "fgvc_aircraft": 5.0, "oxford_flowers": 10.0,
+        "stanford_cars": 3.0, "ucf101": 3.0})
 
     def __post_init__(self):
         super().__post_init__()
@@ -69,8 +87,15 @@ class TipAdapterConfig(MethodConfig):
 
     def scale_for(self, dataset: str | None) -> list[float]:
         """The search ranges of ``dataset`` (its corrupted copies and domains follow it)."""
-        base = split_corrupted_name(dataset)[0].partition("@")[0] if dataset else None
-        return self.dataset_search.get(base, self.search_scale)
+        return self.dataset_search.get(_base_name(dataset), self.search_scale)
+
+    def alpha_for(self, dataset: str | None) -> float:
+        """The initial alpha of ``dataset``."""
+        return self.dataset_init_alpha.get(_base_name(dataset), self.init_alpha)
+
+
+def _base_name(dataset: str | None) -> str | None:
+    return split_corrupted_name(dataset)[0].partition("@")[0] if dataset else None
 
 
 def search_grid(scale: float, steps: int) -> list[float]:
@@ -125,6 +150,10 @@ class TipAdapter(PromptMethod):
     @torch.no_grad()
     def fit_without_gradients(self, datamodule) -> bool:
         cfg = self.config
+        dataset = getattr(datamodule.data, "dataset", None)
+        if cfg.search and not datamodule.data.val:
+            raise ConfigError("tip_adapter searches beta and alpha on validation images, and this run has none; "
+                              "give the dataset a validation split, or set search: false")
         transform = self.cache_transform(datamodule)
         passes, labels = [], None
         for view in range(cfg.augment_passes):
@@ -133,14 +162,16 @@ class TipAdapter(PromptMethod):
         device = self.keys.device
         self.keys = F.normalize(torch.stack(passes).mean(dim=0), dim=-1).to(device)
         self.values = F.one_hot(torch.from_numpy(labels).long(), len(self.trained_classnames)).float().to(device)
+        self.alpha.fill_(cfg.alpha_for(dataset))
         if cfg.search:
             x_val, y_val = extract_features(self, datamodule.val_dataloader())
             beta, alpha = self.search(torch.from_numpy(x_val).to(device), torch.from_numpy(y_val).to(device),
-                                      cfg.scale_for(getattr(datamodule.data, "dataset", None)))
+                                      cfg.scale_for(dataset))
             self.beta.fill_(beta)
             self.alpha.fill_(alpha)
         return True
 
+    @_in_fp32
     def search(self, features: torch.Tensor, labels: torch.Tensor, scale: list[float]) -> tuple[float, float]:
         """The (beta, alpha) of the best validation accuracy over the reference's grid; the first best wins."""
         features = F.normalize(features.float(), dim=-1)
@@ -165,8 +196,27 @@ class TipAdapter(PromptMethod):
         return torch.exp(-beta * (1 - affinity)) @ self.values[:, self.rows]
 
     def logits(self, images):
-        features = F.normalize(self.image_features(images).float(), dim=-1)
+        features = self.image_features(images).float()
+        return self._scores(features)
+
+    @_in_fp32
+    def _scores(self, features: torch.Tensor) -> torch.Tensor:
+        """Zero-shot plus cache logits of image features, in float32 whatever autocast a caller runs under: beta
+        (up to 50) multiplies the affinity inside an exponential, where bf16 rounding would show."""
+        features = F.normalize(features, dim=-1)
         return self.clip_logits(features) + self.alpha * self.cache_logits(features @ self.keys.T, self.beta)
+
+    def checkpoint_extra(self) -> dict:
+        return {"trained_classnames": self.trained_classnames}
+
+    def restore_checkpoint_extra(self, extra: dict) -> None:
+        """A checkpoint's cache columns follow its training classes' order: score the current classes by it."""
+        trained = list(extra.get("trained_classnames", self.trained_classnames))
+        unknown = [c for c in self.classnames if c not in trained]
+        if unknown:
+            raise CheckpointError(f"tip_adapter checkpoint holds no cache of classes {unknown[:5]}")
+        self.trained_classnames = trained
+        self.rows = torch.tensor([trained.index(c) for c in self.classnames], device=self.keys.device)
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         """A checkpoint's cache has its own size (training images x classes): the buffers take it first."""

@@ -79,7 +79,8 @@ class TextContext(nn.Module):
                      class_token_position: str) -> torch.Tensor:
         """ProGrad's initialisation (``pad_init``): ``n_ctx`` vectors, zeros followed by the phrase's first W token
         embeddings, W its number of space-separated words (its code counts words); the prompt text is ``n_ctx - W``
-        placeholders and the phrase, so phrase tokens beyond the first W (a comma) stay fixed before the name."""
+        placeholders and the phrase, so phrase tokens beyond the first W (a comma makes one more) stay fixed before the
+        name."""
         words = len(ctx_init.split(" "))
         if n_ctx < words:
             raise ConfigError(f"n_ctx {n_ctx} is shorter than the {words} words of the init phrase {ctx_init!r}")
