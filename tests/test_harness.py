@@ -153,7 +153,7 @@ def test_multitask_source_prompt_initialises_the_target_run(tmp_path):
 @pytest.mark.parametrize("experiments, message", [
     ([{"protocol": "multitask", "dataset": "starter_shapes", "methods": ["coop"]}], "multitask needs `datasets`"),
     ([{"protocol": "multitask", "datasets": ["starter_shapes", "starter_digits"], "methods": ["linear_probe"]}],
-     "linear_probe is fitted in closed form and cannot be trained on several tasks"),
+     "linear_probe is fitted \\(or prepared\\) from one task.s training images outside gradient training"),
     ([{"protocol": "few_shot", "dataset": "starter_shapes",
        "methods": [{"config": "coop", "init_from": "experiment:nope"}]}], "names no earlier experiment"),
     ([{"name": "a", "protocol": "few_shot", "dataset": "starter_shapes", "methods": ["coop"]},

@@ -149,6 +149,14 @@ class TipAdapter(PromptMethod):
 
     @torch.no_grad()
     def fit_without_gradients(self, datamodule) -> bool:
+        self.build_cache(datamodule)
+        if self.config.search:
+            self.search_on(*self.validation_features(datamodule), datamodule.data.dataset)
+        return True
+
+    @torch.no_grad()
+    def build_cache(self, datamodule) -> None:
+        """Keys (the mean of the augmented passes, normalised), one-hot values and the dataset's initial alpha."""
         cfg = self.config
         dataset = getattr(datamodule.data, "dataset", None)
         if cfg.search and not datamodule.data.val:
@@ -163,20 +171,25 @@ class TipAdapter(PromptMethod):
         self.keys = F.normalize(torch.stack(passes).mean(dim=0), dim=-1).to(device)
         self.values = F.one_hot(torch.from_numpy(labels).long(), len(self.trained_classnames)).float().to(device)
         self.alpha.fill_(cfg.alpha_for(dataset))
-        if cfg.search:
-            x_val, y_val = extract_features(self, datamodule.val_dataloader())
-            beta, alpha = self.search(torch.from_numpy(x_val).to(device), torch.from_numpy(y_val).to(device),
-                                      cfg.scale_for(dataset))
-            self.beta.fill_(beta)
-            self.alpha.fill_(alpha)
-        return True
+
+    @torch.no_grad()
+    def validation_features(self, datamodule) -> tuple[torch.Tensor, torch.Tensor]:
+        x_val, y_val = extract_features(self, datamodule.val_dataloader())
+        return torch.from_numpy(x_val).to(self.keys.device), torch.from_numpy(y_val).to(self.keys.device)
+
+    @torch.no_grad()
+    def search_on(self, features: torch.Tensor, labels: torch.Tensor, dataset: str | None) -> None:
+        """Keep the (beta, alpha) that ``search`` chooses on these validation features."""
+        beta, alpha = self.search(features, labels, self.config.scale_for(dataset))
+        self.beta.fill_(beta)
+        self.alpha.fill_(alpha)
 
     @_in_fp32
     def search(self, features: torch.Tensor, labels: torch.Tensor, scale: list[float]) -> tuple[float, float]:
         """The (beta, alpha) of the best validation accuracy over the reference's grid; the first best wins."""
         features = F.normalize(features.float(), dim=-1)
         clip_logits = self.clip_logits(features)
-        affinity = features @ self.keys.T
+        affinity = self.affinity(features)
         best, chosen = -1.0, (float(self.beta), float(self.alpha))
         for beta in search_grid(scale[0], self.config.search_steps[0]):
             cache = self.cache_logits(affinity, beta)
@@ -204,7 +217,11 @@ class TipAdapter(PromptMethod):
         """Zero-shot plus cache logits of image features, in float32 whatever autocast a caller runs under: beta
         (up to 50) multiplies the affinity inside an exponential, where bf16 rounding would show."""
         features = F.normalize(features, dim=-1)
-        return self.clip_logits(features) + self.alpha * self.cache_logits(features @ self.keys.T, self.beta)
+        return self.clip_logits(features) + self.alpha * self.cache_logits(self.affinity(features), self.beta)
+
+    def affinity(self, features: torch.Tensor) -> torch.Tensor:
+        """Cosine similarity of normalised features to the cache's keys ``[B, N]``."""
+        return features @ self.keys.T
 
     def checkpoint_extra(self) -> dict:
         return {"trained_classnames": self.trained_classnames}

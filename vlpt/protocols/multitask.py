@@ -26,8 +26,9 @@ class Multitask(ClassificationProtocol):
         from vlpt.methods.base import PromptMethod
 
         if resolved.cls.fit_without_gradients is not PromptMethod.fit_without_gradients:
-            raise ConfigError(f"{where}: method {resolved.cls.name} is fitted in closed form and cannot "
-                              f"be trained on several tasks (protocol multitask)")
+            raise ConfigError(f"{where}: method {resolved.cls.name} is fitted (or prepared) from one task's "
+                              f"training images outside gradient training and cannot be trained on several tasks "
+                              f"(protocol multitask)")
         super().check_method(resolved, experiment, where, method_config)
 
     def settings(self, experiment) -> dict:
