@@ -17,7 +17,7 @@ default), and its per-dataset initial alpha (``dataset_init_alpha``; 1.17 otherw
 The reference searches on each dataset's whole validation split (ImageNet: on the test set); vlpt searches on the
 protocol's validation images (min(K, 4) per class in few-shot runs), never on the test set. The cache holds labels of the
 training classes only, so the method scores those classes (subsets of them), never unseen ones. Tip-Adapter-F,
-which fine-tunes the keys, is not part of this module.
+which fine-tunes the keys, builds on this class (``vlpt.methods.tip_adapter_f``).
 """
 from __future__ import annotations
 
