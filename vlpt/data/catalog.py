@@ -15,7 +15,7 @@ from pathlib import Path
 
 from vlpt.config import build_dataclass, load_yaml
 from vlpt.data.consistency import check_splits
-from vlpt.data.corruptions import split_corrupted_name
+from vlpt.data.corruptions import catalog_name, split_corrupted_name
 from vlpt.data.samples import DatasetSplits, Sample
 from vlpt.errors import ConfigError
 from vlpt.paths import CONFIG_DIR, default_data_root
@@ -100,8 +100,7 @@ def catalog() -> dict[str, CatalogEntry]:
 def dataset_family(name: str) -> str:
     """The catalog ``family`` of a dataset name (``@domain`` and ``~corruption`` suffixes allowed); empty for
     a dataset without one or without a catalog file."""
-    base = split_corrupted_name(name)[0].partition("@")[0]
-    entry = catalog().get(base)
+    entry = catalog().get(catalog_name(name))
     return entry.family if entry is not None else ""
 
 

@@ -308,6 +308,11 @@ def parse_corruption(spec: str) -> tuple[str, int]:
     return name, severity
 
 
+def catalog_name(name: str | None) -> str | None:
+    """The catalog dataset a name refers to: ``"pacs@sketch~contrast:5"`` -> ``"pacs"`` (None stays None)."""
+    return split_corrupted_name(name)[0].partition("@")[0] if name else None
+
+
 def split_corrupted_name(name: str) -> tuple[str, str | None]:
     """``"pacs@sketch~contrast:5"`` -> ``("pacs@sketch", "contrast:5")``; ``"cifar10"`` -> ``("cifar10", None)``."""
     base, tilde, spec = name.partition("~")

@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from vlpt.data.corruptions import split_corrupted_name
+from vlpt.data.corruptions import catalog_name
 from vlpt.errors import ConfigError
 from vlpt.methods.base import MethodConfig, PromptMethod, cosine_logits, epochs_at
 from vlpt.prompts.context import TextContext
@@ -49,8 +49,7 @@ class CoOpConfig(MethodConfig):
                                   f"shots -> epochs), got {epochs}")
 
     def epochs_for(self, shots: int, dataset: str | None = None) -> int:
-        base = split_corrupted_name(dataset)[0].partition("@")[0] if dataset else None
-        return epochs_at(self.dataset_epochs.get(base, self.epochs), shots)
+        return epochs_at(self.dataset_epochs.get(catalog_name(dataset), self.epochs), shots)
 
 
 def class_specific(config: CoOpConfig) -> bool:

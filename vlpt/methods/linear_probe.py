@@ -43,6 +43,16 @@ class LinearProbeConfig(MethodConfig):
             raise ConfigError(f"c_grid must hold positive values, got {self.c_grid}")
 
 
+def training_class_rows(trained: list[str], classnames, refusal: str) -> torch.Tensor:
+    """The rows of ``classnames`` among the ``trained`` classes, for a method that scores those only; a class it
+    never saw raises ConfigError starting with ``refusal``."""
+    unknown = [c for c in classnames if c not in trained]
+    if unknown:
+        raise ConfigError(f"{refusal} {unknown[:5]}{' ...' if len(unknown) > 5 else ''}; it cannot run "
+                          f"base-to-novel or cross-dataset transfer")
+    return torch.tensor([trained.index(c) for c in classnames])
+
+
 @torch.no_grad()
 def extract_features(method: PromptMethod, loader) -> tuple[np.ndarray, np.ndarray]:
     """Image features and labels of every batch of ``loader`` (images or stored features), as numpy arrays."""
@@ -73,13 +83,9 @@ class LinearProbe(PromptMethod):
         self.register_buffer("rows", torch.arange(len(classnames)), persistent=False)
 
     def update_classnames(self, classnames, templates):
-        unknown = [c for c in classnames if c not in self.trained_classnames]
-        if unknown:
-            raise ConfigError(
-                f"linear_probe has no classifier for classes it was not trained on: {unknown[:5]}"
-                f"{' ...' if len(unknown) > 5 else ''}; it cannot run base-to-novel or cross-dataset transfer"
-            )
-        self.rows = torch.tensor([self.trained_classnames.index(c) for c in classnames], device=self.weight.device)
+        self.rows = training_class_rows(self.trained_classnames, classnames,
+                                        "linear_probe has no classifier for classes it was not trained on:").to(
+            self.weight.device)
 
     def _fit(self, c: float, x: np.ndarray, y: np.ndarray) -> LogisticRegression:
         with warnings.catch_warnings():  # the sweep's weakest regularization (C = 1e6) rarely converges

@@ -28,10 +28,10 @@ import torch
 import torch.nn.functional as F
 from torchvision import transforms as T
 
-from vlpt.data.corruptions import split_corrupted_name
+from vlpt.data.corruptions import catalog_name
 from vlpt.errors import CheckpointError, ConfigError
 from vlpt.methods.base import MethodConfig, PromptMethod
-from vlpt.methods.linear_probe import extract_features
+from vlpt.methods.linear_probe import extract_features, training_class_rows
 from vlpt.methods.zeroshot import zero_shot_weights
 from vlpt.registry import register_method
 
@@ -87,15 +87,11 @@ class TipAdapterConfig(MethodConfig):
 
     def scale_for(self, dataset: str | None) -> list[float]:
         """The search ranges of ``dataset`` (its corrupted copies and domains follow it)."""
-        return self.dataset_search.get(_base_name(dataset), self.search_scale)
+        return self.dataset_search.get(catalog_name(dataset), self.search_scale)
 
     def alpha_for(self, dataset: str | None) -> float:
         """The initial alpha of ``dataset``."""
-        return self.dataset_init_alpha.get(_base_name(dataset), self.init_alpha)
-
-
-def _base_name(dataset: str | None) -> str | None:
-    return split_corrupted_name(dataset)[0].partition("@")[0] if dataset else None
+        return self.dataset_init_alpha.get(catalog_name(dataset), self.init_alpha)
 
 
 def search_grid(scale: float, steps: int) -> list[float]:
@@ -125,12 +121,8 @@ class TipAdapter(PromptMethod):
         self._set_classifier(classnames, templates)
 
     def update_classnames(self, classnames, templates):
-        unknown = [c for c in classnames if c not in self.trained_classnames]
-        if unknown:
-            raise ConfigError(f"tip_adapter's cache holds no images of classes {unknown[:5]}"
-                              f"{' ...' if len(unknown) > 5 else ''}; it cannot run base-to-novel or cross-dataset "
-                              f"transfer")
-        self.rows = torch.tensor([self.trained_classnames.index(c) for c in classnames], device=self.keys.device)
+        self.rows = training_class_rows(self.trained_classnames, classnames,
+                                        "tip_adapter's cache holds no images of classes").to(self.keys.device)
         self._set_classifier(classnames, templates)
 
     def _set_classifier(self, classnames, templates):
@@ -235,10 +227,14 @@ class TipAdapter(PromptMethod):
         self.trained_classnames = trained
         self.rows = torch.tensor([trained.index(c) for c in self.classnames], device=self.keys.device)
 
+    #: tensors with one row per cached training image: a checkpoint's sizes them
+    cache_sized: tuple[str, ...] = ("keys", "values")
+
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        """A checkpoint's cache has its own size (training images x classes): the buffers take it first."""
-        for name in ("keys", "values"):
-            value = state_dict.get(name)
-            if value is not None and value.dim() == 2 and value.shape[1] == getattr(self, name).shape[1]:
-                setattr(self, name, torch.empty_like(value, device=self.keys.device))
+        """A checkpoint's cache has its own size (training images x classes): those tensors take it first."""
+        for name in self.cache_sized:
+            value, current = state_dict.get(name), getattr(self, name)
+            if value is not None and value.dim() == 2 and value.shape[1] == current.shape[1]:
+                resized = torch.empty_like(value, device=self.keys.device)
+                setattr(self, name, torch.nn.Parameter(resized) if isinstance(current, torch.nn.Parameter) else resized)
         return super().load_state_dict(state_dict, strict, assign)

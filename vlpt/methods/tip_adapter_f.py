@@ -21,7 +21,8 @@ from typing import Literal
 import torch
 from torch import nn
 
-from vlpt.methods.tip_adapter import TipAdapter, TipAdapterConfig, _base_name
+from vlpt.data.corruptions import catalog_name
+from vlpt.methods.tip_adapter import TipAdapter, TipAdapterConfig
 from vlpt.registry import register_method
 
 
@@ -46,7 +47,7 @@ class TipAdapterFConfig(TipAdapterConfig):
             raise ValueError(f"adam_eps must be positive, got {self.adam_eps}")
 
     def epochs_for(self, shots: int, dataset: str | None = None) -> int:
-        return self.dataset_epochs.get(_base_name(dataset), super().epochs_for(shots, dataset))
+        return self.dataset_epochs.get(catalog_name(dataset), super().epochs_for(shots, dataset))
 
 
 @register_method("tip_adapter_f")
@@ -54,6 +55,7 @@ class TipAdapterF(TipAdapter):
     """Tip-Adapter with learned cache keys."""
 
     Config = TipAdapterFConfig
+    cache_sized = TipAdapter.cache_sized + ("learned_keys",)
 
     def build(self, classnames, templates):
         super().build(classnames, templates)
@@ -85,8 +87,3 @@ class TipAdapterF(TipAdapter):
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / total)))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
-    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        value = state_dict.get("learned_keys")
-        if value is not None and value.dim() == 2:
-            self.learned_keys = nn.Parameter(torch.empty_like(value, device=self.keys.device))
-        return super().load_state_dict(state_dict, strict, assign)
