@@ -75,6 +75,7 @@ def test_bench_writes_one_record_per_run_resumes_and_builds_the_leaderboard(tmp_
     assert record["metrics"]["test"]["n"] == 960
     assert record["config"]["method"]["params"]["epochs"] == 1
     assert set(record["timings"]) == {"train_s", "eval_s", "wall_s"} and record["peak_memory_mb"] > 0
+    assert record["config"]["selection"] == "fixed"  # zero-shot and CoOp search nothing
     assert {"torch", "open_clip", "lightning"} <= set(record["library_versions"])
     board = paths[0].read_text()
     assert "starter_shapes" in board and "coop" in board and "zeroshot" in board

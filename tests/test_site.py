@@ -116,7 +116,7 @@ def test_one_table_per_protocol_in_leaderboard_order():
     ]
     few = Tables(html).tables["table-few_shot"]
     assert few["header"] == ["Backbone", "Dataset", "Shots", "Method", "Accuracy (mean ± std)", "Paper", "Seeds",
-                             "Provenance"]
+                             "Train ms / img", "Test ms / img", "Peak MiB", "Selection", "Provenance"]
     assert Tables(html).tables["table-segmentation"]["header"][:6] == [
         "Model", "Dataset", "Train images", "Method", "Dice", "IoU"
     ]

@@ -3,7 +3,6 @@ its resolved spec (``vlpt.eval.spec``) plus what happened (epochs, trainer, dete
 from __future__ import annotations
 
 import dataclasses
-import resource
 import time
 
 import lightning as L
@@ -12,19 +11,12 @@ import torch
 from vlpt.data.datamodule import CachedFeatureDataModule
 from vlpt.eval.determinism import determinism
 from vlpt.eval.initializations import method_config
+from vlpt.eval.memory import peak_memory_mb, reset_peak_memory
 from vlpt.eval.training import fit, is_global_zero
 from vlpt.meta.gram import attach_regulator, load_regulator
 from vlpt.paths import PROJECT_ROOT
 from vlpt.protocols import get_protocol
 from vlpt.results import RunRecord
-
-
-def peak_memory_mb(device: torch.device) -> float:
-    """Peak resident memory of this process (and of the GPU when one is used), in MiB."""
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    if device.type == "cuda":
-        return round(rss + torch.cuda.max_memory_allocated(device) / 2**20, 1)
-    return round(rss, 1)
 
 
 def execute(harness, run) -> RunRecord | None:
@@ -34,6 +26,7 @@ def execute(harness, run) -> RunRecord | None:
     if not resolved.cls.trains and not is_global_zero():
         return None  # nothing to train: the first DDP process evaluates it alone
     started = time.perf_counter()
+    reset_peak_memory(harness.device)
     protocol = get_protocol(identity.protocol)
     harness.backbone  # built (consuming random draws) before the run's seed is set
     model = protocol.model(harness, experiment)
@@ -68,6 +61,7 @@ def execute(harness, run) -> RunRecord | None:
     resolved_config = {
         "suite": harness.suite.name,
         "method": sections["method"],
+        "selection": resolved.cls.hyperparameter_selection(config),
         "init_from_run": run.init_source.run_id if run.init_source else None,
         "epochs": epochs,
         "backbone": sections["backbone"],

@@ -153,6 +153,13 @@ class PromptMethod(L.LightningModule, abc.ABC):
         subset of its training classes, or only those. The suite checks this against the protocol."""
         return "any"
 
+    @classmethod
+    def hyperparameter_selection(cls, config: MethodConfig) -> Literal["fixed", "validation"]:
+        """How a run's hyperparameters are chosen: fixed (the reference's settings, at most per dataset, never
+        looking at the run's images) or validation (searched on the run's validation images). Records keep it
+        (``config.selection``) and the leaderboard shows it."""
+        return "fixed"
+
     def fit_without_gradients(self, datamodule) -> bool:
         """Hook for methods fitted in closed form; return True when fitting is done."""
         return not self.trains

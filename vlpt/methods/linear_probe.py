@@ -75,6 +75,10 @@ class LinearProbe(PromptMethod):
     def unseen_classes(cls, config):
         return "subset"  # a classifier row per training class: masks, never novel classes
 
+    @classmethod
+    def hyperparameter_selection(cls, config):
+        return "validation"  # C
+
     def build(self, classnames, templates):
         dim = self.backbone.embed_dim
         self.register_buffer("weight", torch.zeros(len(classnames), dim))

@@ -110,6 +110,10 @@ class TipAdapter(PromptMethod):
     def unseen_classes(cls, config):
         return "subset"  # cache values exist for the training classes only
 
+    @classmethod
+    def hyperparameter_selection(cls, config):
+        return "validation" if config.search else "fixed"  # beta and alpha
+
     def build(self, classnames, templates):
         dim, n = self.backbone.embed_dim, len(classnames)
         self.trained_classnames = list(classnames)

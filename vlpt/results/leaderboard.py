@@ -13,7 +13,8 @@ import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from vlpt.results.paper import format_value, paper_results
+from vlpt.results.cost import COST_NOTE, format_cost, run_cost, run_selection, selection_text
+from vlpt.results.paper import format_value, paper_results, paper_selection
 from vlpt.results.protocols import known_protocol, protocol_names
 from vlpt.results.record import ACCURACY, RunRecord
 
@@ -22,7 +23,10 @@ CSV_NAME = "leaderboard.csv"
 CSV_COLUMNS = [
     "protocol", "backbone", "dataset", "method", "variant", "shots", "targets",
     "eval_set", "metric", "mean", "std", "n_seeds", "ci95", "paper", "settings",
+    "train_ms_per_image", "test_ms_per_image", "peak_memory_mb", "selection", "paper_selection",
 ]
+#: the cost and selection columns of the Markdown and HTML tables (vlpt.results.cost)
+COST_HEADERS = ["Train ms / img", "Test ms / img", "Peak MiB", "Selection"]
 MISSING = "–"
 #: the dataset of a row averaged over datasets (``dataset_averages``)
 AVERAGE = "average"
@@ -279,14 +283,15 @@ def _protocol_section(protocol: str, groups: list[Group]) -> list[str]:
         notes.append("Views: the augmentation of each test image's views (crop_flip: random resized crops with "
                      "flips; augmix: TPT's AugMix over those crops), per evaluation set where they differ.")
     header = [model, "Dataset", "Method", "Variant", shots, *(_text(c.header) for c in columns),
-              *(["Views"] if views else []), "Seeds"]
+              *(["Views"] if views else []), "Seeds", *COST_HEADERS]
     rows = [
         [_text(g.backbone), _text(g.dataset), _text(g.method), _text(g.variant), str(g.shots)]
         + [column.cell(g) for column in columns]
         + ([_text(views[i]) or MISSING] if views else [])
-        + [str(g.seeds)]
+        + [str(g.seeds)] + cost_cells(g)
         for i, g in enumerate(groups)
     ]
+    notes.append(COST_NOTE)
     lines += _table(header, rows)
     flagged = [g for g in groups if g.settings]
     if flagged:
@@ -295,6 +300,13 @@ def _protocol_section(protocol: str, groups: list[Group]) -> list[str]:
     if notes:
         lines += [""] + notes
     return lines + [""]
+
+
+def cost_cells(group: Group) -> list[str]:
+    """The row's cost (ms per training and test image, peak MiB) and selection cells."""
+    cost = run_cost(group.records)
+    return [format_cost(cost.train_ms_per_image, 2), format_cost(cost.test_ms_per_image, 2),
+            format_cost(cost.peak_memory_mb, 0), _text(selection_text(group.method, group.records))]
 
 
 def render_markdown(groups: list[Group], n_records: int, source: str) -> str:
@@ -325,12 +337,18 @@ def render_csv(groups: list[Group]) -> str:
     """Long format: one row per group, evaluation set and metric (HM and Avg rows have no std). ``ci95`` is
     the half-width of the 95% confidence interval over seeds (empty for one seed), ``paper`` the published
     figure for the row (see :mod:`vlpt.results.paper`), if any, ``settings`` the non-default settings its
-    records ran with (``Group.settings``; empty for the defaults)."""
+    records ran with (``Group.settings``; empty for the defaults), then the row's cost and selection
+    (:mod:`vlpt.results.cost`; empty where unknown)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
     for g in groups:
         paper = paper_results(g)
+        cost, selection = run_cost(g.records), paper_selection(g.method)
+        costs = [format_cost(cost.train_ms_per_image, 4).replace(MISSING, ""),
+                 format_cost(cost.test_ms_per_image, 4).replace(MISSING, ""),
+                 format_cost(cost.peak_memory_mb, 1).replace(MISSING, ""),
+                 run_selection(g.records).replace(MISSING, ""), selection.rule if selection else ""]
         for eval_set, metric in g.ordered_keys():
             stat = g.stats[(eval_set, metric)]
             half_width = ci95(stat)
@@ -339,7 +357,7 @@ def render_csv(groups: list[Group]) -> str:
                 g.protocol, g.backbone, g.dataset, g.method, g.variant, g.shots, ";".join(g.targets),
                 eval_set, metric, f"{stat.mean:.6f}", "" if stat.std is None else f"{stat.std:.6f}", stat.n,
                 "" if half_width is None else f"{half_width:.6f}", "" if published is None else format_value(published),
-                g.settings,
+                g.settings, *costs,
             ])
     return buffer.getvalue()
 

@@ -74,10 +74,10 @@ def parse_published(data: object, file: str) -> dict[str, tuple[PublishedResult,
     """Method -> its figures, from the parsed ``published.yaml`` (``file`` names it in errors)."""
     if not isinstance(data, dict) or not isinstance(data.get("methods"), dict):
         raise ConfigError(f"{file}: expected a mapping with a 'methods' mapping (method -> list of figures)")
-    unknown = set(data) - {"methods", "papers", "dataset_sets"}
+    unknown = set(data) - {"methods", "papers", "dataset_sets", "selection"}
     if unknown:
         raise ConfigError(f"{file}: unknown top-level key(s) {', '.join(sorted(map(str, unknown)))} "
-                          "(keys: methods, papers, dataset_sets)")
+                          "(keys: methods, selection, papers, dataset_sets)")
     published = {}
     for method, entries in data["methods"].items():
         if not isinstance(entries, list):
@@ -101,11 +101,60 @@ def parse_published(data: object, file: str) -> dict[str, tuple[PublishedResult,
     return published
 
 
+#: how a paper may have chosen the hyperparameters behind its figures
+PAPER_RULES = ("fixed", "validation", "test")
+
+
+@dataclass(frozen=True)
+class PaperSelection:
+    """How a method's paper chose its hyperparameters: ``rule`` (fixed for all datasets, at most per dataset
+    without looking at data; validation: searched on a validation split; test: searched on the test set), a
+    ``note`` on the details, and ``unverified`` where recalled rather than read from the paper or its code."""
+
+    rule: str
+    note: str = ""
+    unverified: bool = False
+
+
+def parse_selection(data: object, file: str) -> dict[str, PaperSelection]:
+    """Method -> its paper's selection rule, from the parsed ``published.yaml``'s ``selection`` mapping."""
+    entries = data.get("selection", {}) if isinstance(data, dict) else {}
+    if not isinstance(entries, dict):
+        raise ConfigError(f"{file}: selection: expected a mapping (method -> {{rule, note, unverified}})")
+    found = {}
+    for method, entry in entries.items():
+        where = f"{file}: selection of {method}"
+        if not isinstance(entry, dict) or set(entry) - {"rule", "note", "unverified"}:
+            raise ConfigError(f"{where}: expected a mapping with keys rule, note, unverified; got {entry!r}")
+        if entry.get("rule") not in PAPER_RULES:
+            raise ConfigError(f"{where}: rule must be one of {', '.join(PAPER_RULES)}, got {entry.get('rule')!r}")
+        if not isinstance(entry.get("note", ""), str) or not isinstance(entry.get("unverified", False), bool):
+            raise ConfigError(f"{where}: note must be text and unverified true or false, got {entry!r}")
+        found[str(method)] = PaperSelection(**entry)
+    return found
+
+
+@lru_cache(maxsize=None)
+def _published_data() -> tuple[dict, str]:
+    text = resources.files("vlpt.results").joinpath(PUBLISHED_FILE).read_text(encoding="utf-8")
+    return yaml.safe_load(text), f"vlpt/results/{PUBLISHED_FILE}"
+
+
+@lru_cache(maxsize=None)
+def paper_selections() -> dict[str, PaperSelection]:
+    """Every method's paper selection rule, from the shipped ``published.yaml``."""
+    return parse_selection(*_published_data())
+
+
+def paper_selection(method: str) -> PaperSelection | None:
+    """How ``method``'s paper chose its hyperparameters (None where the file does not say)."""
+    return paper_selections().get(method)
+
+
 @lru_cache(maxsize=None)
 def published_figures() -> dict[str, tuple[PublishedResult, ...]]:
     """Every method's published figures, read once from the shipped ``published.yaml``."""
-    text = resources.files("vlpt.results").joinpath(PUBLISHED_FILE).read_text(encoding="utf-8")
-    return parse_published(yaml.safe_load(text), f"vlpt/results/{PUBLISHED_FILE}")
+    return parse_published(*_published_data())
 
 
 def method_published(method: str) -> tuple[PublishedResult, ...]:
@@ -148,5 +197,5 @@ def format_value(result: PublishedResult) -> str:
     return f"{result.value:.2f}"
 
 
-__all__ = ["PublishedResult", "Row", "format_value", "method_published", "model_name", "paper_results",
+__all__ = ["PAPER_RULES", "PaperSelection", "PublishedResult", "paper_selection", "paper_selections", "parse_selection", "Row", "format_value", "method_published", "model_name", "paper_results",
            "parse_published", "published_figures"]

@@ -12,9 +12,11 @@ from pathlib import Path
 
 from vlpt.results import plots
 from vlpt.results.leaderboard import (
-    AVERAGE, MISSING, Column, Group, ci95, dataset_averages, protocol_table, protocol_title, table_headers,
+    AVERAGE, COST_HEADERS, MISSING, Column, Group, ci95, dataset_averages, protocol_table, protocol_title,
+    table_headers,
 )
-from vlpt.results.paper import PublishedResult, format_value, method_published, model_name, paper_results
+from vlpt.results.cost import COST_NOTE, format_cost, run_cost, selection_text
+from vlpt.results.paper import PublishedResult, paper_selection, format_value, method_published, model_name, paper_results
 from vlpt.results.protocols import known_protocol
 from vlpt.results.provenance import Provenance, provenance
 from vlpt.results.record import ADAPT_MS, DICE
@@ -156,11 +158,29 @@ def _row(group: Group, columns: list[Column], page: _Page) -> str:
         *(_value_cell(c, group) for c in columns),
         _paper_cell(columns, group, page),
         f'<td class="num" data-sort="{group.seeds}">{group.seeds}</td>',
+        *_cost_cells(group),
         _provenance_cell(provenance(group.records)),
     ]
     attributes = (f'data-backbone="{escape(group.backbone)}" data-dataset="{escape(dataset)}" '
                   f'data-shots="{group.shots}" data-method="{escape(group.method)}" data-text="{escape(searchable)}"')
     return f"<tr {attributes}>" + "".join(cells) + "</tr>"
+
+
+_NUM = ' class="num"'
+
+
+def _cost_cells(group: Group) -> list[str]:
+    """Train and test ms per image, peak MiB and the selection rule (the paper's note on hover)."""
+    cost = run_cost(group.records)
+    cells = []
+    for value, digits in ((cost.train_ms_per_image, 2), (cost.test_ms_per_image, 2), (cost.peak_memory_mb, 0)):
+        sort = "" if value is None else f"{value:.6f}"
+        cells.append(f'<td class="num{" missing" if value is None else ""}" data-sort="{sort}">'
+                     f"{format_cost(value, digits)}</td>")
+    paper = paper_selection(group.method)
+    title = f' title="{escape(paper.note)}"' if paper and paper.note else ""
+    text = selection_text(group.method, group.records)
+    return cells + [f'<td class="selection"{title} data-sort="{escape(text)}">{escape(text)}</td>']
 
 
 def _select(name: str, title: str, values: list[str]) -> str:
@@ -178,6 +198,7 @@ def _table(protocol: str, groups: list[Group], averages: list[Group], page: _Pag
     header += ['<th aria-sort="none" title="the figure the method\'s paper published for this backbone, '
                'protocol, dataset, shots and evaluation set">Paper</th>',
                '<th aria-sort="none" class="num">Seeds</th>',
+               *(f'<th aria-sort="none"{_NUM if h != "Selection" else ""}>{h}</th>' for h in COST_HEADERS),
                '<th class="nosort" title="git commit, config hash (resolved config without the seed), '
                'library versions and run ids of the row\'s records">Provenance</th>']
     rows = groups + averages
@@ -191,6 +212,7 @@ def _table(protocol: str, groups: list[Group], averages: list[Group], page: _Pag
         "Cells: mean ± sample standard deviation over seeds, below it the 95% confidence interval of the mean "
         "(Student t; – for one seed). Click a column header to sort, again to reverse.",
         *notes,
+        COST_NOTE,
     ]
     if averages:
         notes.append(f"Rows marked “average of N datasets” ({AVERAGE}) hold, per column, the mean over the "

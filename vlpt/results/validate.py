@@ -23,6 +23,8 @@ from vlpt.results.record import ACCURACY, ADAPT_MS, DICE, IOU, SCHEMA_VERSION, R
 
 SCHEMA_PATH = Path(__file__).with_name("record.schema.json")
 SAMPLE_COUNT = "n"
+#: how a run chose its hyperparameters (``config.selection``; PromptMethod.hyperparameter_selection)
+SELECTIONS = ("fixed", "validation")
 FIELDS = ("schema_version", "run_id", "identity", "config", "metrics", "timings", "peak_memory_mb",
           "library_versions", "git_commit", "git_dirty")
 IDENTITY_FIELDS = ("method", "variant", "backbone", "dataset", "protocol", "shots", "seed", "targets")
@@ -179,6 +181,8 @@ class _Checker:
                 self.backbone(d["config"]["backbone"])
             if "test_time" in d["config"]:
                 self.test_time(d["config"]["test_time"])
+            if "selection" in d["config"] and d["config"]["selection"] not in SELECTIONS:
+                self.wrong("config.selection", d["config"]["selection"], " or ".join(f'"{s}"' for s in SELECTIONS))
         if "metrics" in present:
             self.metrics(d["metrics"], identity)
         if "timings" in present:
