@@ -24,9 +24,11 @@ from vlpt.results import RecordStore
 #: 24 shape classes x 2 shots = 48 training images: 6 batches of 8 per epoch, cropped and flipped at random
 FEW_SHOT = {"protocol": "few_shot", "dataset": "starter_shapes", "shots": [2], "seeds": [1], "eval_limit": 48,
             "params": {"epochs": 3, "batch_size": 8, "lr": 0.01}}
-#: coop_m4 trains on stored features (a new stored random crop of every image each epoch), vpt on images
+#: coop_m4 trains on stored features (a new stored random crop of every image each epoch), vpt on images;
+#: promptsrc's Gaussian aggregation of its epochs' prompts is state a checkpoint must keep
 EXPERIMENTS = [
-    {**FEW_SHOT, "methods": ["coop_m4", "vpt"]},
+    {**FEW_SHOT, "methods": ["coop_m4", "vpt",
+                             {"config": "promptsrc", "params": {"prompt_depth": 3, "gpa_mean": 2, "gpa_std": 1}}]},
     {"protocol": "multitask", "datasets": ["starter_shapes", "starter_digits"], "shots": [1], "seeds": [1],
      "params": {"epochs": 3, "batch_size": 8, "lr": 0.01}, "methods": ["coop_m4"]},
 ]
@@ -104,7 +106,7 @@ def test_interrupted_runs_resume_to_the_uninterrupted_result(tmp_path, data_root
         assert own.keys() == prompt(reference_harness, expected[run.identity.run_id]).keys()
         assert checkpoint.stat().st_size < 200_000  # kilobytes; the backbone alone is 30 MB in fp32
         middle[run.identity.run_id] = own
-    assert len(middle) == 3 and not list((tmp_path / "out" / "records").glob("*.json"))
+    assert len(middle) == 4 and not list((tmp_path / "out" / "records").glob("*.json"))
 
     resumed = Harness(load_suite(path), progress=False)
     pending = resumed.pending()

@@ -203,6 +203,15 @@ class PromptMethod(L.LightningModule, abc.ABC):
         if step is not None:
             step.apply_transforms()
 
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        if batch_idx == self.trainer.num_training_batches - 1:
+            self.epoch_finished(self.current_epoch, self.max_epochs)
+
+    def epoch_finished(self, epoch: int, epochs: int) -> None:
+        """Hook: training epoch ``epoch`` (0-based) of ``epochs`` ended with its last batch's optimizer step,
+        before Lightning's epoch-end hooks (a mid-training checkpoint is written in one); PromptSRC aggregates
+        its prompts here. The multitask module calls it too. Default: nothing."""
+
     @torch.no_grad()
     def predict(self, images: torch.Tensor) -> torch.Tensor:
         """Predicted labels for a batch of images (or of their stored features)."""

@@ -138,6 +138,10 @@ class MultitaskPromptModule(L.LightningModule):
         if step is not None:
             step.apply_transforms()
 
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        if batch_idx == self.trainer.num_training_batches - 1:
+            self.method.epoch_finished(self.current_epoch, self.method.max_epochs)
+
     def configure_optimizers(self):
         epochs = self.max_epochs
         if epochs is None:
