@@ -57,3 +57,21 @@ def test_runs_are_claimed_only_when_each_trains_in_one_process(devices, one_proc
     from vlpt.eval.suite import TrainerSpec
 
     assert trains_in_one_process(TrainerSpec(devices=devices)) is one_process
+
+
+def test_the_schedule_is_dassls_constant_warm_up_then_a_cosine_counted_from_its_end(tiny_backbone):
+    """Dassl's ConstantWarmupScheduler around CosineAnnealingLR(T = epochs), run here beside vlpt on its own code,
+    gave these learning-rate factors per epoch for 5 epochs at lr 1 with one warm-up epoch at 1e-5: the first
+    epoch after the warm-up runs at the full rate, the cosine's count starting there."""
+    from vlpt.methods.coop import CoOp
+
+    method = CoOp(tiny_backbone, ["a", "b"], ["a photo of a {}."], CoOp.Config(n_ctx=2, lr=1.0, warmup_lr=1e-5))
+    method.max_epochs = 5
+    setup = method.configure_optimizers()
+    optimizer, scheduler = setup["optimizer"], setup["lr_scheduler"]["scheduler"]
+    rates = []
+    for _ in range(5):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert rates == pytest.approx([1e-5, 1.0, 0.9045, 0.6545, 0.3455], abs=1e-4)

@@ -241,12 +241,14 @@ class PromptMethod(L.LightningModule, abc.ABC):
         total, warmup = self.max_epochs, cfg.warmup_epochs
 
         def factor(epoch: int) -> float:
-            # Dassl/CoOp: a constant warm-up lr, then a cosine over all epochs (stepped per epoch)
+            # Dassl (CoOp's trainer library; its ConstantWarmupScheduler with WARMUP_RECOUNT): a constant warm-up
+            # lr for ``warmup`` epochs, then a cosine of period ``total`` epochs whose count starts after the
+            # warm-up, stepped per epoch: the first epoch after the warm-up runs at the full lr
             if epoch < warmup:
                 return cfg.warmup_lr / cfg.lr
             if cfg.scheduler == "constant":
                 return 1.0
-            return 0.5 * (1.0 + math.cos(math.pi * epoch / max(1, total)))
+            return 0.5 * (1.0 + math.cos(math.pi * (epoch - warmup) / max(1, total)))
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
