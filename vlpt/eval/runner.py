@@ -38,7 +38,7 @@ def execute(harness, run) -> RunRecord | None:
     method, datamodule = prepared.method, prepared.datamodule
     if config.regulator_from:  # GRAM: its regulator shapes the run's training gradients
         attach_regulator(method, load_regulator(config.regulator_from))
-    epochs = config.epochs_for(identity.shots, identity.dataset) if resolved.cls.trains else 0
+    epochs = config.run_epochs(identity.shots, identity.dataset, prepared.n_train) if resolved.cls.trains else 0
     method.to(harness.device)
     world_size, resumed_at = fit(harness, run, spec, prepared, epochs)
     if resolved.cls.trains and is_global_zero():

@@ -79,6 +79,9 @@ def fit(harness, run, spec, prepared, epochs: int) -> tuple[int, int | None]:
     every = harness.suite.trainer.checkpoint_every_n_epochs
     checkpoint = RunCheckpoint(harness.resume_path(run.identity), every, loader_generators(loader)) if every else None
     trainer = harness.trainer(epochs, [checkpoint] if checkpoint else [])
+    steps = method.config.training_steps(run.identity.shots)
+    if steps is not None:  # a run counted in iterations stops within its last epoch
+        trainer.fit_loop.epoch_loop.max_steps = steps
     resumed_at = None
     if checkpoint is not None:
         checkpoint.fingerprint = {**fingerprint(harness, run, spec, module, datamodule, epochs, trainer.world_size),

@@ -77,6 +77,19 @@ class MethodConfig:
         per-dataset epochs reads)."""
         return epochs_at(self.epochs, shots)
 
+    def training_steps(self, shots: int) -> int | None:
+        """Optimizer steps a run at ``shots`` images per class stops after, within its last epoch (CLIP-LoRA
+        counts iterations, not epochs); None: whole epochs."""
+        return None
+
+    def run_epochs(self, shots: int, dataset: str | None, n_train: int) -> int:
+        """Epochs of a run on ``n_train`` training images: ``epochs_for``, or as many epochs as
+        ``training_steps`` needs at ``batch_size``."""
+        steps = self.training_steps(shots)
+        if steps is None:
+            return self.epochs_for(shots, dataset)
+        return max(1, math.ceil(steps / max(1, math.ceil(n_train / self.batch_size))))
+
 
 def epochs_at(epochs: int | dict[int, int], shots: int) -> int:
     """``epochs``, or the entry of the largest shot count up to ``shots`` of a mapping shots -> epochs."""
