@@ -87,7 +87,17 @@ def test_two_bench_processes_on_one_output_run_each_run_once_and_match_a_serial_
     report = validate_records(output / "records")
     assert report.checked == 7 and not report.problems
     assert results(output) == expected
-    assert (output / "LEADERBOARD.md").read_text() == (tmp_path / "serial" / "LEADERBOARD.md").read_text()
+    assert unmeasured(output / "LEADERBOARD.md") == unmeasured(tmp_path / "serial" / "LEADERBOARD.md")
+
+
+def unmeasured(markdown) -> list[str]:
+    """The Markdown leaderboard's lines, table rows without the measured cost cells (train and test ms per image,
+    peak memory: they differ between runs), which precede the last (Selection) cell."""
+    lines = []
+    for line in markdown.read_text().splitlines():
+        cells = line.split("|")
+        lines.append("|".join(cells[:-5] + cells[-2:]) if line.startswith("|") else line)
+    return lines
 
 
 def test_a_run_held_by_a_process_that_dies_is_waited_for_then_run_here_with_the_run_that_starts_from_it(
