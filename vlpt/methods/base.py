@@ -244,13 +244,16 @@ class PromptMethod(L.LightningModule, abc.ABC):
         captions into the rest of the text context)."""
         return max((m.n_ctx for m in self.modules() if isinstance(m, TextContext)), default=0)
 
+    def build_optimizer(self, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
+        """The config's optimizer over ``params`` (SGD with momentum, or AdamW)."""
+        cfg = self.config
+        if cfg.optimizer == "sgd":
+            return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
     def configure_optimizers(self):
         cfg = self.config
-        params = self.trainable_parameters()
-        if cfg.optimizer == "sgd":
-            optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-        else:
-            optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        optimizer = self.build_optimizer(self.trainable_parameters())
         total, warmup = self.max_epochs, cfg.warmup_epochs
 
         def factor(epoch: int) -> float:

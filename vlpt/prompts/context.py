@@ -41,8 +41,16 @@ class TextContext(nn.Module):
         init_std: float = 0.02,
         learned: bool = True,
         pad_init: bool = False,
+        template: str = "{ctx} {}.",
     ):
         super().__init__()
+        if not template.startswith("{ctx}") or "{}" not in template:
+            raise ConfigError(f"a prompt template starts with {{ctx}} (the context) and holds {{}} (the class name), "
+                              f"got {template!r}")
+        if template != "{ctx} {}." and class_token_position != "end":
+            raise ConfigError("a prompt template of its own needs class_token_position 'end'")
+        #: the prompt's text: ``{ctx}`` the learned context's placeholder, ``{}`` the class name
+        self.template = template
         if class_token_position not in ("end", "middle", "front"):
             raise ConfigError(f"class_token_position {class_token_position!r}: expected end, middle or front")
         self.tower = [tower]  # a list keeps the frozen tower out of this module's parameters
@@ -101,7 +109,7 @@ class TextContext(nn.Module):
             )
         tower = self.tower[0]
         names = [readable(c) for c in classnames]
-        tokens = tower.tokenize([f"{self.placeholder} {name}." for name in names])
+        tokens = tower.tokenize([self.template.format(name, ctx=self.placeholder) for name in names])
         with torch.no_grad():
             embeds = tower.embed_tokens(tokens)
         self.register_buffer("tokens", tokens, persistent=False)
