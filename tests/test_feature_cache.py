@@ -206,7 +206,9 @@ def test_suite_with_and_without_cache_gives_the_same_results(tmp_path):
         assert abs(cached["accuracy"] - plain["accuracy"]) <= 100.0 / plain["n"], method  # at most one image
 
 
-def test_methods_on_stored_features_score_as_on_images(tiny_backbone):
+def test_methods_on_stored_features_score_as_on_images(deep_backbone):
+    """Every method served stored features, at its defaults (12 layers: TCP's class tokens enter at layer 8)."""
+    tiny_backbone = deep_backbone
     from vlpt.registry import METHODS
 
     classnames, templates = ["cat", "dog", "red car"], ["a photo of a {}."]

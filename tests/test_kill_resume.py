@@ -14,6 +14,7 @@ import pytest
 
 from vlpt.results import RecordStore, validate_records
 
+from board_text import unmeasured
 from test_harness import write_suite
 
 pytestmark = pytest.mark.slow  # spawns processes
@@ -83,7 +84,7 @@ def resume_and_compare(reference, output: Path) -> subprocess.CompletedProcess:
     suite, expected, board = reference
     resumed = run_bench(suite, output)
     assert results(output) == expected  # same run ids, bitwise-equal metrics
-    assert (output / "LEADERBOARD.md").read_text() == board
+    assert unmeasured((output / "LEADERBOARD.md").read_text()) == unmeasured(board)  # cost cells are measured
     return resumed
 
 
