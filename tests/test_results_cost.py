@@ -31,9 +31,12 @@ def test_cost_is_the_mean_per_image_over_records():
     assert cost.peak_memory_mb == pytest.approx(1500.0)
 
 
-def test_runs_that_train_nothing_have_no_training_cost():
+def test_runs_that_train_nothing_or_resumed_have_no_training_cost():
     assert run_cost([record(1, 0.01, 0.4, 0, 10.0, epochs=0)]).train_ms_per_image is None
     assert run_cost([record(1, 0.01, 0.4, 100, 10.0, epochs=0)]).train_ms_per_image is None
+    resumed = record(1, 2.0, 0.4, 100, 10.0)
+    resumed.config["trainer"] = {"resumed_at_epoch": 3}  # its train_s covers the last epochs only
+    assert run_cost([resumed, record(2, 4.0, 0.4, 100, 10.0)]).train_ms_per_image == pytest.approx(40.0)
 
 
 def test_selection_shows_the_runs_rule_and_the_papers():

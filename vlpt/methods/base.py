@@ -119,6 +119,8 @@ class PromptMethod(L.LightningModule, abc.ABC):
     #: one batch per image, and adapts with ``adapt_on_features``: the harness may then give it stored view
     #: features (``vlpt.tta.view_features``)
     frozen_view_features: ClassVar[bool] = False
+    #: why the method cannot train on several tasks at once (protocol multitask), or None when it can
+    multitask_refusal: ClassVar[str | None] = None
 
     def __init__(self, backbone: ClipBackbone, classnames: Sequence[str], templates: Sequence[str],
                  config: MethodConfig | None = None):
@@ -217,7 +219,7 @@ class PromptMethod(L.LightningModule, abc.ABC):
             step.apply_transforms()
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
-        if batch_idx == self.trainer.num_training_batches - 1:
+        if self.trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
             self.epoch_finished(self.current_epoch, self.max_epochs)
 
     def epoch_finished(self, epoch: int, epochs: int) -> None:

@@ -151,6 +151,7 @@ class CLIPLoRA(PromptMethod):
     """LoRA adapters on the attention projections of both towers of a frozen CLIP."""
 
     Config = CLIPLoRAConfig
+    multitask_refusal = "its run is counted in iterations of one task's shots"
 
     def build(self, classnames, templates):
         cfg = self.config
@@ -208,6 +209,10 @@ class CLIPLoRA(PromptMethod):
     def train(self, mode: bool = True):
         self._eval_text = None  # the adapters are about to change, or were
         return super().train(mode)
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        self._eval_text = None  # other adapters
+        return super().load_state_dict(state_dict, strict, assign)
 
     def logits(self, images):
         with self.adapted():

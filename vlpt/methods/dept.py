@@ -64,6 +64,7 @@ class DePTHead:
 
     #: the module names that take ``head_lr_scale`` times the learning rate
     head_modules = ("film_image", "film_text", "head")
+    multitask_refusal = "its linear head has one row per class of the task it was built for"
 
     def build(self, classnames, templates):
         super().build(classnames, templates)

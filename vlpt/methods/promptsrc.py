@@ -124,6 +124,9 @@ class PromptSRC(IVLP):
         """Add the prompts of epoch ``epoch`` (0-based) to GPA's sum; after the last epoch they become the sum."""
         weight = gaussian_weights(epochs, self.config.gpa_mean, self.config.gpa_std)[epoch]
         pairs = list(zip(self.trainable_parameters(), self.aggregate.buffers()))
+        if epoch == 0:  # a sum copied from another run's checkpoint (init_from) is not this run's
+            for _, total in pairs:
+                total.zero_()
         for parameter, total in pairs:
             total.add_(parameter.float(), alpha=weight)
         if epoch == epochs - 1:

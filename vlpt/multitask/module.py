@@ -139,7 +139,7 @@ class MultitaskPromptModule(L.LightningModule):
             step.apply_transforms()
 
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
-        if batch_idx == self.trainer.num_training_batches - 1:
+        if self.trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
             self.method.epoch_finished(self.current_epoch, self.method.max_epochs)
 
     def configure_optimizers(self):

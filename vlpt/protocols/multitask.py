@@ -29,6 +29,9 @@ class Multitask(ClassificationProtocol):
             raise ConfigError(f"{where}: method {resolved.cls.name} is fitted (or prepared) from one task's "
                               f"training images outside gradient training and cannot be trained on several tasks "
                               f"(protocol multitask)")
+        if resolved.cls.multitask_refusal:
+            raise ConfigError(f"{where}: method {resolved.cls.name} cannot be trained on several tasks (protocol "
+                              f"multitask): {resolved.cls.multitask_refusal}")
         super().check_method(resolved, experiment, where, method_config)
 
     def settings(self, experiment) -> dict:

@@ -38,6 +38,8 @@ def _train_ms(record: RunRecord) -> float | None:
     seconds = record.timings.get("train_s")
     if not n_train or seconds is None or not record.config.get("epochs"):
         return None  # nothing trained (zero-shot, test-time runs)
+    if "resumed_at_epoch" in (record.config.get("trainer") or {}):
+        return None  # its train_s covers the epochs after the resume only
     return 1000.0 * seconds / n_train
 
 
@@ -73,8 +75,9 @@ def format_cost(value: float | None, digits: int = 1) -> str:
 
 
 COST_NOTE = ("Train ms / img: the run's time before evaluation (data, the stored features it extracted, training) "
-             "per training image; runs reusing features an earlier run of the suite stored count less. Test ms / img: "
-             "evaluation time per evaluated image, test-time adaptation included. Peak MiB: the run's peak memory "
+             "per training image; runs reusing features an earlier run of the suite stored count less, resumed runs "
+             "not at all. Test ms / img: evaluation time per evaluated image, test-time adaptation included. Peak "
+             "MiB: the run's peak memory "
              "(resident, plus GPU). Means over the row's records, on the records' own machines. Selection: how vlpt's "
              "runs chose their hyperparameters (fixed: the reference's settings; validation: searched on the run's "
              "validation images) and, in brackets, how the paper chose those behind its figures (test: searched on "
