@@ -9,7 +9,6 @@ import math
 import lightning as L
 import pytest
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from vlpt.errors import ConfigError
