@@ -24,10 +24,11 @@ CROP_SCALE = (0.08, 1.0)
 CROP_RATIO = (3.0 / 4.0, 4.0 / 3.0)
 
 
-def train_transform(image_size: int, mean, std, augment: TrainAugment = "crop_flip") -> T.Compose:
+def train_transform(image_size: int, mean, std, augment: TrainAugment = "crop_flip",
+                    crop_scale: tuple[float, float] = CROP_SCALE) -> T.Compose:
     """CoOp's training augmentation, as Dassl builds it from ``["random_resized_crop", "random_flip",
     "normalize"]``: a random resized crop of the original image (no resize before it; area scale
-    ``CROP_SCALE``, aspect ratio ``CROP_RATIO``, bicubic) to ``image_size`` square, a horizontal flip
+    ``crop_scale``, by default ``CROP_SCALE``, aspect ratio ``CROP_RATIO``, bicubic) to ``image_size`` square, a horizontal flip
     with probability 0.5, then normalization.
 
     ``crop`` drops the flip (for images whose meaning flipping changes, such as digits); ``flip``
@@ -37,10 +38,17 @@ def train_transform(image_size: int, mean, std, augment: TrainAugment = "crop_fl
     if augment == "none":
         return eval_transform(image_size, mean, std)
     if "crop" in augment:
-        steps = [T.RandomResizedCrop(image_size, scale=CROP_SCALE, ratio=CROP_RATIO,
+        steps = [T.RandomResizedCrop(image_size, scale=crop_scale, ratio=CROP_RATIO,
                                      interpolation=T.InterpolationMode.BICUBIC)]
     else:
         steps = [T.Resize(image_size, interpolation=T.InterpolationMode.BICUBIC), T.CenterCrop(image_size)]
     if "flip" in augment:
         steps.append(T.RandomHorizontalFlip(p=0.5))
     return T.Compose(steps + [T.ToTensor(), T.Normalize(mean, std)])
+
+
+def crop_flip_as(datamodule, image_size: int, crop_scale: tuple[float, float]) -> T.Compose:
+    """A reference's own random crop (area ``crop_scale``) and flip at ``image_size``, normalised as the images of
+    ``datamodule`` are (the augmented passes of Tip-Adapter, CLAP and LP++)."""
+    normalize = datamodule.eval_tf.transforms[-1]
+    return train_transform(image_size, normalize.mean, normalize.std, "crop_flip", crop_scale)

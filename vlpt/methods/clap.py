@@ -27,8 +27,8 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision import transforms as T
 
+from vlpt.data.transforms import crop_flip_as
 from vlpt.errors import ConfigError
 from vlpt.methods.base import MethodConfig, PromptMethod
 from vlpt.methods.linear_probe import extract_features, training_class_rows
@@ -93,9 +93,7 @@ class CLAP(PromptMethod):
     def bank_transform(self, datamodule):
         if self.config.cache_augment == "suite":
             return datamodule.train_tf
-        size, normalize = self.backbone.image_size, datamodule.eval_tf.transforms[-1]
-        return T.Compose([T.RandomResizedCrop(size, scale=(0.08, 1.0), interpolation=T.InterpolationMode.BICUBIC),
-                          T.RandomHorizontalFlip(p=0.5), T.ToTensor(), normalize])
+        return crop_flip_as(datamodule, self.backbone.image_size, (0.08, 1.0))
 
     def support_bank(self, datamodule) -> tuple[torch.Tensor, torch.Tensor, int]:
         """Features and labels of every augmented pass over the training images (stored in the feature

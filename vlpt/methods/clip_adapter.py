@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from vlpt.methods.base import MethodConfig, PromptMethod, cosine_logits
-from vlpt.methods.zeroshot import zero_shot_weights
+from vlpt.methods.zeroshot import TemplateClassifier
 from vlpt.registry import register_method
 
 
@@ -40,7 +40,7 @@ class CLIPAdapterConfig(MethodConfig):
 
 
 @register_method("clip_adapter")
-class CLIPAdapter(PromptMethod):
+class CLIPAdapter(TemplateClassifier, PromptMethod):
     """Zero-shot CLIP whose image features pass through a learned residual bottleneck."""
 
     Config = CLIPAdapterConfig
@@ -55,14 +55,6 @@ class CLIPAdapter(PromptMethod):
         self.adapter = nn.Sequential(nn.Linear(width, hidden, bias=False), nn.ReLU(),
                                      nn.Linear(hidden, width, bias=False), nn.ReLU()).to(self.backbone.dtype)
         self._set_classifier(classnames, templates)
-
-    def update_classnames(self, classnames, templates):
-        self._set_classifier(classnames, templates)
-
-    def _set_classifier(self, classnames, templates):
-        with torch.no_grad():
-            weights = zero_shot_weights(self.backbone, classnames, templates[:1])
-        self.register_buffer("classifier", weights, persistent=False)
 
     def adapted_features(self, inputs: torch.Tensor) -> torch.Tensor:
         """``ratio * adapter(f) + (1 - ratio) * f`` of the frozen image features ``f``."""

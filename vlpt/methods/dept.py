@@ -52,7 +52,10 @@ class DePTSettings:
     #: the learning rate of the head and the transforms, as a multiple of the prompt's
     head_lr_scale: float = 6.5
 
-    def check_head(self) -> None:
+    def __post_init__(self):
+        super().__post_init__()  # the prompt method's config
+        if self.optimizer != "sgd":
+            raise ConfigError(f"dept trains with SGD (its reference's), got optimizer {self.optimizer!r}")
         if not 0 <= self.head_weight <= 1 or self.head_lr_scale <= 0:
             raise ConfigError(f"dept head_weight must be in [0, 1] and head_lr_scale positive, got "
                               f"{self.head_weight}, {self.head_lr_scale}")
@@ -129,12 +132,6 @@ class DePTCoOpConfig(DePTSettings, CoOpConfig):
     batch_size: int = 4
     epochs: int | dict[int, int] = 10
 
-    def __post_init__(self):
-        super().__post_init__()
-        self.check_head()
-        if self.optimizer != "sgd":
-            raise ConfigError(f"dept trains with SGD (its reference's), got optimizer {self.optimizer!r}")
-
 
 @dataclass
 class DePTKgCoOpConfig(DePTSettings, KgCoOpConfig):
@@ -142,12 +139,6 @@ class DePTKgCoOpConfig(DePTSettings, KgCoOpConfig):
     lr: float = 0.0035
     batch_size: int = 4
     epochs: int | dict[int, int] = 10
-
-    def __post_init__(self):
-        super().__post_init__()
-        self.check_head()
-        if self.optimizer != "sgd":
-            raise ConfigError(f"dept trains with SGD (its reference's), got optimizer {self.optimizer!r}")
 
 
 @register_method("dept_coop")

@@ -25,8 +25,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision import transforms as T
 
+from vlpt.data.transforms import crop_flip_as
 from vlpt.errors import ConfigError
 from vlpt.methods.base import MethodConfig, PromptMethod
 from vlpt.methods.linear_probe import extract_features, training_class_rows
@@ -107,9 +107,7 @@ class LPPlusPlus(PromptMethod):
     def view_transform(self, datamodule):
         if self.config.view_augment == "suite":
             return datamodule.train_tf
-        size, normalize = self.backbone.image_size, datamodule.eval_tf.transforms[-1]
-        return T.Compose([T.RandomResizedCrop(size, scale=(0.5, 1.0), interpolation=T.InterpolationMode.BICUBIC),
-                          T.RandomHorizontalFlip(p=0.5), T.ToTensor(), normalize])
+        return crop_flip_as(datamodule, self.backbone.image_size, (0.5, 1.0))
 
     def normalised_features(self, loader) -> tuple[torch.Tensor, torch.Tensor]:
         x, y = extract_features(self, loader)

@@ -33,7 +33,7 @@ from torch.func import functional_call
 from vlpt.errors import ConfigError
 from vlpt.methods.base import MethodConfig, PromptMethod, cosine_logits
 from vlpt.methods.step import Grads, TrainingStep
-from vlpt.methods.zeroshot import zero_shot_weights
+from vlpt.methods.zeroshot import TemplateClassifier
 from vlpt.registry import register_method
 
 
@@ -89,7 +89,7 @@ def keep_probability(g: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
 
 
 @register_method("r_amt")
-class RAMT(PromptMethod):
+class RAMT(TemplateClassifier, PromptMethod):
     """Zero-shot CLIP whose image tower's weights are masked by learned binary masks."""
 
     Config = RAMTConfig
@@ -103,14 +103,6 @@ class RAMT(PromptMethod):
             nn.Parameter(torch.full_like(weights[name], cfg.init_score, dtype=torch.float32))
             for name in self.masked_names)
         self._set_classifier(classnames, templates)
-
-    def update_classnames(self, classnames, templates):
-        self._set_classifier(classnames, templates)
-
-    def _set_classifier(self, classnames, templates):
-        with torch.no_grad():
-            weights = zero_shot_weights(self.backbone, classnames, templates[:1])
-        self.register_buffer("classifier", weights, persistent=False)
 
     def masks(self) -> list[torch.Tensor]:
         """The binary masks, with the straight-through gradient to the scores."""

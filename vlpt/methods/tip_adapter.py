@@ -26,9 +26,9 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from torchvision import transforms as T
 
 from vlpt.data.corruptions import catalog_name
+from vlpt.data.transforms import crop_flip_as
 from vlpt.errors import CheckpointError, ConfigError
 from vlpt.methods.base import MethodConfig, PromptMethod
 from vlpt.methods.linear_probe import extract_features, training_class_rows
@@ -139,9 +139,7 @@ class TipAdapter(PromptMethod):
         """The random transform of the cache's passes (``cache_augment``)."""
         if self.config.cache_augment == "suite":
             return datamodule.train_tf
-        size, normalize = self.backbone.image_size, datamodule.eval_tf.transforms[-1]
-        return T.Compose([T.RandomResizedCrop(size, scale=(0.5, 1.0), interpolation=T.InterpolationMode.BICUBIC),
-                          T.RandomHorizontalFlip(p=0.5), T.ToTensor(), normalize])
+        return crop_flip_as(datamodule, self.backbone.image_size, (0.5, 1.0))
 
     @torch.no_grad()
     def fit_without_gradients(self, datamodule) -> bool:

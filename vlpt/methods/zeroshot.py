@@ -38,6 +38,19 @@ def zero_shot_weights(backbone, classnames: list[str], templates) -> torch.Tenso
     return backbone.remember(("zero_shot", tuple(names), texts), compute)
 
 
+class TemplateClassifier:
+    """Mixin: ``classifier``, zero-shot CLIP's class embeddings of the dataset's template, made again for every
+    class list (a method classifying its own image features against the hand-written prompts)."""
+
+    def update_classnames(self, classnames, templates):
+        self._set_classifier(classnames, templates)
+
+    def _set_classifier(self, classnames, templates):
+        with torch.no_grad():
+            weights = zero_shot_weights(self.backbone, classnames, templates[:1])
+        self.register_buffer("classifier", weights, persistent=False)
+
+
 @register_method("zeroshot")
 class ZeroShotCLIP(PromptMethod):
     """CLIP with hand-written prompts; nothing is trained."""
