@@ -115,7 +115,7 @@ def test_one_table_per_protocol_in_leaderboard_order():
         "table-few_shot", "table-base_to_novel", "table-test_time", "table-segmentation"
     ]
     few = Tables(html).tables["table-few_shot"]
-    assert few["header"] == ["Backbone", "Dataset", "Shots", "Method", "Accuracy (mean ± std)", "Paper", "Seeds",
+    assert few["header"] == ["Backbone", "Dataset", "Shots", "Method", "Accuracy (mean ± std)", "ECE %", "Paper", "Seeds",
                              "Train ms / img", "Test ms / img", "Peak MiB", "Selection", "Provenance"]
     assert Tables(html).tables["table-segmentation"]["header"][:6] == [
         "Model", "Dataset", "Train images", "Method", "Dice", "IoU"
@@ -264,7 +264,7 @@ def test_published_file_names_registered_methods_and_known_protocols():
     from vlpt.results.protocols import protocol_names
 
     figures = published_figures()
-    assert set(figures) <= set(method_names()) and sum(map(len, figures.values())) == 92
+    assert set(figures) <= set(method_names()) and sum(map(len, figures.values())) == 137
     assert {r.protocol for results in figures.values() for r in results} <= set(protocol_names())
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from vlpt.results.cost import COST_NOTE, format_cost, run_cost, run_selection, selection_text
 from vlpt.results.paper import format_value, paper_results, paper_selection
 from vlpt.results.protocols import known_protocol, protocol_names
-from vlpt.results.record import ACCURACY, RunRecord
+from vlpt.results.record import ACCURACY, SAMPLE_COUNT, RunRecord
 
 MARKDOWN_NAME = "LEADERBOARD.md"
 CSV_NAME = "leaderboard.csv"
@@ -218,7 +218,6 @@ class Column:
         return f"{stat.mean:.{self.digits}f} ± {stat.std:.{self.digits}f}"
 
 
-SAMPLE_COUNT = "n"
 
 
 def protocol_table(protocol: str, groups: list[Group]) -> tuple[list[Column], list[str]]:

@@ -91,13 +91,12 @@ def _value_cell(column: Column, group: Group) -> str:
 
 def _paper_cell(columns: list[Column], group: Group, page: _Page) -> str:
     found = paper_results(group)
+    published = [(column, found.get((column.eval_set, column.metric))) for column in columns if column.eval_set]
+    published = [(column, result) for column, result in published if result is not None]
     entries, first = [], ""
-    for column in columns:
-        result = found.get((column.eval_set, column.metric)) if column.eval_set else None
-        if result is None:
-            continue
+    for column, result in published:
         first = first or f"{result.value:.6f}"
-        label = f'<span class="label">{escape(column.header)}</span> ' if len(columns) > 1 else ""
+        label = f'<span class="label">{escape(column.header)}</span> ' if len(published) > 1 else ""
         flag = ('<span class="unverified" title="[unverified]: recalled, not read from the paper">?</span>'
                 if result.unverified else "")
         entries.append(f'<span class="pub" title="{escape(result.reference)}">{label}{format_value(result)}'

@@ -14,12 +14,13 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from vlpt.metrics import accuracy
+from vlpt.metrics import ClassificationScores
 from vlpt.results.record import ADAPT_MS
 
 
 def evaluate_test_time(method, dataset: Dataset, device: torch.device, num_workers: int = 0) -> dict[str, float]:
-    """Accuracy (percent), sample count and mean adaptation time per image of a test-time method.
+    """Accuracy (percent), sample count, calibration (``vlpt.metrics``) and mean adaptation time per image of a
+    test-time method.
 
     ``dataset`` gives each image's views (``TestTimeViews``) or their stored features (``StoredViewFeatures``,
     ``encoded``: its items carry the seconds their encoding took, counted in the adaptation time). Images are
@@ -28,7 +29,7 @@ def evaluate_test_time(method, dataset: Dataset, device: torch.device, num_worke
     loader = DataLoader(dataset, batch_size=None, shuffle=False, num_workers=0 if encoded else num_workers)
     method.start_episodes()
     per_batch = method.images_per_batch()
-    predictions, labels, seconds = [], [], 0.0
+    scores, seconds = ClassificationScores(), 0.0
     items = iter(loader)
     while batch := list(itertools.islice(items, per_batch)):
         on_device = [(item[0].to(device), item[1].to(device) if not encoded and len(item[1]) else None)
@@ -44,11 +45,9 @@ def evaluate_test_time(method, dataset: Dataset, device: torch.device, num_worke
                 view_features, extra_features = method.encode_views(tensor, extra)
                 features.append(view_features)
                 extras.append(extra_features)
-        labels += [int(item[-2] if encoded else item[2]) for item in batch]
         with torch.enable_grad():
-            scores = method.adapt_batch(features, extras)
-        predictions += [int(s.argmax()) for s in scores]  # synchronises with the device before the clock stops
+            logits = torch.stack(method.adapt_batch(features, extras)).detach().cpu()  # synchronises with the device
         seconds += time.perf_counter() - started
-    predictions, labels = torch.tensor(predictions), torch.tensor(labels)
-    return {"accuracy": accuracy(predictions, labels), "n": len(labels),
-            ADAPT_MS: round(1000.0 * seconds / len(labels), 3)}
+        scores.update(logits, torch.tensor([int(item[-2] if encoded else item[2]) for item in batch]))
+    metrics = scores.compute()
+    return {**metrics, ADAPT_MS: round(1000.0 * seconds / metrics["n"], 3)}
