@@ -123,6 +123,7 @@ def test_protocol_errors():
     with pytest.raises(ConfigError, match="few_shot"):
         build_data("many_shot", toy(), 1, 1)
     assert set(protocol_names()) == {"few_shot", "base_to_novel", "cross_dataset", "domain_generalization", "test_time",
+                                     "online_test_time",
                                      "multitask", "segmentation"}
     with pytest.raises(ConfigError, match="target"):
         build_data("cross_dataset", toy(), 1, 1)

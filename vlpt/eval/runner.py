@@ -70,7 +70,8 @@ def execute(harness, run) -> RunRecord | None:
         "determinism": determinism(harness.device.type, harness.precision, trainer.deterministic, trainer.compile,
                                    trainer.compile_backend, world_size, trainer.num_workers, resumed_at is not None),
         **prepared.record_config,
-        **({"test_time": {"views": view_augments}} if view_augments else {}),
+        **({"test_time": {**prepared.record_config.get("test_time", {}), "views": view_augments}}
+           if view_augments else {}),
         **({"feature_cache": {"train_views": datamodule.train_views if datamodule.views_drawn else None}}
            if isinstance(datamodule, CachedFeatureDataModule) else {}),
         "data": _data_section(sections["data"], prepared),

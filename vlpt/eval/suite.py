@@ -19,8 +19,10 @@ names the run of another method config in that experiment (its entry without a `
 its first entry of that config): a test-time run of ``tpt`` starts from
 the prompt of ``coop_m4`` with ``init_from: experiment:source/coop_m4`` (TPT+CoOp).
 
-``test_time`` experiments train nothing: their methods adapt per test image (TPT, DiffTPT) or not
-at all (zero-shot), and ``shots`` only selects the source runs named by ``init_from``. A run's
+``test_time`` experiments train nothing: their methods adapt per test image from the same start (TPT,
+C-TPT, DiffTPT, Zero) or not at all (zero-shot), and ``shots`` only selects the source runs named by
+``init_from``; ``online_test_time`` experiments stream each evaluation set in an order drawn from the
+seed to methods whose state carries over the stream (TDA, DMN-ZS). A run's
 identity has the shots of the labelled data it used: 0 unless it trains or starts from a trained run.
 ``segmentation`` experiments (TuneVLSeg) tune prompts of a vision-language segmentation model, named by
 ``vlsm`` (default: the suite's backbone with a CLIPSeg-style decoder; see ``vlpt.seg.vlsm``), on a

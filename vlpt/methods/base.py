@@ -109,6 +109,10 @@ class PromptMethod(L.LightningModule, abc.ABC):
     trains: ClassVar[bool] = True
     #: True for methods that adapt to every test image (evaluated by ``vlpt.tta.evaluate``)
     adapts_at_test_time: ClassVar[bool] = False
+    #: how a test-time method's state meets the test stream: "episodic" (every image adapts from the same
+    #: starting state, protocol test_time) or "online" (state carries from one image to the next, protocol
+    #: online_test_time, in an order drawn from the run's seed)
+    test_stream: ClassVar[str] = "episodic"
     #: "classification", or "segmentation" for methods on a segmentation model (``vlpt.seg.method``)
     task: ClassVar[str] = "classification"
     #: True when images reach the method only as ``backbone.encode_image(images)`` of the unprompted,

@@ -189,6 +189,11 @@ class TPT(PromptMethod):
         """Rows of the pool's ``logits`` the entropy loss is taken over (TPT: the most confident views)."""
         return confident_views(logits, self.config.selection)
 
+    def test_time_loss(self, logits: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """The loss a test-time step minimises, from the chosen views' scores and the prompt's normalised text
+        features ``[C, D]`` (TPT: the entropy of the views' averaged prediction)."""
+        return marginal_entropy(logits)
+
     def images_per_batch(self) -> int:
         """Test images adapted in one batch: ``images_per_batch``, or as many as ``batch_memory_mb`` of text-tower
         activations (with gradients) holds for the current classes, at least one."""
@@ -224,10 +229,11 @@ class TPT(PromptMethod):
                     self.context.ctx.add_(self.meta_net(features[:1])[0])
             chosen = None
             for _ in range(self.config.steps):
-                logits = scale * pool @ self.text_features().T
+                text = self.text_features()
+                logits = scale * pool @ text.T
                 if chosen is None:  # chosen once, on the starting prompt's predictions
                     chosen = self.select_views(logits)
-                loss = marginal_entropy(logits[chosen])
+                loss = self.test_time_loss(logits[chosen], text)
                 optimizer.zero_grad(set_to_none=True)
                 step(loss, optimizer, scaler)
             with torch.no_grad():
@@ -260,7 +266,7 @@ class TPT(PromptMethod):
                 logits = scale * pool @ text[i].T
                 if chosen[i] is None:
                     chosen[i] = self.select_views(logits)
-                loss = loss + marginal_entropy(logits[chosen[i]])
+                loss = loss + self.test_time_loss(logits[chosen[i]], text[i])
             optimizer.zero_grad(set_to_none=True)
             step(loss, optimizer, scaler)
         with torch.no_grad():

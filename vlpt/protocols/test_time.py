@@ -1,6 +1,8 @@
 """``test_time``: nothing is trained (no train or val samples); evaluated on the source's test split ("test")
 and on every target's test split with its own classes, for methods that adapt per test image (TPT) or not at
-all (zero-shot). A prompt trained elsewhere enters through ``init_from`` (TPT+CoOp). Facts:
+all (zero-shot). Episodic: every test image adapts from the same starting state, so the order of the test
+images changes nothing; methods whose state carries over the stream (TDA, DMN) run under
+``online_test_time`` instead. A prompt trained elsewhere enters through ``init_from`` (TPT+CoOp). Facts:
 ``configs/protocols/test_time.yaml``."""
 from __future__ import annotations
 
@@ -13,9 +15,26 @@ from vlpt.protocols.classification import ClassificationProtocol, test_set
 class TestTimeAdaptation(ClassificationProtocol):
     __test__ = False  # not a pytest class
     name = "test_time"
+    #: the ``test_stream`` of the test-time methods this protocol runs
+    stream = "episodic"
 
     def split(self, source, shots, seed, targets):
         if shots:
             raise ConfigError(f"protocol {self.name} trains nothing; got shots={shots} (train a prompt in another "
                               f"experiment and start from it with init_from)")
         return [], [], source, [test_set("test", source)]
+
+    def check_method(self, resolved, experiment, where: str, method_config: str) -> None:
+        """Also refuse a test-time method of the other stream setting (``PromptMethod.test_stream``)."""
+        super().check_method(resolved, experiment, where, method_config)
+        cls = resolved.cls
+        if cls.adapts_at_test_time and cls.test_stream != self.stream:
+            other = "online_test_time" if cls.test_stream == "online" else "test_time"
+            raise ConfigError(f"{where}: method {cls.name} adapts {cls.test_stream}ally (its state "
+                              f"{'carries from one test image to the next' if cls.test_stream == 'online' else 'is reset after every test image'}); "
+                              f"protocol {self.name} is {self.stream}: run it under protocol {other}")
+
+    def prepare(self, harness, run, config, data, model):
+        prepared = super().prepare(harness, run, config, data, model)
+        prepared.record_config["test_time"] = {"stream": self.stream}
+        return prepared

@@ -14,7 +14,8 @@ and dirty flag). Layout of a record file (``schema_version`` 1)::
       "config": {...,                       # fully resolved config (JSON values), with
                  "backbone": {..., "activation": "quick_gelu"},  # the MLP activation that ran
                  "trainer": {..., "resumed_at_epoch": 2},     # only when resumed mid-training
-                 "test_time": {"views": {"imagenet_a": "crop_flip"}},  # test-time runs: views per set
+                 "test_time": {"stream": "episodic",                 # test-time runs: episodic or online,
+                               "views": {"imagenet_a": "crop_flip"}},  # and the views per set
                  "feature_cache": {"train_views": "per_epoch"},  # only when trained on stored features
                  "determinism": {"deterministic": true, "nondeterministic": []}},
       "metrics": {"test": {"accuracy": 71.5}, "caltech101": {"accuracy": 93.7}},
@@ -42,7 +43,9 @@ the reference computes), a number N of stored views of which each epoch drew one
 view), 1 for a deterministic training transform, or null when the run drew no training views (zero-shot,
 the linear probe); the leaderboard's ``settings`` column names a number. ``config.backbone.activation``
 (``quick_gelu`` or ``gelu``; older records lack it) is the MLP activation the run computed with, and
-``config.test_time.views`` the view augmentation of each evaluation set of a test-time run.
+``config.test_time.stream`` how a test-time run's state met the test stream (``episodic``: reset after every
+image; ``online``: carried over the stream), ``config.test_time.views`` the view augmentation of each evaluation
+set of a test-time run.
 
 Metric conventions read by the leaderboard: accuracies are percentages under
 the metric name ``"accuracy"``; the evaluation sets are ``"test"`` (few_shot and
@@ -73,6 +76,11 @@ SCHEMA_VERSION = 1
 ACCURACY = "accuracy"
 #: per-image adaptation time of test-time methods, in milliseconds
 ADAPT_MS = "adapt_ms_per_image"
+#: evaluated images of a set
+SAMPLE_COUNT = "n"
+#: calibration of classification scores (vlpt.metrics): expected calibration error in percent, NLL in nats
+ECE = "ece"
+NLL = "nll"
 #: segmentation metrics, see vlpt.seg.metrics
 DICE = "dice"
 IOU = "iou"
@@ -359,6 +367,9 @@ def git_state(path: str | Path) -> dict[str, Any] | None:
 
 __all__ = [
     "ACCURACY",
+    "ECE",
+    "NLL",
+    "SAMPLE_COUNT",
     "DICE",
     "IOU",
     "SCHEMA_VERSION",

@@ -19,16 +19,16 @@ from typing import Any, Iterable
 
 from vlpt.errors import ConfigError
 from vlpt.results.protocols import known_protocol, protocol_facts, protocol_names
-from vlpt.results.record import ACCURACY, ADAPT_MS, DICE, IOU, SCHEMA_VERSION, RunIdentity, RunRecord
+from vlpt.results.record import (ACCURACY, ADAPT_MS, DICE, ECE, IOU, NLL, SAMPLE_COUNT, SCHEMA_VERSION, RunIdentity,
+                                 RunRecord)
 
 SCHEMA_PATH = Path(__file__).with_name("record.schema.json")
-SAMPLE_COUNT = "n"
 #: how a run chose its hyperparameters (``config.selection``; PromptMethod.hyperparameter_selection)
 SELECTIONS = ("fixed", "validation")
 FIELDS = ("schema_version", "run_id", "identity", "config", "metrics", "timings", "peak_memory_mb",
           "library_versions", "git_commit", "git_dirty")
 IDENTITY_FIELDS = ("method", "variant", "backbone", "dataset", "protocol", "shots", "seed", "targets")
-PERCENT_METRICS = (ACCURACY, DICE, IOU)
+PERCENT_METRICS = (ACCURACY, DICE, IOU, ECE)
 _RUN_ID = re.compile(r"[0-9a-f]{16}")
 _COMMIT = re.compile(r"[0-9a-f]{7,64}")
 
@@ -289,7 +289,7 @@ class _Checker:
             self.number(where, value, 0, 100)
         elif metric == SAMPLE_COUNT:
             self.number(where, value, low=1, integer=True)
-        elif metric == ADAPT_MS:
+        elif metric in (ADAPT_MS, NLL):
             self.number(where, value, low=0)
         else:
             self.number(where, value)
@@ -328,10 +328,15 @@ class _Checker:
 
     def test_time(self, test_time: Any) -> None:
         where = "config.test_time"
-        views = test_time.get("views") if isinstance(test_time, dict) else None
+        if not isinstance(test_time, dict) or not set(test_time) <= {"stream", "views"}:
+            self.wrong(where, test_time, "an object {stream, views: {evaluation set: view augmentation}}")
+            return
+        if "stream" in test_time and test_time["stream"] not in ("episodic", "online"):
+            self.wrong(f"{where}.stream", test_time["stream"], '"episodic" or "online"')
+        views = test_time.get("views", {})
         if not (isinstance(views, dict) and all(isinstance(k, str) and k and isinstance(v, str) and v
                                                 for k, v in views.items())):
-            self.wrong(where, test_time, "an object {views: {evaluation set: view augmentation}}")
+            self.wrong(f"{where}.views", views, "an object {evaluation set: view augmentation}")
 
     def timings(self, timings: Any) -> None:
         if not isinstance(timings, dict):

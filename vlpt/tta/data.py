@@ -32,8 +32,9 @@ class TestTimeViews(Dataset):
 
     @property
     def augment(self) -> str:
-        """The augmentation of the views (``crop_flip``, ``augmix`` or ``augmix_torchvision``)."""
-        return self.views.augment
+        """The augmentation of the views (``crop_flip``, ``augmix`` or ``augmix_torchvision``; ``original`` for the
+        original view alone)."""
+        return self.views.augment if self.n_views > 1 else "original"
 
     def describe(self) -> str:
         """What the views of an image depend on besides the image and the seed (``extra`` views aside)."""

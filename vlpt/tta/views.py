@@ -148,10 +148,11 @@ class ReferenceAugMix:
 
 
 class AugmentedViews:
-    """The original view plus ``n - 1`` augmented views, normalised for the backbone."""
+    """The original view plus ``n - 1`` augmented views, normalised for the backbone (crops of ``crop_scale`` of the
+    image's area: torchvision's default 0.08-1, as TPT; DMN crops 0.5-1)."""
 
     def __init__(self, image_size: int, mean, std, augment: str = "crop_flip",
-                 interpolation: ViewInterpolation = "bilinear"):
+                 interpolation: ViewInterpolation = "bilinear", crop_scale: tuple[float, float] = (0.08, 1.0)):
         if augment not in CONCRETE_AUGMENTS:
             raise ValueError(f"view augment {augment!r}: expected one of {', '.join(CONCRETE_AUGMENTS)} "
                              f"('auto' is resolved per dataset by resolve_augment)")
@@ -160,7 +161,9 @@ class AugmentedViews:
         self.augment, self.interpolation = augment, interpolation
         self.original = eval_transform(image_size, mean, std)
         mode = T.InterpolationMode.BILINEAR if interpolation == "bilinear" else T.InterpolationMode.BICUBIC
-        crop = [T.RandomResizedCrop(image_size, interpolation=mode), T.RandomHorizontalFlip()]
+        if not 0 < crop_scale[0] <= crop_scale[1] <= 1:
+            raise ValueError(f"view crop scale must be 0 < low <= high <= 1, got {tuple(crop_scale)}")
+        crop = [T.RandomResizedCrop(image_size, scale=tuple(crop_scale), interpolation=mode), T.RandomHorizontalFlip()]
         normalise = T.Compose([T.ToTensor(), T.Normalize(mean, std)])
         if augment == "crop_flip":
             self.augmented = T.Compose([*crop, normalise])

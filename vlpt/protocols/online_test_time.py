@@ -1,0 +1,33 @@
+"""``online_test_time``: test-time adaptation over a stream. As ``test_time`` (nothing trained; the source's test
+split and every target's), but a method's state carries from one test image to the next (TDA's and DMN's
+caches of test features). Each evaluation set is one stream, starting from the method's initial state, in an
+order drawn from the run's seed, so seeds measure how much the result depends on the order (a dataset and
+its corrupted copies stream in the same order). Episodic methods (TPT) are refused here, online ones under
+``test_time``. Facts: ``configs/protocols/online_test_time.yaml``."""
+from __future__ import annotations
+
+import dataclasses
+
+from vlpt.data.corruptions import split_corrupted_name
+from vlpt.data.fewshot import split_rng
+from vlpt.protocols.base import register_protocol
+from vlpt.protocols.test_time import TestTimeAdaptation
+
+
+def stream_order(samples: list, seed: int, dataset: str) -> list:
+    """``samples`` in the order of the stream of run seed ``seed`` (the same for ``dataset``'s corrupted copies)."""
+    order = split_rng(seed, f"stream:{split_corrupted_name(dataset)[0]}").permutation(len(samples))
+    return [samples[i] for i in order]
+
+
+@register_protocol
+class OnlineTestTimeAdaptation(TestTimeAdaptation):
+    __test__ = False  # not a pytest class
+    name = "online_test_time"
+    stream = "online"
+
+    def build(self, harness, run, shots):
+        data = super().build(harness, run, shots)
+        data.eval_sets = [dataclasses.replace(es, samples=stream_order(es.samples, run.identity.seed, es.dataset))
+                          for es in data.eval_sets]
+        return data
