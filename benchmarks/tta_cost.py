@@ -7,8 +7,8 @@ synchronisation; TDA and DMN-ZS update their memory as they go), the peak memory
 the first image (CPU: peak resident memory; GPU: peak CUDA memory allocated), the views encoded per image and the
 backward passes per image (counted calls of ``torch.autograd.backward``). DiffTPT's generated views are random
 tensors here: their one-off generation by a diffusion pipeline is not included (see ``vlpt tta generate``). TDA
-runs as for a dataset outside ImageNet's natural shifts (the original view alone); ``--tda-views`` adds a row with
-its multi-view path. Random weights are enough for cost figures, so any open_clip architecture can be measured
+runs twice: as for a dataset outside ImageNet's natural shifts (the original view alone) and as for ImageNet-A (64
+views, its multi-view path). Random weights are enough for cost figures, so any open_clip architecture can be measured
 offline.
 
     python benchmarks/tta_cost.py                                  # the starter backbone, 10 classes
@@ -95,7 +95,8 @@ def measure(row: str, model: str, pretrained: str | None, classes: int, images: 
     if device.startswith("cuda"):
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    baseline = _rss_mb()  # backbone, method and inputs loaded; nothing adapted yet
+    # backbone, method and inputs loaded; nothing adapted yet
+    baseline = torch.cuda.memory_allocated() / 2**20 if device.startswith("cuda") else _rss_mb()
     if adapts:
         method.start_episodes()
     for image_views, extra in inputs[:warmup]:
@@ -106,7 +107,7 @@ def measure(row: str, model: str, pretrained: str | None, classes: int, images: 
         started = time.perf_counter()
         int(one_image(image_views, extra).argmax())  # synchronises with the device
         seconds.append(time.perf_counter() - started)
-    peak = (torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else _rss_mb() - baseline)
+    peak = (torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else _rss_mb()) - baseline
     return {
         "method": row, "model": model, "pretrained": pretrained, "classes": classes, "images": images,
         "device": torch.cuda.get_device_name() if device.startswith("cuda") else
@@ -116,7 +117,7 @@ def measure(row: str, model: str, pretrained: str | None, classes: int, images: 
         "ms_per_image_median": round(1000 * statistics.median(seconds), 2),
         "ms_per_image_mean": round(1000 * statistics.fmean(seconds), 2),
         "peak_memory_mb": round(peak, 1),
-        "peak_memory_kind": "cuda allocated" if device.startswith("cuda") else "peak RSS increase",
+        "peak_memory_kind": "cuda allocated increase" if device.startswith("cuda") else "peak RSS increase",
         "torch": torch.__version__,
     }
 

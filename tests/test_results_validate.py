@@ -126,6 +126,8 @@ RULES = [
      r"config\.test_time\.views = .* is not an object \{evaluation set: view augmentation\}"),
     ({}, _set("config.test_time", {"stream": "sometimes"}), False, "config.test_time.stream",
      r"config\.test_time\.stream = 'sometimes' .*is not \"episodic\" or \"online\""),
+    (TTA, _set("config.test_time", {"stream": "online"}), False, "config.test_time.stream",
+     r"config\.test_time\.stream = 'online', but protocol test_time is episodic"),
     ({}, _set("config.test_time", "augmix"), False, "config.test_time",
      r"config\.test_time = .* is not an object \{stream, views"),
     ({}, _set("config.feature_cache", 8), False, "config.feature_cache",

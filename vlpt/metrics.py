@@ -17,13 +17,6 @@ from vlpt.results.record import ACCURACY, ECE, NLL, SAMPLE_COUNT
 ECE_BINS = 20
 
 
-def accuracy(predictions: torch.Tensor, labels: torch.Tensor) -> float:
-    """Top-1 accuracy in percent."""
-    if len(labels) == 0:
-        raise ValueError("accuracy of an empty evaluation set")
-    return 100.0 * (predictions == labels).float().mean().item()
-
-
 class ClassificationScores:
     """Accumulates a method's scores over an evaluation set: accuracy, ECE (percent) and NLL."""
 

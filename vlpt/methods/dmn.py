@@ -69,8 +69,8 @@ class DMNZeroShot(TrainingFreeTestTime):
     test_stream = "online"
 
     def build(self, classnames, templates):
-        super().build(classnames, templates)
         self.memory: EntropyCache | None = None
+        super().build(classnames, templates)
 
     def auto_templates(self, dataset):
         """The 7 ImageNet templates for the ImageNet family, the dataset's own otherwise."""
@@ -90,19 +90,19 @@ class DMNZeroShot(TrainingFreeTestTime):
     def classify_views(self, features):
         if self.memory is None:
             self.start_episodes()
-        logits = self.zero_shot(features).float()
+        logits = self.zero_shot(features)
         kept = confident_views(logits, self.config.selection)
         pseudo = logits[kept].softmax(-1).mean(0)
         entropy = float(-(pseudo * torch.log(pseudo + 1e-8)).sum())  # the reference's epsilon
-        query = features[0].float()
+        query = features[0]
         self.memory.offer(int(pseudo.argmax()), query, entropy)
         mixture = logits[0].softmax(-1) + self.dynamic_weight * self.memory_probabilities(query)
         return torch.log(mixture / (1 + self.dynamic_weight))
 
     def memory_probabilities(self, query: torch.Tensor) -> torch.Tensor:
         """p_dyn ``[C]``: softmax of the scaled cosines of ``query`` to each class's memory prototype."""
-        stored = self.memory.features * self.memory.filled[..., None]  # empty slots are zero vectors
-        keys = torch.cat([stored, self.class_embeddings.float()[:, None, :]], dim=1)  # [C, K + 1, D]
+        # empty slots are zero vectors: they add nothing to the weighted sum
+        keys = torch.cat([self.memory.features, self.class_embeddings[:, None, :]], dim=1)  # [C, K + 1, D]
         weights = torch.exp(-self.config.beta * (1 - keys @ query))  # [C, K + 1]
         prototypes = F.normalize((weights[..., None] * keys).sum(1), dim=-1)
         return (self.backbone.logit_scale.detach().float() * prototypes @ query).softmax(-1)

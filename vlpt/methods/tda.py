@@ -51,8 +51,8 @@ MULTI_VIEW = ("imagenet_a", "imagenet_v2", "imagenet_r", "imagenet_sketch")
 
 @dataclass
 class TDAConfig(TrainingFreeConfig):
-    #: views per test image of the MULTI_VIEW datasets (every other dataset: the original alone); null: 64 there
-    views: int | None = None
+    #: views per test image of the MULTI_VIEW datasets (every other dataset: the original alone)
+    views: int = 64
     augment: str = "augmix"
     positive_capacity: int = 3
     #: null: the reference's value for the dataset (POSITIVE; ImageNet's elsewhere)
@@ -69,8 +69,6 @@ class TDAConfig(TrainingFreeConfig):
     entropy_normalizer: Literal["log2", "log"] = "log2"
 
     def __post_init__(self):
-        if self.views is None:
-            self.views = 64
         super().__post_init__()
         self.entropy_band, self.mask_band = tuple(self.entropy_band), tuple(self.mask_band)
         for name in ("positive_capacity", "negative_capacity"):
@@ -88,8 +86,8 @@ class TDA(TrainingFreeTestTime):
     test_stream = "online"
 
     def build(self, classnames, templates):
-        super().build(classnames, templates)
         self.positive = self.negative = None
+        super().build(classnames, templates)
 
     def auto_templates(self, dataset):
         return TEMPLATES.get(catalog_name(dataset), "dataset")
@@ -117,9 +115,9 @@ class TDA(TrainingFreeTestTime):
 
     def zero_shot_prediction(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
         """(image feature ``[D]``, zero-shot scores ``[C]``, class probabilities ``[C]``, entropy in nats)."""
-        logits = self.zero_shot(features).float()
+        logits = self.zero_shot(features)
         if len(features) == 1:
-            return features[0].float(), logits[0], logits[0].softmax(-1), float(prediction_entropy(logits)[0])
+            return features[0], logits[0], logits[0].softmax(-1), float(prediction_entropy(logits)[0])
         kept = confident_views(logits, self.config.selection)
         probabilities = logits[kept].softmax(-1).mean(0)
         return (features[kept].float().mean(0), logits[kept].mean(0), probabilities,

@@ -58,19 +58,10 @@ class TrainingFreeTestTime(PromptMethod):
     frozen_view_features = True
 
     def build(self, classnames, templates):
-        self.eval_dataset: str | None = None
-        self.update_classnames(classnames, templates)
+        self.prepare_dataset(None)
 
     def update_classnames(self, classnames, templates):
-        self._set_text(classnames, templates)
-
-    def _set_text(self, classnames, templates) -> None:
-        chosen = self.config.templates
-        if chosen == "auto":
-            chosen = self.auto_templates(self.eval_dataset)
-        prompts = (templates[:1] if chosen == "dataset" else ENSEMBLES[chosen] if chosen in ENSEMBLES else [chosen])
-        self.register_buffer("class_embeddings", zero_shot_weights(self.backbone, list(classnames), prompts),
-                             persistent=False)
+        self._text = None  # encoded when next needed, for these names and the evaluation set's templates
 
     def auto_templates(self, dataset: str | None) -> str:
         """The templates the method's reference uses for ``dataset`` (``templates: auto``)."""
@@ -79,7 +70,19 @@ class TrainingFreeTestTime(PromptMethod):
     def prepare_dataset(self, dataset: str | None) -> None:
         """Resolve what the reference sets per dataset (templates under ``auto``, subclasses' own settings)."""
         self.eval_dataset = dataset
-        self._set_text(self.classnames, self.templates)
+        self._text = None
+
+    @property
+    def class_embeddings(self) -> torch.Tensor:
+        """Zero-shot class embeddings ``[C, D]`` of the chosen prompts for the current classes."""
+        if self._text is None:
+            chosen = self.config.templates
+            if chosen == "auto":
+                chosen = self.auto_templates(self.eval_dataset)
+            prompts = (self.templates[:1] if chosen == "dataset" else ENSEMBLES[chosen] if chosen in ENSEMBLES
+                       else [chosen])
+            self._text = zero_shot_weights(self.backbone, list(self.classnames), prompts).float()
+        return self._text
 
     def logits(self, images):
         """Zero-shot scores of the chosen prompts (no adaptation)."""
@@ -87,8 +90,8 @@ class TrainingFreeTestTime(PromptMethod):
         return self.backbone.logit_scale * features @ self.class_embeddings.T
 
     def zero_shot(self, features: torch.Tensor) -> torch.Tensor:
-        """Scores ``[N, C]`` of normalised view features ``[N, D]``."""
-        return self.backbone.logit_scale.detach() * features @ self.class_embeddings.T.to(features.dtype)
+        """Scores ``[N, C]`` of normalised view features ``[N, D]``, in fp32."""
+        return self.backbone.logit_scale.detach().float() * features.float() @ self.class_embeddings.T
 
     # ---- test time -----------------------------------------------------------------------
     def view_count(self, dataset: str | None) -> int:
@@ -122,8 +125,10 @@ class TrainingFreeTestTime(PromptMethod):
     @torch.no_grad()
     def adapt_batch(self, features: Sequence[torch.Tensor], extra_features: Sequence[torch.Tensor | None]
                     ) -> list[torch.Tensor]:
-        """Each image's scores ``[C]``, in stream order (an online method updates its memory image by image)."""
-        return [self.classify_views(f) for f in features]
+        """Each image's scores ``[C]``, in stream order (an online method updates its memory image by image). In
+        fp32 whatever the run's precision: cache affinities enter exponentials (as Tip-Adapter's)."""
+        with torch.autocast(features[0].device.type, enabled=False):
+            return [self.classify_views(f.float()) for f in features]
 
     def classify_views(self, features: torch.Tensor) -> torch.Tensor:
         """Scores ``[C]`` of one test image from its views' normalised features ``[N, D]`` (view 0: the original)."""

@@ -6,8 +6,8 @@ reference code, FarinaMatteo/zero ``MultiViewCropAndFlip``, uses no AugMix); the
 with the lowest prediction entropy is kept, and each kept view votes for its top class (the zero-temperature
 softmax of the paper). Ties are broken as the reference does: the discarded views, most confident first, are
 walked until one predicts a tied class; failing that, the tied class the first discarded view scores highest
-wins (the reference means this; its mask of the other classes has a bitwise-not slip). The winner gets one more
-vote. Episodic: nothing carries from one image to the next, and there are no parameters.
+wins (the reference means this; its mask of the other classes has a bitwise-not slip). The winner of a tie gets
+one more vote, as in the reference. Episodic: nothing carries from one image to the next, and there are no parameters.
 
 ``selection: 0.3`` is the reference code's (its comment: changed from the paper's first version, 0.1, which is
 the other reading). Prompts: "a photo of a {}." (the reference's ``--ctx_init a_photo_of_a``); ``templates:
@@ -35,13 +35,12 @@ class ZeroConfig(TrainingFreeConfig):
 
 
 def vote(logits: torch.Tensor, selection: float) -> torch.Tensor:
-    """Votes ``[C]`` of the views' scores ``[N, C]``: one per kept view for its top class, one more for the winner
-    of the vote (ties broken by the discarded views, most confident first)."""
+    """Votes ``[C]`` of the views' scores ``[N, C]``: one per kept view for its top class; a tie goes to the tied
+    class the discarded views, most confident first, name first, which gets one more vote."""
     order = torch.argsort(prediction_entropy(logits), stable=True)
     kept, discarded = order[:kept_count(len(order), selection)], order[kept_count(len(order), selection):]
     votes = torch.bincount(logits[kept].argmax(dim=-1), minlength=logits.shape[-1]).to(logits.dtype)
     tied = torch.nonzero(votes == votes.max()).flatten()
-    winner = int(tied[0])
     if len(tied) > 1:
         is_tied = torch.zeros(logits.shape[-1], dtype=torch.bool, device=logits.device)
         is_tied[tied] = True
@@ -51,7 +50,7 @@ def vote(logits: torch.Tensor, selection: float) -> torch.Tensor:
         else:  # no discarded view predicts a tied class: the first discarded one's (else the original's) best tied
             view = int(discarded[0]) if len(discarded) else 0
             winner = int(tied[logits[view, tied].argmax()])
-    votes[winner] += 1
+        votes[winner] += 1
     return votes
 
 
@@ -62,6 +61,6 @@ class Zero(TrainingFreeTestTime):
     Config = ZeroConfig
 
     def classify_views(self, features):
-        votes = vote(self.zero_shot(features).float(), self.config.selection)
+        votes = vote(self.zero_shot(features), self.config.selection)
         return torch.log((votes / votes.sum()).clamp(min=VOTE_FLOOR))
 

@@ -102,6 +102,11 @@ class Protocol(abc.ABC):
             raise ConfigError(f"{where}: method {resolved.cls.name} ({resolved.variant}) can score "
                               f"{'only its training classes' if can == 'none' else 'only subsets of its training classes'}"
                               f"; protocol {self.name} evaluates other classes")
+        if resolved.cls.adapts_at_test_time and resolved.cls.test_stream == "online" and \
+                facts.stream != "online":
+            raise ConfigError(f"{where}: method {resolved.cls.name} adapts online (its state carries from one test "
+                              f"image to the next); protocol {self.name} is not a stream: run it under protocol "
+                              f"online_test_time")
         if not facts.trains and resolved.cls.trains:
             raise ConfigError(f"{where}: protocol {self.name} trains nothing, but method {resolved.cls.name} "
                               f"learns from training images; train it in another experiment and start a "

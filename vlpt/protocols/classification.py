@@ -119,13 +119,17 @@ class ClassificationProtocol(Protocol):
         evaluations = [Evaluation(es.name, partial(evaluate, es)) for es in data.eval_sets]
         return PreparedRun(method, datamodule, evaluations, len(data.train), len(data.val), len(data.classnames))
 
-    @staticmethod
-    def evaluate(harness, run, image_args, datamodule, eval_set: EvalSet, method) -> tuple[dict, str | None]:
+    def test_stream(self, samples: list[Sample], seed: int, dataset: str) -> list[Sample]:
+        """The order a test-time method meets an evaluation set's images in (online_test_time: drawn from the seed)."""
+        return samples
+
+    def evaluate(self, harness, run, image_args, datamodule, eval_set: EvalSet, method) -> tuple[dict, str | None]:
         """Accuracy on ``eval_set`` with its own classes; a test-time method adapts on each image's views."""
         method.set_classnames(eval_set.classnames, eval_set.templates)
         if not run.method.cls.adapts_at_test_time:
             return evaluate_classifier(method, datamodule.eval_dataloader(eval_set), harness.device), None
-        views = method.test_time_dataset(eval_set.samples, *image_args, seed=run.identity.seed,
+        samples = self.test_stream(eval_set.samples, run.identity.seed, eval_set.dataset)
+        views = method.test_time_dataset(samples, *image_args, seed=run.identity.seed,
                                          dataset=eval_set.dataset, data_root=harness.data_root,
                                          device=harness.device, progress=harness.progress)
         if harness.uses_view_features(run.method.cls):

@@ -2,11 +2,10 @@
 split and every target's), but a method's state carries from one test image to the next (TDA's and DMN's
 caches of test features). Each evaluation set is one stream, starting from the method's initial state, in an
 order drawn from the run's seed, so seeds measure how much the result depends on the order (a dataset and
-its corrupted copies stream in the same order). Episodic methods (TPT) are refused here, online ones under
-``test_time``. Facts: ``configs/protocols/online_test_time.yaml``."""
+its corrupted copies stream in the same order). Only test-time methods meet the stream (zero-shot scores every image alone, from the same stored
+features as under ``test_time``). Episodic methods (TPT) are refused here, online ones under every other
+protocol. Facts: ``configs/protocols/online_test_time.yaml``."""
 from __future__ import annotations
-
-import dataclasses
 
 from vlpt.data.corruptions import split_corrupted_name
 from vlpt.data.fewshot import split_rng
@@ -23,11 +22,7 @@ def stream_order(samples: list, seed: int, dataset: str) -> list:
 @register_protocol
 class OnlineTestTimeAdaptation(TestTimeAdaptation):
     __test__ = False  # not a pytest class
-    name = "online_test_time"
-    stream = "online"
+    name = "online_test_time"  # its facts say stream: online
 
-    def build(self, harness, run, shots):
-        data = super().build(harness, run, shots)
-        data.eval_sets = [dataclasses.replace(es, samples=stream_order(es.samples, run.identity.seed, es.dataset))
-                          for es in data.eval_sets]
-        return data
+    def test_stream(self, samples, seed, dataset):
+        return stream_order(samples, seed, dataset)

@@ -15,8 +15,6 @@ from vlpt.protocols.classification import ClassificationProtocol, test_set
 class TestTimeAdaptation(ClassificationProtocol):
     __test__ = False  # not a pytest class
     name = "test_time"
-    #: the ``test_stream`` of the test-time methods this protocol runs
-    stream = "episodic"
 
     def split(self, source, shots, seed, targets):
         if shots:
@@ -25,16 +23,15 @@ class TestTimeAdaptation(ClassificationProtocol):
         return [], [], source, [test_set("test", source)]
 
     def check_method(self, resolved, experiment, where: str, method_config: str) -> None:
-        """Also refuse a test-time method of the other stream setting (``PromptMethod.test_stream``)."""
+        """Also refuse an episodic test-time method under a stream (``PromptMethod.test_stream``; the base refuses
+        online methods everywhere but under ``online_test_time``)."""
         super().check_method(resolved, experiment, where, method_config)
         cls = resolved.cls
-        if cls.adapts_at_test_time and cls.test_stream != self.stream:
-            other = "online_test_time" if cls.test_stream == "online" else "test_time"
-            raise ConfigError(f"{where}: method {cls.name} adapts {cls.test_stream}ally (its state "
-                              f"{'carries from one test image to the next' if cls.test_stream == 'online' else 'is reset after every test image'}); "
-                              f"protocol {self.name} is {self.stream}: run it under protocol {other}")
+        if cls.adapts_at_test_time and cls.test_stream == "episodic" and self.facts.stream == "online":
+            raise ConfigError(f"{where}: method {cls.name} adapts episodically (its state is reset after every test "
+                              f"image); protocol {self.name} is a stream: run it under protocol test_time")
 
     def prepare(self, harness, run, config, data, model):
         prepared = super().prepare(harness, run, config, data, model)
-        prepared.record_config["test_time"] = {"stream": self.stream}
+        prepared.record_config["test_time"] = {"stream": self.facts.stream}
         return prepared

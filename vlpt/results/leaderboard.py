@@ -280,7 +280,8 @@ def _protocol_section(protocol: str, groups: list[Group]) -> list[str]:
         views = []
     else:
         notes.append("Views: the augmentation of each test image's views (crop_flip: random resized crops with "
-                     "flips; augmix: TPT's AugMix over those crops), per evaluation set where they differ.")
+                     "flips; augmix: TPT's AugMix over those crops; original: the original image alone), per "
+                     "evaluation set where they differ.")
     header = [model, "Dataset", "Method", "Variant", shots, *(_text(c.header) for c in columns),
               *(["Views"] if views else []), "Seeds", *COST_HEADERS]
     rows = [

@@ -60,6 +60,9 @@ class ProtocolFacts:
     notes: tuple[str, ...] = ()
     headers: dict[str, str] = field(default_factory=lambda: {"model": "Backbone", "shots": "Shots"})
     plot: str | None = None
+    #: test-time protocols: how a method's state meets the test images (episodic: reset per image; online: carried
+    #: over a stream); None for the others
+    stream: str | None = None
 
     def expected_eval_sets(self, dataset: str, targets: Iterable[str]) -> list[str]:
         """The evaluation sets a run on ``dataset`` (tasks joined by "+") with ``targets`` reports."""
@@ -92,7 +95,7 @@ class ProtocolFacts:
 PLOT_NAMES = ("accuracy_vs_shots", "base_vs_novel", "test_time_gain", "dice_per_set")
 _CHOICES = {"task": ("classification", "segmentation"), "datasets": ("one", "several"),
             "targets": ("none", "optional", "required"), "unseen_classes": ("none", "subset", "any"),
-            "derived": (None, *DERIVED), "plot": (None, *PLOT_NAMES)}
+            "derived": (None, *DERIVED), "plot": (None, *PLOT_NAMES), "stream": (None, "episodic", "online")}
 
 
 def facts_from_dict(name: str, data: dict, where: str) -> ProtocolFacts:

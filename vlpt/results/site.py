@@ -356,7 +356,8 @@ def _test_time_gain(rows: list[Group], page: _Page) -> list[tuple[str, str, str,
                               f"Accuracy of each test-time method minus {reference}'s, per evaluation domain.",
                               [label for _, label in domains], series, "evaluation domain",
                               "accuracy gain (points)", signed=True)
-        figures.append((f"Test-time gain per domain · {dataset}", backbone, svg,
+        title = protocol_title(baseline.protocol)
+        figures.append((f"{title}: gain per domain · {dataset}", backbone, svg,
                         f"Accuracy minus {reference}'s on the same images, mean over seeds."))
     return figures
 

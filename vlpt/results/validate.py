@@ -180,7 +180,7 @@ class _Checker:
             if "backbone" in d["config"]:
                 self.backbone(d["config"]["backbone"])
             if "test_time" in d["config"]:
-                self.test_time(d["config"]["test_time"])
+                self.test_time(d["config"]["test_time"], identity)
             if "selection" in d["config"] and d["config"]["selection"] not in SELECTIONS:
                 self.wrong("config.selection", d["config"]["selection"], " or ".join(f'"{s}"' for s in SELECTIONS))
         if "metrics" in present:
@@ -326,13 +326,17 @@ class _Checker:
         elif "activation" in backbone and backbone["activation"] not in ("quick_gelu", "gelu"):
             self.wrong("config.backbone.activation", backbone["activation"], '"quick_gelu" or "gelu"')
 
-    def test_time(self, test_time: Any) -> None:
+    def test_time(self, test_time: Any, identity: RunIdentity | None) -> None:
         where = "config.test_time"
         if not isinstance(test_time, dict) or not set(test_time) <= {"stream", "views"}:
             self.wrong(where, test_time, "an object {stream, views: {evaluation set: view augmentation}}")
             return
+        facts = known_protocol(identity.protocol) if identity is not None else None
         if "stream" in test_time and test_time["stream"] not in ("episodic", "online"):
             self.wrong(f"{where}.stream", test_time["stream"], '"episodic" or "online"')
+        elif "stream" in test_time and facts is not None and facts.stream and test_time["stream"] != facts.stream:
+            self.add(f"{where}.stream", f"{where}.stream = {test_time['stream']!r}, but protocol {identity.protocol} "
+                                        f"is {facts.stream}")
         views = test_time.get("views", {})
         if not (isinstance(views, dict) and all(isinstance(k, str) and k and isinstance(v, str) and v
                                                 for k, v in views.items())):
