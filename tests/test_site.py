@@ -148,7 +148,7 @@ def test_each_protocol_gets_its_plot_with_marks():
     assert titles == [
         "Accuracy vs shots, dtd (ViT-B-16@openai)",
         "Base vs novel accuracy, caltech101 (ViT-B-16@openai)",
-        "Test-time gain over zeroshot, imagenet (ViT-B-16@openai)",
+        "Test-time adaptation: gain over zeroshot, imagenet (ViT-B-16@openai)",
         "Dice per segmentation set (clipseg:tiny)",
     ]
     accuracy, scatter, gain, dice = svgs

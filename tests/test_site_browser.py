@@ -82,7 +82,7 @@ def header(driver, table_id, text):
 def test_clicking_a_header_sorts_the_rows(page):
     table, column = "table-few_shot", "Accuracy (mean ± std)"
     before = [float(k) for k in column_keys(page, table, column)]
-    assert before != sorted(before) and len(before) == 21  # leaderboard order is not accuracy order
+    assert before != sorted(before) and len(before) == 22  # leaderboard order is not accuracy order
     header(page, table, column).click()
     assert [float(k) for k in column_keys(page, table, column)] == sorted(before)
     assert header(page, table, column).get_attribute("aria-sort") == "ascending"
@@ -104,10 +104,10 @@ def test_filters_keep_only_matching_rows(page):
     visible = [r for r in section.find_elements(By.CSS_SELECTOR, "tbody tr") if r.is_displayed()]
     assert [r.get_attribute("data-method") for r in visible] == ["coop"]
     assert "gram-init" in visible[0].text
-    assert section.find_element(By.CSS_SELECTOR, ".count").text == "1 of 21 rows"
+    assert section.find_element(By.CSS_SELECTOR, ".count").text == "1 of 22 rows"
     search.clear()
     search.send_keys(" ")  # clear() fires no input event; a blank query shows every row again
-    assert len([r for r in section.find_elements(By.CSS_SELECTOR, "tbody tr") if r.is_displayed()]) == 21
+    assert len([r for r in section.find_elements(By.CSS_SELECTOR, "tbody tr") if r.is_displayed()]) == 22
 
     Select(section.find_element(By.CSS_SELECTOR, "select.filter[name=shots]")).select_by_value("0")
     visible = [r for r in section.find_elements(By.CSS_SELECTOR, "tbody tr") if r.is_displayed()]
@@ -129,7 +129,8 @@ def test_every_plot_rendered_its_marks(page):
         """)
     kind = {c["title"]: c["title"].split(" (")[0].split(",")[0] for c in charts}
     assert list(kind.values()) == [
-        "Accuracy vs shots", "Base vs novel accuracy", "Test-time gain over zeroshot", "Dice per segmentation set"
+        "Accuracy vs shots", "Base vs novel accuracy", "Test-time adaptation: gain over zeroshot",
+        "Online test-time adaptation: gain over zeroshot", "Dice per segmentation set"
     ]
     for chart in charts:
         assert chart["width"] > 300 and chart["height"] > 200, chart["title"]
@@ -141,7 +142,8 @@ def test_every_plot_rendered_its_marks(page):
                 assert mark["width"] > 0 or mark["height"] > 0, (chart["title"], mark)
     counts = {kind[c["title"]]: len(c["marks"]) for c in charts}
     assert counts["Dice per segmentation set"] == 8  # one bar per segmentation method
-    assert counts["Test-time gain over zeroshot"] == 6  # 3 methods x 2 domains
+    assert counts["Test-time adaptation: gain over zeroshot"] == 10  # 5 methods x 2 domains
+    assert counts["Online test-time adaptation: gain over zeroshot"] == 4  # TDA and DMN-ZS x 2 domains
 
 
 def test_no_console_errors_and_a_screenshot(page, tmp_path):

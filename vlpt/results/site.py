@@ -352,11 +352,11 @@ def _test_time_gain(rows: list[Group], page: _Page) -> list[tuple[str, str, str,
                     points.append(plots.Point(label, gain, None, f"{labels[id(g)]}, {label}: {stat.mean:.2f} vs "
                                               f"{base.mean:.2f} ({gain:+.2f})"))
             series.append(plots.Series(labels[id(g)], page.colour(g), tuple(points)))
-        svg = plots.bar_chart(f"Test-time gain over {reference}, {dataset} ({backbone})",
+        title = protocol_title(baseline.protocol)
+        svg = plots.bar_chart(f"{title}: gain over {reference}, {dataset} ({backbone})",
                               f"Accuracy of each test-time method minus {reference}'s, per evaluation domain.",
                               [label for _, label in domains], series, "evaluation domain",
                               "accuracy gain (points)", signed=True)
-        title = protocol_title(baseline.protocol)
         figures.append((f"{title}: gain per domain · {dataset}", backbone, svg,
                         f"Accuracy minus {reference}'s on the same images, mean over seeds."))
     return figures
