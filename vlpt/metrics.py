@@ -30,7 +30,9 @@ class ClassificationScores:
         """Add a batch: scores ``[B, C]`` (any scale; softmax gives the probabilities) and labels ``[B]``."""
         logits, labels = logits.detach().float().cpu(), labels.cpu().long()
         if self.calibration is None:
-            self.calibration = MulticlassCalibrationError(num_classes=logits.shape[-1], n_bins=ECE_BINS, norm="l1")
+            # one process evaluates (the first, under DDP): no gathering across processes
+            self.calibration = MulticlassCalibrationError(num_classes=logits.shape[-1], n_bins=ECE_BINS, norm="l1",
+                                                          sync_on_compute=False)
         self.calibration.update(logits.softmax(dim=-1), labels)
         self.correct += int((logits.argmax(dim=-1) == labels).sum())
         self.count += len(labels)

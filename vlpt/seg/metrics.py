@@ -37,14 +37,16 @@ class SegmentationScores:
         if 0 <= ignore_index < max(num_classes, 2):
             raise ValueError(f"ignore_index {ignore_index} is one of the classes")
         self.ignore_index = ignore_index
+        local = {"sync_on_compute": False}  # one process evaluates (the first, under DDP): no gathering
         if binary:
-            self._dice = BinaryF1Score(multidim_average="samplewise", ignore_index=ignore_index, zero_division=1)
-            self._iou = BinaryJaccardIndex(ignore_index=ignore_index, zero_division=1)
+            self._dice = BinaryF1Score(multidim_average="samplewise", ignore_index=ignore_index, zero_division=1,
+                                       **local)
+            self._iou = BinaryJaccardIndex(ignore_index=ignore_index, zero_division=1, **local)
         else:
             self._dice = MulticlassF1Score(
-                num_classes, average="macro", multidim_average="samplewise", ignore_index=ignore_index
+                num_classes, average="macro", multidim_average="samplewise", ignore_index=ignore_index, **local
             )
-            self._iou = MulticlassJaccardIndex(num_classes, average="macro", ignore_index=ignore_index)
+            self._iou = MulticlassJaccardIndex(num_classes, average="macro", ignore_index=ignore_index, **local)
         self._n = 0
 
     def update(self, prediction: torch.Tensor, target: torch.Tensor) -> None:
