@@ -18,8 +18,9 @@ from vlpt.tta.evaluate import evaluate_test_time
 def _experiments(dataset: str, targets: list[str], eval_limit: int, seeds=(1, 2)) -> list[dict]:
     return [
         {"protocol": "online_test_time", "dataset": dataset, "targets": targets, "seeds": list(seeds),
-         "eval_limit": eval_limit, "methods": ["zeroshot", {"config": "tda", "params": {"views": 4}},
-                                               {"config": "dmn_zs", "params": {"views": 4}}]},
+         "eval_limit": eval_limit, "shots": [2],  # DMN-TF's labelled images (the others read none)
+         "methods": ["zeroshot", {"config": "tda", "params": {"views": 4}},
+                     {"config": "dmn_zs", "params": {"views": 4}}, {"config": "dmn_tf", "params": {"views": 4}}]},
         {"protocol": "test_time", "dataset": dataset, "targets": targets, "seeds": list(seeds),
          "eval_limit": eval_limit, "methods": [{"config": "zero", "params": {"views": 6}},
                                                {"config": "c_tpt", "params": {"views": 6}}]},
@@ -40,7 +41,7 @@ def _records(folder) -> dict:
 
 
 def _check(records, targets, eval_limit):
-    methods = {"online_test_time": ("zeroshot", "tda", "dmn_zs"), "test_time": ("zero", "c_tpt")}
+    methods = {"online_test_time": ("zeroshot", "tda", "dmn_zs", "dmn_tf"), "test_time": ("zero", "c_tpt")}
     for protocol, names in methods.items():
         for name in names:
             for seed in (1, 2):
@@ -50,6 +51,7 @@ def _check(records, targets, eval_limit):
                 for metrics in record["metrics"].values():
                     assert metrics["n"] == eval_limit and 0 <= metrics["ece"] <= 100 and metrics["nll"] >= 0
                 assert set(record["metrics"]) == {"test", *targets}
+                assert record["identity"]["shots"] == (2 if name == "dmn_tf" else 0)
 
 
 def test_online_and_new_test_time_methods_run_and_record_their_stream(tmp_path):
@@ -70,8 +72,9 @@ def test_online_and_new_test_time_methods_run_and_record_their_stream(tmp_path):
     for name in zs1:
         assert zs1[name]["accuracy"] == zs2[name]["accuracy"]
         assert zs1[name]["nll"] == pytest.approx(zs2[name]["nll"], rel=1e-6)
-    for method in ("tda", "dmn_zs"):
+    for method in ("tda", "dmn_zs", "dmn_tf"):
         assert scores("online_test_time", method, 1) != scores("online_test_time", method, 2)
+    assert records[("online_test_time", "dmn_tf", 1)]["config"]["data"]["n_train"] == 20  # 2 shots x 10 digits
     board = paths[0].read_text()
     section = board[board.index("## Online test-time adaptation"):]
     assert "| tda | default |" in section and "ECE %" in section

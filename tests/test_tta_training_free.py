@@ -299,3 +299,78 @@ def test_an_online_method_starts_each_evaluation_set_afresh_with_its_classes(tin
     first, second = _per_image_scores(method, items, range(12)), _per_image_scores(fresh, items, range(12))
     assert method.positive.features.shape[0] == 3
     assert all(torch.equal(first[i], second[i]) for i in range(12))
+
+
+# ---- DMN-TF ------------------------------------------------------------------------------
+class _Shots:
+    """A stand-in datamodule whose training images arrive as stored features (as the feature cache gives them)."""
+
+    def __init__(self, features, labels):
+        self.batch = (features, labels)
+
+    def train_eval_dataloader(self):
+        return [self.batch]
+
+
+def _dmn_tf(backbone, shots_per_class=2, **params):
+    from vlpt.methods.dmn import DMNTrainingFree
+
+    method = DMNTrainingFree(backbone, CLASSES, TEMPLATES, DMNTrainingFree.Config(**params))
+    features = _features(backbone, 50, n=shots_per_class * len(CLASSES)) * 3  # not normalised
+    labels = torch.arange(len(CLASSES)).repeat_interleave(shots_per_class)
+    assert method.fit_without_gradients(_Shots(features, labels))
+    method.prepare_dataset("starter_digits")
+    method.start_episodes()
+    return method, F.normalize(features, dim=-1), labels
+
+
+def test_dmn_tf_static_memory_equals_its_closed_form(tiny_backbone):
+    method, shots, labels = _dmn_tf(tiny_backbone)
+    assert method.shots() == 2 and (method.dynamic_weight, method.static_weight) == (1.0, 0.3)  # ImageNet, 2 shots
+    assert torch.allclose(method.shot_features, shots)
+    query = _features(tiny_backbone, 77)[0]
+    prototypes = []
+    for cls in range(len(CLASSES)):
+        rows = [method.class_embeddings[cls]] + [k for k, label in zip(shots, labels) if label == cls]
+        prototypes.append(F.normalize(sum(math.exp(-5.5 * (1 - float(k @ query))) * k for k in rows), dim=-1))
+    expected = (tiny_backbone.logit_scale.detach() * torch.stack(prototypes) @ query).softmax(-1)
+    assert torch.allclose(method.static_probabilities(query), expected, atol=1e-5)
+    # the shots are fixed slots of the dynamic memory too: with nothing stored yet, both read-outs agree
+    assert torch.allclose(method.memory_probabilities(query), expected, atol=1e-5)
+
+
+def test_dmn_tf_scores_mix_three_distributions(tiny_backbone):
+    method, _, _ = _dmn_tf(tiny_backbone, dynamic_weight=2.0, static_weight=3.0)
+    features = _features(tiny_backbone, 5, n=8)
+    query = features[0]
+    zero_shot = method.zero_shot(features[:1])[0].softmax(-1)
+    scores = method.classify_views(features)  # writes the image to the memory first
+    expected = (zero_shot + 2.0 * method.memory_probabilities(query) + 3.0 * method.static_probabilities(query)) / 6
+    assert torch.allclose(scores, expected.log(), atol=1e-5)
+
+
+def test_dmn_tf_without_shots_or_static_weight_is_dmn_zs(tiny_backbone):
+    method, _, _ = _dmn_tf(tiny_backbone, shots_per_class=0, dynamic_weight=2.0)
+    zs = _dmn(tiny_backbone, dynamic_weight=2.0)
+    for seed in range(4):
+        features = _features(tiny_backbone, seed, n=8)
+        assert torch.allclose(method.classify_views(features), zs.classify_views(features), atol=1e-6)
+
+
+def test_dmn_tf_classes_it_never_saw_read_their_text_alone(tiny_backbone):
+    method, _, _ = _dmn_tf(tiny_backbone)
+    method.set_classnames(["purple moon", CLASSES[1]])
+    slots = method.fixed_slots()
+    assert slots.shape[:2] == (2, 3)  # text + 2 shots of the one class it saw
+    assert torch.count_nonzero(slots[0, 1:]) == 0 and torch.count_nonzero(slots[1, 1:]) > 0
+
+
+def test_dmn_weights_follow_the_reference_picks():
+    from vlpt.methods.dmn import reference_weights
+
+    assert reference_weights("dtd", 16) == (1.0, 3.0)
+    assert reference_weights("dtd", 3) == (300.0, 300.0)  # between 2 and 4 shots: 2's
+    assert reference_weights("imagenet", 4) == (1.0, 0.3)
+    assert reference_weights("imagenet_a", 0) == (3.0, 0.0)
+    assert reference_weights("imagenet_a", 16) == (1.0, 1.0)  # no few-shot picks for the shifts: ImageNet's
+    assert reference_weights("starter_digits~pixelate:4", 16) == (1.0, 1.0)
