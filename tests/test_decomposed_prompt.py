@@ -23,12 +23,37 @@ def test_a_zero_update_is_coop_with_the_short_context(tiny_backbone):
     coop = CoOp(tiny_backbone, CLASSES, TEMPLATES, CoOp.Config(n_ctx=4))
     with torch.no_grad():
         coop.context.ctx.copy_(method.context.ctx)
-    assert torch.count_nonzero(method.embedding_update()) == 0  # B starts at zero
+    assert torch.count_nonzero(method.embedding_update()) == 0  # A starts at zero
     x = _features(tiny_backbone)
     assert torch.equal(method.logits(x), coop.logits(x))
     with torch.no_grad():
-        method.update_b.normal_()
+        method.update_a.normal_()
     assert not torch.allclose(method.logits(x), coop.logits(x))
+
+
+def test_the_update_lands_on_the_positions_after_the_context(tiny_backbone):
+    method = DecomposedPrompt(tiny_backbone, CLASSES, TEMPLATES, DecomposedPrompt.Config(n_ctx=4, rank=2))
+    with torch.no_grad():
+        method.update_a.normal_()
+        prompts = method.context().clone()
+        prompts[:, 5:] += method.update_a @ method.update_b  # by hand: [SOS] + 4 context tokens untouched
+        expected = tiny_backbone.encode_text_embeds(prompts, method.context.eot_positions)
+        assert torch.allclose(method.text_features(), expected, atol=1e-6)
+
+
+def test_a_shorter_init_phrase_sets_the_context_length(tiny_backbone):
+    """n_ctx 8 with "a photo of a": 4 learned tokens, so the update starts after them and the budget counts 4."""
+    method = DecomposedPrompt(tiny_backbone, CLASSES, TEMPLATES,
+                              DecomposedPrompt.Config(n_ctx=8, ctx_init="a photo of a"))
+    width = tiny_backbone.text_width
+    assert method.context.n_ctx == 4 and method.update_a.shape[0] == tiny_backbone.context_length - 5
+    rank = method.update_a.shape[1]
+    assert rank == budget_rank(16, 4, tiny_backbone.context_length - 5, width)
+    with torch.no_grad():
+        method.update_a.normal_()
+    coop = CoOp(tiny_backbone, CLASSES, TEMPLATES, CoOp.Config(n_ctx=4, ctx_init="a photo of a"))
+    x = _features(tiny_backbone)
+    assert not torch.allclose(method.logits(x), coop.logits(x))  # the update is live
 
 
 def test_the_rank_fills_coops_parameter_budget(tiny_backbone):
@@ -59,14 +84,26 @@ def test_two_learning_rates_and_both_parts_learn(tiny_backbone):
         optimizer.step()
         losses.append(float(loss))
     assert losses[-1] < losses[0]
-    assert torch.count_nonzero(method.update_b) > 0
+    assert torch.count_nonzero(method.update_a) > 0
 
 
-def test_it_scores_classes_it_never_saw(tiny_backbone):
-    method = DecomposedPrompt(tiny_backbone, CLASSES, TEMPLATES, DecomposedPrompt.Config(n_ctx=4))
+def test_positions_no_training_prompt_reached_keep_a_zero_update(tiny_backbone):
+    """Trained on short names, the update past their end of text stays zero, so a longer unseen name gets no
+    untrained update there."""
+    method = DecomposedPrompt(tiny_backbone, CLASSES, TEMPLATES, DecomposedPrompt.Config(n_ctx=4, lr=0.1))
+    optimizer = method.build_optimizer(method.trainable_parameters())
+    x, y = _features(tiny_backbone, 12, seed=2), torch.arange(12) % 3
+    for _ in range(5):
+        loss = F.cross_entropy(method.logits(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    last = int(method.context.eot_positions.max()) - 5  # the update's row of the longest training prompt's EOT
+    assert torch.count_nonzero(method.update_a[:last + 1]) > 0
+    assert torch.count_nonzero(method.update_a[last + 1:]) == 0
     assert DecomposedPrompt.unseen_classes(method.config) == "any"
-    method.set_classnames(["purple moon", "red circle"])
-    assert method.logits(_features(tiny_backbone)).shape == (8, 2)
+    method.set_classnames(["a very long purple crescent moon shape", "red circle"])
+    assert method.logits(x).shape == (12, 2)
 
 
 def test_bad_settings_are_refused(tiny_backbone):

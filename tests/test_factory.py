@@ -57,7 +57,7 @@ def test_create_method_by_name_shipped_config_and_file(tiny_backbone, tmp_path):
 
 
 def test_unknown_names_and_files_are_named_with_the_valid_names(tmp_path):
-    with pytest.raises(ConfigError, match=r"unknown method config 'coopp'; available: c_tpt, c_tpt_natural_shift, clap, clip_adapter, clip_lora, cocoop, coop, .*vpt"):
+    with pytest.raises(ConfigError, match=r"unknown method config 'coopp'; available: c_tpt, c_tpt_natural_shift, clap, clip_adapter, clip_lora, cocoop, cones, coop, .*vpt"):
         resolve_method("coopp")
     with pytest.raises(ConfigError, match=r"method config file missing\.yaml does not exist"):
         resolve_method("missing.yaml", relative_to=tmp_path)

@@ -374,3 +374,26 @@ def test_dmn_weights_follow_the_reference_picks():
     assert reference_weights("imagenet_a", 0) == (3.0, 0.0)
     assert reference_weights("imagenet_a", 16) == (1.0, 1.0)  # no few-shot picks for the shifts: ImageNet's
     assert reference_weights("starter_digits~pixelate:4", 16) == (1.0, 1.0)
+
+
+def test_dmn_tf_on_a_target_without_its_classes_is_dmn_zs(tiny_backbone):
+    """No shots of the target's classes: text-only fixed slots and the 0-shot weights, DMN-ZS exactly."""
+    method, _, _ = _dmn_tf(tiny_backbone)
+    others = ["purple moon", "orange kite"]
+    method.set_classnames(others)
+    method.prepare_dataset("starter_digits")
+    assert method.shots() == 0 and method.static_weight == 0.0
+    zs = DMNZeroShot(tiny_backbone, others, TEMPLATES, DMNZeroShot.Config())
+    zs.prepare_dataset("starter_digits")
+    for seed in range(3):
+        features = _features(tiny_backbone, seed, n=8)
+        assert torch.allclose(method.classify_views(features), zs.classify_views(features), atol=1e-6)
+
+
+def test_dmn_tf_does_not_start_from_a_checkpoint(tiny_backbone, tmp_path):
+    from vlpt.errors import CheckpointError
+
+    method, _, _ = _dmn_tf(tiny_backbone)
+    path = method.save_checkpoint(tmp_path / "dmn_tf.pt")
+    with pytest.raises(CheckpointError, match="reads the labelled images of its own run"):
+        _dmn_tf(tiny_backbone, init_from=str(path))

@@ -22,7 +22,8 @@ the prompt of ``coop_m4`` with ``init_from: experiment:source/coop_m4`` (TPT+CoO
 ``test_time`` experiments train nothing: their methods adapt per test image from the same start (TPT,
 C-TPT, DiffTPT, Zero) or not at all (zero-shot), and ``shots`` only selects the source runs named by
 ``init_from``; ``online_test_time`` experiments stream each evaluation set in an order drawn from the
-seed to methods whose state carries over the stream (TDA, DMN-ZS). A run's
+seed to methods whose state carries over the stream (TDA, DMN-ZS, DMN-TF), and their ``shots`` are the
+labelled images per class DMN-TF reads (without training; the other methods read none). A run's
 identity has the shots of the labelled data it used: 0 unless it trains or starts from a trained run.
 ``segmentation`` experiments (TuneVLSeg) tune prompts of a vision-language segmentation model, named by
 ``vlsm`` (default: the suite's backbone with a CLIPSeg-style decoder; see ``vlpt.seg.vlsm``), on a

@@ -113,6 +113,9 @@ class PromptMethod(L.LightningModule, abc.ABC):
     #: starting state, protocol test_time) or "online" (state carries from one image to the next, protocol
     #: online_test_time, in an order drawn from the run's seed)
     test_stream: ClassVar[str] = "episodic"
+    #: True for a test-time method that reads labelled images without gradient training (DMN-TF): protocol
+    #: online_test_time then gives it ``shots``
+    reads_labelled_images: ClassVar[bool] = False
     #: "classification", or "segmentation" for methods on a segmentation model (``vlpt.seg.method``)
     task: ClassVar[str] = "classification"
     #: True when images reach the method only as ``backbone.encode_image(images)`` of the unprompted,

@@ -5,13 +5,16 @@ The paper shortens a soft prompt and spends the parameters saved on a low-rank u
 embeddings: the sequence's token embeddings get ``A B`` added position by position (``A``: positions x rank,
 ``B``: rank x width), and the prompt and the update train at two learning rates. Here the prompt is CoOp's
 learned context, shortened (``n_ctx`` 8 against CoOp's 16), and the update covers every position after the
-context: the class name's tokens, the period and the end of text (the same update for every class, so the method
-scores classes it never saw). ``rank: null`` picks the largest rank whose parameters, with the short context's,
+context: the class name's tokens, the period, the end of text and whatever follows (the rest of an initialisation
+phrase longer than ``n_ctx``; padding, which a causal tower never reads), the same update for every class, so the
+method scores classes it never saw. ``rank: null`` picks the largest rank whose parameters, with the short context's,
 fit in the budget of a CoOp context of ``budget_tokens`` (16) tokens, which is how the paper compares: at equal
 trainable parameters.
 
-vlpt's reading where the paper (on T5) leaves CLIP open: ``B`` starts at zero (so training starts from CoOp with
-the short context exactly) and ``A`` from a uniform Kaiming initialisation, as LoRA; the update is added
+vlpt's reading where the paper (on T5) leaves CLIP open: ``A`` starts at zero (so training starts from CoOp with
+the short context exactly, and positions past every training prompt's end of text, which get no gradient under
+CLIP's causal mask, keep a zero update for longer names seen later) and ``B`` from a uniform Kaiming
+initialisation; the update is added
 unscaled; CoOp's optimizer, schedule and epochs; the update's learning rate ``low_rank_lr`` (null: the prompt's;
 the paper's ratio of about 1/3000 is tuned for Adafactor-style steps on T5's embeddings and leaves the update
 unmoved under CoOp's SGD here). Only a shared context with the class token at the end is supported.
@@ -66,16 +69,19 @@ class DecomposedPrompt(CoOp):
     def build(self, classnames, templates):
         super().build(classnames, templates)
         cfg, width = self.config, self.backbone.text_width
-        positions = self.context.tokens.shape[1] - 1 - cfg.n_ctx
-        rank = budget_rank(cfg.budget_tokens, cfg.n_ctx, positions, width) if cfg.rank is None else cfg.rank
+        n_ctx = self.context.n_ctx  # learned tokens: fewer than n_ctx when ctx_init is a shorter phrase
+        positions = self.context.tokens.shape[1] - 1 - n_ctx
+        rank = budget_rank(cfg.budget_tokens, n_ctx, positions, width) if cfg.rank is None else cfg.rank
         if rank < 1:
             raise ConfigError(f"decomposed_prompt: a budget of {cfg.budget_tokens} tokens leaves no room for a "
-                              f"rank-1 update beside {cfg.n_ctx} context tokens ({positions} positions x width "
+                              f"rank-1 update beside {n_ctx} context tokens ({positions} positions x width "
                               f"{width}); raise budget_tokens or set rank")
         dtype = self.backbone.dtype
-        self.update_a = nn.Parameter(torch.empty(positions, rank, dtype=dtype))
-        nn.init.kaiming_uniform_(self.update_a, a=math.sqrt(5))
-        self.update_b = nn.Parameter(torch.zeros(rank, width, dtype=dtype))
+        # A starts at zero: the update is zero at first, and the rows of positions no training prompt reaches (past
+        # its end of text, which a causal tower never lets back) stay zero for longer class names seen later
+        self.update_a = nn.Parameter(torch.zeros(positions, rank, dtype=dtype))
+        self.update_b = nn.Parameter(torch.empty(rank, width, dtype=dtype))
+        nn.init.kaiming_uniform_(self.update_b, a=math.sqrt(5))
 
     def embedding_update(self) -> torch.Tensor:
         """The low-rank update ``[positions, width]`` added to the embeddings after the context."""
@@ -83,7 +89,7 @@ class DecomposedPrompt(CoOp):
 
     def text_features(self):
         prompts = self.context()
-        start = 1 + self.config.n_ctx
+        start = 1 + self.context.n_ctx
         prompts = torch.cat([prompts[:, :start], prompts[:, start:] + self.embedding_update()], dim=1)
         return self.backbone.encode_text_embeds(prompts, self.context.eot_positions)
 

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 
 from vlpt.data.catalog import dataset_family
 from vlpt.data.corruptions import catalog_name
+from vlpt.errors import CheckpointError
 from vlpt.methods.linear_probe import extract_features
 from vlpt.methods.training_free_tta import TrainingFreeConfig, TrainingFreeTestTime
 from vlpt.registry import register_method
@@ -110,6 +111,10 @@ class DMNZeroShot(TrainingFreeTestTime):
         self.memory: EntropyCache | None = None
         super().build(classnames, templates)
 
+    def update_classnames(self, classnames, templates):
+        super().update_classnames(classnames, templates)
+        self.memory = None  # a new class list: a new stream
+
     def auto_templates(self, dataset):
         """The 7 ImageNet templates for the ImageNet family, the dataset's own otherwise."""
         return "imagenet7" if dataset and dataset_family(dataset) == "imagenet" else "dataset"
@@ -120,19 +125,25 @@ class DMNZeroShot(TrainingFreeTestTime):
 
     def prepare_dataset(self, dataset):
         super().prepare_dataset(dataset)
+        self.memory = None
         cfg = self.config
         dynamic, static = reference_weights(dataset, self.shots())
         self.dynamic_weight = dynamic if cfg.dynamic_weight is None else cfg.dynamic_weight
         self.static_weight = static if cfg.static_weight is None else cfg.static_weight
 
     def start_episodes(self):
-        """An empty memory for a new stream."""
+        """An empty memory for a new stream, and the fixed slots of its classes."""
         self.memory = EntropyCache(len(self.classnames), self.config.memory_size, self.class_embeddings.shape[-1],
                                    device=self.class_embeddings.device)
+        self._slots = self.build_fixed_slots()
 
-    def fixed_slots(self) -> torch.Tensor:
+    def build_fixed_slots(self) -> torch.Tensor:
         """Keys every class's memory always holds ``[C, F, D]``: its text feature (and DMN-TF's shots)."""
         return self.class_embeddings[:, None, :]
+
+    def fixed_slots(self) -> torch.Tensor:
+        """``build_fixed_slots`` of the current stream (built once per stream)."""
+        return self._slots if self.memory is not None else self.build_fixed_slots()
 
     def classify_views(self, features):
         if self.memory is None:
@@ -165,7 +176,8 @@ class DMNTrainingFree(DMNZeroShot):
     """DMN-TF: DMN-ZS plus the few-shot images' features, as fixed slots of the dynamic memory and as a static
     memory of their own."""
 
-    trains = True  # it reads labelled images (without gradients)
+    trains = True  # it reads labelled images,
+    reads_labelled_images = True  # without gradients (protocol online_test_time gives it shots)
     frozen_image_features = True  # the shots reach it as the frozen tower's features
 
     def build(self, classnames, templates):
@@ -182,12 +194,20 @@ class DMNTrainingFree(DMNZeroShot):
         self.shot_features = F.normalize(torch.from_numpy(features).float(), dim=-1).to(device)
         self.shot_labels = torch.from_numpy(labels).long().to(device)
         self.trained_classnames = list(self.classnames)
+        self.memory = None
         return True
 
     def shots(self):
-        return int(torch.bincount(self.shot_labels).max()) if len(self.shot_labels) else 0
+        """The most shots any current class has (0 on a target whose classes it has no shots of)."""
+        rows = [self.trained_classnames.index(c) for c in self.classnames if c in self.trained_classnames]
+        counts = torch.bincount(self.shot_labels, minlength=len(self.trained_classnames))
+        return int(counts[rows].max()) if rows and len(self.shot_labels) else 0
 
-    def fixed_slots(self):
+    def initialize_from(self, path):
+        raise CheckpointError(f"{self.name} reads the labelled images of its own run; it does not start from a "
+                              f"checkpoint ({path})")
+
+    def build_fixed_slots(self):
         text = self.class_embeddings[:, None, :]
         rows = {name: i for i, name in enumerate(self.trained_classnames)}
         per_class = [self.shot_features[self.shot_labels == rows[c]] if c in rows else self.shot_features[:0]
@@ -209,4 +229,5 @@ class DMNTrainingFree(DMNZeroShot):
         for name in ("shot_features", "shot_labels"):
             if name in state_dict:
                 setattr(self, name, torch.empty_like(state_dict[name], device=getattr(self, name).device))
+        self.memory = None
         return super().load_state_dict(state_dict, strict, assign)

@@ -107,7 +107,7 @@ class Protocol(abc.ABC):
             raise ConfigError(f"{where}: method {resolved.cls.name} adapts online (its state carries from one test "
                               f"image to the next); protocol {self.name} is not a stream: run it under protocol "
                               f"online_test_time")
-        reads_shots_online = resolved.cls.adapts_at_test_time and facts.stream == "online"  # DMN-TF's few shots
+        reads_shots_online = resolved.cls.reads_labelled_images and facts.stream == "online"  # DMN-TF's few shots
         if not facts.trains and resolved.cls.trains and not reads_shots_online:
             raise ConfigError(f"{where}: protocol {self.name} trains nothing, but method {resolved.cls.name} "
                               f"learns from training images; train it in another experiment and start a "

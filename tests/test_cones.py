@@ -1,0 +1,70 @@
+"""ConES: class concepts in the joint space, searched on image features with the text tower switched off."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from vlpt.methods.cones import ConES
+from vlpt.methods.zeroshot import ZeroShotCLIP
+
+CLASSES = ["red circle", "green square", "blue star"]
+TEMPLATES = ["a photo of a {}."]
+
+
+def _features(backbone, n=12, seed=0):
+    return torch.randn(n, backbone.embed_dim, generator=torch.Generator().manual_seed(seed))
+
+
+def test_it_starts_as_zero_shot_clip(tiny_backbone):
+    x = _features(tiny_backbone)
+    cones, zero_shot = ConES(tiny_backbone, CLASSES, TEMPLATES), ZeroShotCLIP(tiny_backbone, CLASSES, TEMPLATES)
+    with torch.no_grad():
+        assert torch.allclose(cones.logits(x), zero_shot.logits(x).float(), atol=1e-5)
+
+
+def test_training_never_runs_the_text_tower_and_learns(tiny_backbone, monkeypatch):
+    method = ConES(tiny_backbone, CLASSES, TEMPLATES, ConES.Config(lr=0.5))
+    start = method.concepts.detach().clone()
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the text tower ran during training")
+
+    for name in ("encode_text_embeds", "encode_text", "zero_shot_classifier"):
+        monkeypatch.setattr(tiny_backbone, name, refuse)
+    optimizer = method.build_optimizer(method.trainable_parameters())
+    x, y = _features(tiny_backbone, seed=1), torch.arange(12) % 3
+    losses = []
+    for _ in range(20):
+        loss = F.cross_entropy(method.logits(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss))
+    assert losses[-1] < losses[0] and not torch.equal(method.concepts, start)
+    assert [p for p in method.trainable_parameters()] == [method.concepts]
+
+
+def test_unseen_classes_keep_their_zero_shot_embedding(tiny_backbone):
+    method = ConES(tiny_backbone, CLASSES, TEMPLATES)
+    with torch.no_grad():
+        method.concepts.add_(torch.randn_like(method.concepts))  # as if searched
+    method.set_classnames(["purple moon", "green square"])
+    zero_shot = ZeroShotCLIP(tiny_backbone, ["purple moon", "green square"], TEMPLATES)
+    embeddings = method.class_embeddings()
+    assert torch.allclose(embeddings[0], zero_shot.class_embeddings[0].float(), atol=1e-6)
+    assert torch.equal(embeddings[1], method.concepts[1])
+    assert ConES.unseen_classes(method.config) == "any"
+
+
+def test_a_checkpoint_restores_the_searched_rows_for_a_subset(tiny_backbone, tmp_path):
+    method = ConES(tiny_backbone, CLASSES, TEMPLATES)
+    with torch.no_grad():
+        method.concepts.mul_(2.0).add_(0.1)
+    path = method.save_checkpoint(tmp_path / "cones.pt")
+    fresh = ConES(tiny_backbone, CLASSES, TEMPLATES)
+    fresh.load_checkpoint(path)
+    fresh.set_classnames(["blue star", "red circle"])
+    assert torch.equal(fresh.class_embeddings(), method.concepts[[2, 0]].detach())
+    with pytest.raises(Exception):
+        ConES(tiny_backbone, CLASSES[:2], TEMPLATES).load_checkpoint(path)  # another class count

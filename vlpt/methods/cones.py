@@ -1,0 +1,72 @@
+"""ConES: Concept Embedding Search (Yi et al., "ConES: Concept Embedding Search for Parameter Efficient Tuning Large
+Vision Language Models", arXiv 2305.18993, 2023; no public code).
+
+The paper drops the text encoder from prompt tuning: it optimises the embeddings the text encoder would output
+("concepts") directly against the image side's objective, which makes a step far cheaper, and hands the searched
+concepts to a later tuning stage. The classification case on CLIP, as vlpt reads it: each class's concept is a
+vector in the joint image-text space, initialised from zero-shot CLIP's normalised class embedding of the
+dataset's template (the only time the text tower runs) and searched by cross-entropy on the training images'
+frozen features, scores ``logit_scale * cos(image, concept)``. Training never runs the text tower, so a step is a
+matrix product on stored image features. Classes it never searched keep their zero-shot embedding, so it scores
+any class list. CoOp's optimizer, learning rate, schedule and epochs (the paper's detection and generation
+settings do not carry over). A later stage reads the searched concepts from the checkpoint (``concepts``, one
+row per class of ``trained_classnames``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from vlpt.methods.base import MethodConfig, PromptMethod, cosine_logits
+from vlpt.methods.zeroshot import zero_shot_weights
+from vlpt.registry import register_method
+
+
+@dataclass
+class ConESConfig(MethodConfig):
+    epochs: int | dict[int, int] = field(default_factory=lambda: {1: 50, 2: 100, 4: 100, 8: 200, 16: 200})
+
+
+@register_method("cones")
+class ConES(PromptMethod):
+    """Class concepts in the joint space, searched on image features without the text tower."""
+
+    Config = ConESConfig
+    frozen_image_features = True
+
+    def build(self, classnames, templates):
+        self.trained_classnames = list(classnames)
+        with torch.no_grad():
+            start = zero_shot_weights(self.backbone, list(classnames), templates[:1]).float()
+        self.concepts = torch.nn.Parameter(start.clone())
+        self.update_classnames(classnames, templates)
+
+    def update_classnames(self, classnames, templates):
+        """Searched concepts for the classes it trained on, zero-shot embeddings for the others."""
+        rows = {name: i for i, name in enumerate(self.trained_classnames)}
+        unseen = [c for c in classnames if c not in rows]
+        fallback = {}
+        if unseen:
+            with torch.no_grad():
+                fallback = dict(zip(unseen, zero_shot_weights(self.backbone, unseen, templates[:1]).float()))
+        self._classes = [(rows.get(c), fallback.get(c)) for c in classnames]
+
+    def class_embeddings(self) -> torch.Tensor:
+        """``[C, D]`` for the current classes (gradients reach the searched rows)."""
+        if all(row is not None for row, _ in self._classes):
+            return self.concepts[[row for row, _ in self._classes]]
+        return torch.stack([self.concepts[row] if row is not None else vector.to(self.concepts.device)
+                            for row, vector in self._classes])
+
+    def logits(self, images):
+        features = self.image_features(images).float()
+        return cosine_logits(features, self.class_embeddings(), self.backbone.logit_scale.float())
+
+    def checkpoint_extra(self) -> dict:
+        return {"trained_classnames": self.trained_classnames}
+
+    def restore_checkpoint_extra(self, extra: dict) -> None:
+        self.trained_classnames = list(extra.get("trained_classnames", self.trained_classnames))
+        self.update_classnames(self.classnames, self.templates)
+
