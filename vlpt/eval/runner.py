@@ -70,6 +70,7 @@ def execute(harness, run) -> RunRecord | None:
         "determinism": determinism(harness.device.type, harness.precision, trainer.deterministic, trainer.compile,
                                    trainer.compile_backend, world_size, trainer.num_workers, resumed_at is not None),
         **prepared.record_config,
+        **method.record_extra(),
         **({"test_time": {**prepared.record_config.get("test_time", {}), "views": view_augments}}
            if view_augments else {}),
         **({"feature_cache": {"train_views": datamodule.train_views if datamodule.views_drawn else None}}

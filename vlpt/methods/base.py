@@ -307,6 +307,15 @@ class PromptMethod(L.LightningModule, abc.ABC):
         frozen = {k: v for k, v in super().state_dict().items() if k.startswith(self.frozen_prefixes())}
         return super().load_state_dict({**frozen, **state_dict}, strict=strict, assign=assign)
 
+    def record_extra(self) -> dict:
+        """Hook: what the run's record keeps beside the config (IPO: every prompt it tried), under these keys."""
+        return {}
+
+    @classmethod
+    def config_refusal(cls, config: MethodConfig) -> str | None:
+        """Hook: why ``config`` cannot run here (a missing endpoint), checked when the suite loads; None when it can."""
+        return None
+
     def checkpoint_extra(self) -> dict:
         """Hook: what a checkpoint keeps besides tensors (strings, numbers); default nothing."""
         return {}

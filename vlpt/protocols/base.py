@@ -92,6 +92,9 @@ class Protocol(abc.ABC):
         """Refuse a method this protocol cannot run: one that cannot score the classes it evaluates, one of the
         other task (classification, segmentation), or one that trains under a protocol that trains nothing."""
         facts = self.facts
+        refusal = resolved.cls.config_refusal(resolved.config)
+        if refusal:
+            raise ConfigError(f"{where}: {refusal}")
         if resolved.cls.task != facts.task:
             from vlpt.registry import METHOD_REGISTRIES
 
