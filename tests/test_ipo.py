@@ -85,12 +85,13 @@ def test_a_suite_run_searches_prompts_and_records_them(tmp_path, endpoint, monke
     (record_path,) = (tmp_path / "out" / "records").glob("*.json")
     record = json.loads(record_path.read_text())
     search = record["config"]["prompt_search"]
-    prompts = [h["prompt"] for h in search["history"]]
-    assert prompts[0] == "a photo of a <CLASS>."
-    # 6 answers over 2 steps: the one without <CLASS> and the repeat are dropped, the rest polished
-    assert prompts[1:] == ["A photo of the <CLASS>.", "A drawing of a <CLASS> shape.", "A <CLASS> in bright colours.",
-                           "The shape <CLASS>, coloured"]
-    best = max(search["history"], key=lambda h: (h["score"], -h["loss"]))
+    scored = [h for h in search["history"] if h["score"] is not None]
+    assert [h["prompt"] for h in scored] == ["a photo of a <CLASS>.", "A photo of the <CLASS>.",
+                                             "A drawing of a <CLASS> shape.", "A <CLASS> in bright colours.",
+                                             "The shape <CLASS>, coloured"]  # 6 answers over 2 steps, polished
+    assert [(h["prompt"], h["dropped"]) for h in search["history"] if h["score"] is None] == [
+        ("A picture of something", "no <CLASS>"), ("A photo of the <CLASS>.", "seen before")]
+    best = max(scored, key=lambda h: (h["score"], -h["loss"]))
     assert search["best_prompt"] == best["prompt"]
     assert len(search["descriptions"]) == 24 and search["descriptions"][0] == "coloured shapes on a plain background"
     asked = endpoint.llm_prompts()
@@ -121,7 +122,8 @@ def test_the_best_prompt_is_the_one_that_classifies_and_a_search_continues(tiny_
                IPO.Config(llm_base_url=endpoint.url, steps=1, candidates_per_step=4, init_from=str(path)))
     assert more.history == method.history
     more.fit_without_gradients(datamodule)  # answers 3-6: one without <CLASS> and one repeat are dropped
-    assert [h["step"] for h in more.history] == [0, 1, 1, 2, 2]
+    assert [(h["step"], h["score"] is None) for h in more.history] == [
+        (0, False), (1, False), (1, False), (2, True), (2, True), (2, False), (2, False)]
 
 
 def test_without_an_endpoint_it_is_refused_before_anything_runs(tmp_path, monkeypatch):
@@ -130,3 +132,40 @@ def test_without_an_endpoint_it_is_refused_before_anything_runs(tmp_path, monkey
                                                "seeds": [1], "methods": ["ipo"]}])
     with pytest.raises(ConfigError, match="ipo needs an OpenAI-compatible chat endpoint: set llm_base_url"):
         load_suite(path)
+
+
+def test_scores_are_zero_shot_clip_and_odd_answers_are_dropped_not_fatal(tiny_backbone):
+    from vlpt.methods.ipo import template_of
+    classes = ["red circle", "green square", "blue star"]
+    method = IPO(tiny_backbone, classes, ["a photo of a {}."], IPO.Config(llm_base_url="http://127.0.0.1:9"))
+    features = torch.nn.functional.normalize(torch.randn(9, tiny_backbone.embed_dim,
+                                                         generator=torch.Generator().manual_seed(3)), dim=-1)
+    labels = torch.arange(9) % 3
+    with torch.no_grad():  # the literal texts, braces and all
+        text = torch.nn.functional.normalize(tiny_backbone.encode_texts([f"a {{photo}} of a {c}." for c in classes]),
+                                             dim=-1)
+    expected = 100.0 * float(((features @ text.T).argmax(-1) == labels).float().mean())
+    assert method.score("a {photo} of a <CLASS>.", features, labels)[0] == pytest.approx(expected)  # braces kept
+    assert template_of("a {x} <CLASS>") == "a {{x}} {}"
+    seen = set()
+    assert method.rejection("word " * 40 + "<CLASS>", seen) == "longer than the text context"
+    assert method.rejection("see <INS> <CLASS>", seen) == "holds a tag"
+    assert method.rejection("A <CLASS> photo", {"a <class> photo"}) == "seen before"  # case and spacing aside
+    assert method.rejection("a {shape} <CLASS>", seen) is None
+    method.best_prompt = "a drawing of a <CLASS>."
+    method.set_classnames(["purple moon", "red circle"])
+    assert method.logits(features).shape == (9, 2)
+
+
+def test_a_failing_endpoint_gives_a_clear_error(tiny_backbone, monkeypatch):
+    from types import SimpleNamespace
+
+    from vlpt.methods.ipo import EndpointError
+
+    monkeypatch.setattr("vlpt.methods.ipo.time.sleep", lambda seconds: None)
+    method = IPO(tiny_backbone, ["a", "b"], ["a photo of a {}."],
+                 IPO.Config(llm_base_url="http://127.0.0.1:9/v1", request_attempts=2, request_timeout_s=2))
+    datamodule = SimpleNamespace(train_eval_dataloader=lambda: [(torch.randn(2, tiny_backbone.embed_dim),
+                                                                 torch.arange(2))], data=SimpleNamespace(train=[]))
+    with pytest.raises(EndpointError, match=r"http://127.0.0.1:9/v1/chat/completions did not answer after 2 attempts"):
+        method.fit_without_gradients(datamodule)

@@ -58,6 +58,7 @@ def execute(harness, run) -> RunRecord | None:
     finished = time.perf_counter()
     trainer = harness.suite.trainer
     sections = spec.record_sections()
+    extra = method.record_extra()
     resolved_config = {
         "suite": harness.suite.name,
         "method": sections["method"],
@@ -70,7 +71,7 @@ def execute(harness, run) -> RunRecord | None:
         "determinism": determinism(harness.device.type, harness.precision, trainer.deterministic, trainer.compile,
                                    trainer.compile_backend, world_size, trainer.num_workers, resumed_at is not None),
         **prepared.record_config,
-        **method.record_extra(),
+        **extra,
         **({"test_time": {**prepared.record_config.get("test_time", {}), "views": view_augments}}
            if view_augments else {}),
         **({"feature_cache": {"train_views": datamodule.train_views if datamodule.views_drawn else None}}
@@ -78,6 +79,10 @@ def execute(harness, run) -> RunRecord | None:
         "data": _data_section(sections["data"], prepared),
         "device": str(harness.device),
     }
+    clash = set(extra) & {"suite", "method", "selection", "init_from_run", "epochs", "backbone", "trainer",
+                          "determinism", "test_time", "feature_cache", "data", "device", *prepared.record_config}
+    if clash:
+        raise ValueError(f"{resolved.cls.name}.record_extra() names record keys of the harness: {sorted(clash)}")
     timings = {"train_s": round(trained - started, 3), "eval_s": round(finished - trained, 3),
                "wall_s": round(finished - started, 3)}
     return RunRecord.capture(identity, metrics, resolved_config, timings,

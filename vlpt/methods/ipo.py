@@ -19,21 +19,24 @@ last batch); the best prompt is chosen by the code above (the reference leaves t
 line names the dataset's classes generically rather than "flowers".
 
 Clients: any OpenAI-compatible chat-completions endpoint, for the LLM (``llm_base_url``, ``llm_model``) and for
-the image describer (``describer_model``; null: no descriptions), the key read from the environment variable
-``api_key_env``. The run's record holds every proposed prompt with its score (``config.prompt_search``), and a
-run started from an IPO checkpoint (``init_from``) continues that history.
+the image describer (``describer_model``, on ``describer_base_url`` if given; null: no descriptions; at most
+``max_descriptions`` images, one class after another), keys read from the environment (``api_key_env``,
+``describer_api_key_env``); rate limits and server errors are retried with backoff. The run's record holds every
+proposal, scored or with the reason it was dropped (``config.prompt_search``), and a run started from an IPO
+checkpoint (``init_from``) continues that history, its prompts scored again on the new run's images.
 """
 from __future__ import annotations
 
 import base64
-import hashlib
 import io
 import json
 import os
 import re
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -66,10 +69,19 @@ class IPOConfig(MethodConfig):
     #: earlier prompts scoring below this accuracy (%) are left out of the prompt-optimisation prompt
     score_threshold: float = 20.0
     initial_prompt: str = "a photo of a <CLASS>."
-    #: a vision model on the same endpoint that describes each training image (null: no descriptions)
+    #: a vision model that describes training images (null: no descriptions), on its own endpoint and key if given
     describer_model: str | None = None
+    describer_base_url: str | None = None
+    describer_api_key_env: str | None = None
+    #: training images described, one class after another (the reference's files hold at most about 200)
+    max_descriptions: int = 100
     request_timeout_s: float = 120.0
+    #: attempts per request (a rate limit or a server error is retried after 2, 4, ... seconds)
+    request_attempts: int = 4
     epochs: int | dict[int, int] = 1
+
+    result_neutral = MethodConfig.result_neutral + ("api_key_env", "describer_api_key_env", "request_timeout_s",
+                                                    "request_attempts")
 
     def __post_init__(self):
         super().__post_init__()
@@ -83,25 +95,53 @@ class IPOConfig(MethodConfig):
         return self.llm_base_url or os.environ.get(URL_ENV) or None
 
 
-class ChatClient:
-    """Chat completions from an OpenAI-compatible endpoint (``POST {base}/chat/completions``)."""
+class EndpointError(RuntimeError):
+    """A chat endpoint that failed after its retries, or answered without a message."""
 
-    def __init__(self, base_url: str, key: str | None, timeout: float):
+
+class ChatClient:
+    """Chat completions from an OpenAI-compatible endpoint (``POST {base}/chat/completions``), retried with backoff."""
+
+    def __init__(self, base_url: str, key: str | None, timeout: float, attempts: int = 4):
         self.url = base_url.rstrip("/") + "/chat/completions"
-        self.key, self.timeout = key, timeout
+        self.key, self.timeout, self.attempts = key, timeout, max(1, attempts)
 
     def complete(self, model: str, content, temperature: float, max_tokens: int) -> str:
         body = json.dumps({"model": model, "messages": [{"role": "user", "content": content}],
                            "temperature": temperature, "max_tokens": max_tokens}).encode()
         headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {self.key}"} if self.key else {})}
-        request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
+        for attempt in range(self.attempts):
+            request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
+            try:
+                with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                    answer = json.loads(response.read())
+                break
+            except urllib.error.HTTPError as error:
+                failure = f"HTTP {error.code}"
+                if error.code not in (408, 409, 429) and error.code < 500:
+                    raise EndpointError(f"ipo: {self.url} refused the request ({failure}; model {model!r})") from error
+            except (urllib.error.URLError, OSError, json.JSONDecodeError) as error:
+                failure = str(error)
+            if attempt + 1 == self.attempts:
+                raise EndpointError(f"ipo: {self.url} did not answer after {self.attempts} attempts ({failure})")
+            time.sleep(2.0 * 2 ** attempt)
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                answer = json.loads(response.read())
-        except (urllib.error.URLError, OSError, json.JSONDecodeError) as error:
-            raise ConfigError(f"ipo: the chat endpoint {self.url} did not answer ({error}); check llm_base_url") \
-                from error
-        return answer["choices"][0]["message"]["content"]
+            text = answer["choices"][0]["message"]["content"]
+        except (KeyError, IndexError, TypeError):
+            text = None
+        if not isinstance(text, str):
+            raise EndpointError(f"ipo: {self.url} answered without a message: {json.dumps(answer)[:300]}")
+        return text
+
+
+def template_of(prompt: str) -> str:
+    """The open_clip template of a prompt: its braces kept as text, ``<CLASS>`` the class name's place."""
+    return prompt.replace("{", "{{").replace("}", "}}").replace(CLASS, "{}")
+
+
+def normalised(prompt: str) -> str:
+    """What makes two prompts the same prompt (the CLIP tokenizer lowercases and splits on spaces)."""
+    return " ".join(prompt.lower().split())
 
 
 def parse_instruction(answer: str) -> str:
@@ -117,7 +157,8 @@ def parse_instruction(answer: str) -> str:
 def meta_prompt(history: list[dict], descriptions: list[str], size: int, threshold: float) -> str:
     """The prompt-optimisation prompt: the task, the image descriptions, the ``size`` best earlier prompts (at
     least ``threshold``% accuracy) in ascending order, and the answer's format."""
-    shown = sorted((h for h in history if h["score"] >= threshold), key=lambda h: (h["score"], -h["loss"]))[-size:]
+    scored = [h for h in history if h["score"] is not None]
+    shown = sorted((h for h in scored if h["score"] >= threshold), key=lambda h: (h["score"], -h["loss"]))[-size:]
     parts = [f"Your task is to write an instruction for classifying images by their visual features. {CLASS} stands "
              f"for a class name and must appear in the instruction. Below are earlier instructions with their scores "
              f"(accuracy from 0 to 100, higher is better) and losses (from 0 up, lower is better)."]
@@ -149,10 +190,10 @@ class IPO(PromptMethod):
         self._weights = None
 
     def class_weights(self) -> torch.Tensor:
-        if self._weights is None:
+        if self._weights is None or self._weights.device != self.backbone.device:
             with torch.no_grad():
                 self._weights = zero_shot_weights(self.backbone, list(self.classnames),
-                                                  [self.best_prompt.replace(CLASS, "{}")]).float()
+                                                  [template_of(self.best_prompt)]).float()
         return self._weights
 
     def logits(self, images):
@@ -171,50 +212,78 @@ class IPO(PromptMethod):
         refusal = self.config_refusal(self.config)
         if refusal:
             raise ConfigError(refusal)
-        return ChatClient(self.config.endpoint(), os.environ.get(self.config.api_key_env),
-                          self.config.request_timeout_s)
+        cfg = self.config
+        return ChatClient(cfg.endpoint(), os.environ.get(cfg.api_key_env), cfg.request_timeout_s, cfg.request_attempts)
+
+    def describer(self) -> ChatClient:
+        cfg = self.config
+        return ChatClient(cfg.describer_base_url or cfg.endpoint(), os.environ.get(cfg.describer_api_key_env or
+                                                                                   cfg.api_key_env),
+                          cfg.request_timeout_s, cfg.request_attempts)
 
     def initialize_from(self, path):
         """Continue the prompt search of an IPO checkpoint: its history, descriptions and best prompt."""
+        if not Path(path).is_file():
+            raise CheckpointError(f"init_from checkpoint {path} does not exist")
         payload = torch.load(path, map_location="cpu", weights_only=True)
         if payload.get("method") != self.name:
             raise CheckpointError(f"ipo continues the search of an ipo checkpoint; {path} holds "
                                   f"{payload.get('method')!r}")
         self.restore_checkpoint_extra(payload.get("extra", {}))
+        self._rescore = True  # its scores came from another run's images
         return ["prompt_search"]
 
     def score(self, prompt: str, features: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
         """Zero-shot CLIP with ``prompt`` on normalised training features: (accuracy %, mean cross-entropy)."""
-        with torch.no_grad():
-            weights = zero_shot_weights(self.backbone, list(self.classnames), [prompt.replace(CLASS, "{}")]).float()
+        with torch.no_grad():  # not memoised on the backbone: hundreds of candidates would crowd its cache
+            names = [c.replace("_", " ") for c in self.classnames]
+            weights = self.backbone.zero_shot_classifier(names, [template_of(prompt)]).float()
             logits = self.backbone.logit_scale.float() * features @ weights.T
             accuracy = 100.0 * float((logits.argmax(-1) == labels).float().mean())
             return accuracy, float(F.cross_entropy(logits, labels))
 
-    def admissible(self, prompt: str, seen: set[str]) -> bool:
-        """New, with ``<CLASS>``, at most 500 characters, and within the text tower's context for every class."""
-        key = hashlib.md5(prompt.encode()).hexdigest()
-        if key in seen or CLASS not in prompt or len(prompt) > 500 or "INS" in prompt.replace(CLASS, ""):
-            return False
-        longest = max(self.classnames, key=len).replace("_", " ")
-        tokens = self.backbone.tokenize([prompt.replace(CLASS, longest)])
-        return int(self.backbone.eot_positions(tokens)[0]) < self.backbone.context_length - 1
+    def rejection(self, prompt: str, seen: set[str]) -> str | None:
+        """Why a candidate is dropped (None: it is scored): seen before, without ``<CLASS>``, with a tag, longer
+        than 500 characters or than the text tower's context for some class."""
+        if normalised(prompt) in seen:
+            return "seen before"
+        if CLASS not in prompt:
+            return f"no {CLASS}"
+        if "<INS>" in prompt or "</INS>" in prompt:
+            return "holds a tag"
+        if len(prompt) > 500:
+            return "over 500 characters"
+        try:
+            self.backbone.tokenize([template_of(prompt).format(c.replace("_", " ")) for c in self.classnames])
+        except ConfigError:
+            return "longer than the text context"
+        return None
 
-    def describe(self, client: ChatClient, datamodule) -> list[str]:
-        """One description per training image by the describer model (none without one)."""
-        model = self.config.describer_model
-        if not model:
+    def describe(self, datamodule) -> list[str]:
+        """Descriptions of up to ``max_descriptions`` training images, one class after another (none without a
+        describer model); images go as JPEG at most 448 pixels on a side."""
+        cfg = self.config
+        if not cfg.describer_model or cfg.max_descriptions < 1:
             return []
         from PIL import Image
 
-        found = []
+        by_class: dict[int, list] = {}
         for sample in datamodule.data.train:
+            by_class.setdefault(sample.label, []).append(sample)
+        queues = list(by_class.values())
+        chosen = []
+        while len(chosen) < cfg.max_descriptions and any(queues):
+            chosen += [queue.pop(0) for queue in queues if queue][:cfg.max_descriptions - len(chosen)]
+        client, found = self.describer(), []
+        for sample in chosen:
             buffer = io.BytesIO()
             with Image.open(sample.path) as image:
-                image.convert("RGB").save(buffer, format="PNG")
-            url = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+                image = image.convert("RGB")
+                image.thumbnail((448, 448))
+                image.save(buffer, format="JPEG", quality=90)
+            url = "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
             content = [{"type": "text", "text": DESCRIBE}, {"type": "image_url", "image_url": {"url": url}}]
-            found.append(re.sub(r"\s+", " ", client.complete(model, content, 0.7, 256)).strip())
+            found.append(re.sub(r"\s+", " ", client.complete(cfg.describer_model, content, 0.7, 256)).strip())
         return found
 
     def fit_without_gradients(self, datamodule) -> bool:
@@ -227,26 +296,35 @@ class IPO(PromptMethod):
         features = F.normalize(torch.from_numpy(features).float(), dim=-1).to(self.backbone.device)
         labels = torch.from_numpy(labels).long().to(features.device)
         if not self.descriptions:
-            self.descriptions = self.describe(client, datamodule)
-        seen = {hashlib.md5(h["prompt"].encode()).hexdigest() for h in self.history}
+            self.descriptions = self.describe(datamodule)
+        if getattr(self, "_rescore", False):  # a continued search: its prompts scored again on this run's images
+            for entry in self.history:
+                if entry["score"] is not None:
+                    entry["score"], entry["loss"] = self.rounded_score(entry["prompt"], features, labels)
+            self._rescore = False
+        seen = {normalised(h["prompt"]) for h in self.history}
         if not self.history:  # the start
-            self.record_prompt(cfg.initial_prompt, 0, features, labels, seen)
+            self.add(cfg.initial_prompt, 0, None, features, labels, seen)
         first = max((h["step"] for h in self.history), default=0) + 1
         for step in range(first, first + cfg.steps):
             question = meta_prompt(self.history, self.descriptions, cfg.history_size, cfg.score_threshold)
             for _ in range(cfg.candidates_per_step):
-                answer = client.complete(cfg.llm_model, question, cfg.temperature, cfg.max_tokens)
-                prompt = parse_instruction(answer)
-                if self.admissible(prompt, seen):
-                    self.record_prompt(prompt, step, features, labels, seen)
-        best = max(self.history, key=lambda h: (h["score"], -h["loss"]))
+                prompt = parse_instruction(client.complete(cfg.llm_model, question, cfg.temperature, cfg.max_tokens))
+                self.add(prompt, step, self.rejection(prompt, seen), features, labels, seen)
+        best = max((h for h in self.history if h["score"] is not None), key=lambda h: (h["score"], -h["loss"]))
         self.best_prompt, self._weights = best["prompt"], None
         return True
 
-    def record_prompt(self, prompt, step, features, labels, seen) -> None:
+    def rounded_score(self, prompt, features, labels) -> tuple[float, float]:
         accuracy, loss = self.score(prompt, features, labels)
-        self.history.append({"step": step, "prompt": prompt, "score": round(accuracy, 4), "loss": round(loss, 6)})
-        seen.add(hashlib.md5(prompt.encode()).hexdigest())
+        return round(accuracy, 4), round(loss, 6)
+
+    def add(self, prompt, step, rejection, features, labels, seen) -> None:
+        """Record a proposal: scored, or with the reason it was dropped (score and loss null)."""
+        score, loss = (None, None) if rejection else self.rounded_score(prompt, features, labels)
+        self.history.append({"step": step, "prompt": prompt, "score": score, "loss": loss,
+                             **({"dropped": rejection} if rejection else {})})
+        seen.add(normalised(prompt))
 
     # ---- what the run keeps ----------------------------------------------------------------
     def record_extra(self) -> dict:
