@@ -40,7 +40,7 @@ from vlpt.registry import register_method
 from vlpt.tta.data import TestTimeViews
 from vlpt.tta.episodic import EpisodicState
 from vlpt.tta.selection import confident_views, marginal_entropy
-from vlpt.tta.views import AugmentedViews, ViewAugment, ViewInterpolation, resolve_augment
+from vlpt.tta.views import AugmentedViews, ViewAugment, ViewInterpolation, check_view_settings, resolve_augment
 
 
 #: MiB of text-tower activations per batched step when ``images_per_batch`` is null and no budget is given
@@ -81,12 +81,7 @@ class TPTConfig(MethodConfig):
         super().__post_init__()
         if self.steps < 0:
             raise ValueError(f"steps must be at least 0, got {self.steps}")
-        if self.views < 1:
-            raise ValueError(f"views must be at least 1, got {self.views}")
-        if not 0 < self.selection <= 1:
-            raise ValueError(f"selection must be in (0, 1], got {self.selection}")
-        if self.augment not in ("auto", "crop_flip", "augmix", "augmix_torchvision"):
-            raise ValueError(f"augment must be auto, crop_flip, augmix or augmix_torchvision, got {self.augment!r}")
+        check_view_settings(self.views, self.selection, self.augment)
         if self.images_per_batch is not None and (isinstance(self.images_per_batch, bool) or self.images_per_batch < 1):
             raise ValueError(f"images_per_batch must be at least 1 (or null: from batch_memory_mb), "
                              f"got {self.images_per_batch!r}")

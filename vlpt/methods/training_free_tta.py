@@ -9,6 +9,7 @@ corrupted copies and domains take their dataset's).
 """
 from __future__ import annotations
 
+import abc
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -18,7 +19,7 @@ import torch.nn.functional as F
 from vlpt.methods.base import MethodConfig, PromptMethod
 from vlpt.methods.zeroshot import ENSEMBLES, zero_shot_weights
 from vlpt.tta.data import TestTimeViews
-from vlpt.tta.views import AugmentedViews, ViewAugment, ViewInterpolation, resolve_augment
+from vlpt.tta.views import AugmentedViews, ViewAugment, ViewInterpolation, check_view_settings, resolve_augment
 
 
 @dataclass
@@ -37,12 +38,7 @@ class TrainingFreeConfig(MethodConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.views < 1:
-            raise ValueError(f"views must be at least 1, got {self.views}")
-        if not 0 < self.selection <= 1:
-            raise ValueError(f"selection must be in (0, 1], got {self.selection}")
-        if self.augment not in ("auto", "crop_flip", "augmix", "augmix_torchvision"):
-            raise ValueError(f"augment must be auto, crop_flip, augmix or augmix_torchvision, got {self.augment!r}")
+        check_view_settings(self.views, self.selection, self.augment)
         if self.templates not in ("auto", "dataset", *ENSEMBLES) and "{}" not in self.templates:
             raise ValueError(f"templates must be auto, dataset, {', '.join(ENSEMBLES)} or one template with {{}} "
                              f"for the class name, got {self.templates!r}")
@@ -130,6 +126,6 @@ class TrainingFreeTestTime(PromptMethod):
         with torch.autocast(features[0].device.type, enabled=False):
             return [self.classify_views(f.float()) for f in features]
 
+    @abc.abstractmethod
     def classify_views(self, features: torch.Tensor) -> torch.Tensor:
         """Scores ``[C]`` of one test image from its views' normalised features ``[N, D]`` (view 0: the original)."""
-        raise NotImplementedError

@@ -44,6 +44,16 @@ CONCRETE_AUGMENTS = ("crop_flip", "augmix", "augmix_torchvision")
 ViewInterpolation = Literal["bilinear", "bicubic"]
 
 
+def check_view_settings(views: int, selection: float, augment: str) -> None:
+    """Refuse a test-time method's view count, confident fraction or augmentation name (ValueError)."""
+    if views < 1:
+        raise ValueError(f"views must be at least 1, got {views}")
+    if not 0 < selection <= 1:
+        raise ValueError(f"selection must be in (0, 1], got {selection}")
+    if augment not in ("auto", *CONCRETE_AUGMENTS):
+        raise ValueError(f"augment must be auto, crop_flip, augmix or augmix_torchvision, got {augment!r}")
+
+
 def image_seed(seed: int, key: str) -> int:
     """A process-independent 63-bit seed from a run seed and an image key (``Sample.seed_key``)."""
     digest = hashlib.sha256(f"{seed}:{key}".encode("utf-8")).digest()
