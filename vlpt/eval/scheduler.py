@@ -20,7 +20,7 @@ from vlpt.eval.rebuild import rebuild_leaderboard
 from vlpt.eval.resume import CHECKPOINT_NAME, remove_checkpoint
 from vlpt.eval.spec import RunSpec
 from vlpt.eval.suite import shard_of
-from vlpt.eval.training import is_global_zero, trains_in_one_process
+from vlpt.eval.training import is_global_zero, leave_process_group, trains_in_one_process
 from vlpt.results import RecordWarning, RunRecord
 from vlpt.results.store import remove_stale_temp_files
 
@@ -103,9 +103,9 @@ def run_all(harness) -> list[Path]:
         print(f"{len(left)} run(s) were left to other processes; waiting for them to finish", flush=True)
         for run in left:
             _run_claimed(harness, run, wait=True)
-    if not is_global_zero():
-        return []
-    return rebuild_leaderboard(harness.output)
+    files = rebuild_leaderboard(harness.output) if is_global_zero() else []
+    leave_process_group()
+    return files
 
 
 def _run_claimed(harness, run, wait: bool) -> bool:

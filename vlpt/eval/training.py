@@ -27,6 +27,15 @@ def is_global_zero() -> bool:
     return rank_zero_only.rank == 0
 
 
+def leave_process_group() -> None:
+    """End this process's part in a DDP job: wait until every process is done (the first one evaluates and
+    writes after the others finish training), then shut the process group down. A process that exits with its
+    gloo group still open can abort in the group's destructor and take the job down with it."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+
+
 def trains_in_one_process(spec) -> bool:
     """Whether each run of a suite with these trainer settings (``TrainerSpec``) trains in this process alone
     (no DDP)."""
