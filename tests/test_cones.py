@@ -68,3 +68,24 @@ def test_a_checkpoint_restores_the_searched_rows_for_a_subset(tiny_backbone, tmp
     assert torch.equal(fresh.class_embeddings(), method.concepts[[2, 0]].detach())
     with pytest.raises(Exception):
         ConES(tiny_backbone, CLASSES[:2], TEMPLATES).load_checkpoint(path)  # another class count
+
+
+def test_a_later_stage_scores_the_searched_classes_against_their_concepts(tiny_backbone, tmp_path):
+    from vlpt.methods.apt import APT
+    from vlpt.methods.vpt import VPT
+
+    cones = ConES(tiny_backbone, CLASSES, TEMPLATES)
+    with torch.no_grad():
+        cones.concepts.copy_(torch.randn_like(cones.concepts))  # as if searched
+    cones.set_classnames(["purple moon", *CLASSES])  # the checkpoint keeps the rows it searched, by name
+    path = cones.save_checkpoint(tmp_path / "cones.pt")
+    for method_cls in (VPT, APT):
+        later = method_cls(tiny_backbone, ["blue star", "purple moon"], TEMPLATES,
+                           method_cls.Config(n_tokens=2, init_from=str(path)))
+        plain = method_cls(tiny_backbone, ["blue star", "purple moon"], TEMPLATES, method_cls.Config(n_tokens=2))
+        assert torch.equal(later.class_embeddings[0], cones.concepts[2].detach().to(later.class_embeddings))
+        assert torch.equal(later.class_embeddings[1], plain.class_embeddings[1])  # never searched: its text
+        saved = later.save_checkpoint(tmp_path / f"{method_cls.name}.pt")
+        again = method_cls(tiny_backbone, ["blue star", "purple moon"], TEMPLATES, method_cls.Config(n_tokens=2))
+        again.load_checkpoint(saved)
+        assert torch.equal(again.class_embeddings, later.class_embeddings)

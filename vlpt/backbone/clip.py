@@ -32,6 +32,11 @@ SHIPPED_WEIGHTS = {"vlpt-starter": STARTER_WEIGHTS}
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
 MEMO_ENTRIES = 256
 
+#: ``edit(layer, block, h, attend)``: what a block adds to its residual stream in place of its attention output
+#: ([B, L, W], batch first), given the block's index, the block, its normalised input ``h`` and ``attend()``, which
+#: computes the block's own attention output on ``h`` (an edit that replaces it need not call it)
+AttentionEdit = Callable[[int, nn.Module, torch.Tensor, Callable[[], torch.Tensor]], torch.Tensor]
+
 
 def load_state_dict_file(path: Path) -> dict[str, torch.Tensor]:
     """Read a state dict from a .safetensors or torch file (a ``state_dict`` entry is unwrapped)."""
@@ -386,15 +391,17 @@ class ClipBackbone(nn.Module, TextTower):
     # ---- image -------------------------------------------------------------------------
     def encode_image(
         self, images: torch.Tensor, deep_prompts: DeepPromptTokens | None = None, normalize: bool = False,
-        input_prompts_after_ln_pre: bool = False,
+        input_prompts_after_ln_pre: bool = False, attention_edit: AttentionEdit | None = None,
     ) -> torch.Tensor:
         """Image features ``[B, embed_dim]``; ``deep_prompts`` enter a ViT tower at the given layers.
 
         Layer-0 prompts join the patch tokens before ``ln_pre`` (MaPLe's CLIP code), or after it with
-        ``input_prompts_after_ln_pre`` (MVLPT's code for VPT and UPT)."""
-        if not deep_prompts:
+        ``input_prompts_after_ln_pre`` (MVLPT's code for VPT and UPT). ``attention_edit`` rewrites each
+        block's attention output before the residual sum (see ``AttentionEdit``)."""
+        if not deep_prompts and attention_edit is None:
             return self.model.encode_image(images.to(self.dtype), normalize=normalize)
-        x, _ = self._run_vision_tower(images, deep_prompts, after_ln_pre=input_prompts_after_ln_pre)
+        x, _ = self._run_vision_tower(images, deep_prompts or {}, after_ln_pre=input_prompts_after_ln_pre,
+                                      attention_edit=attention_edit)
         return self._pool_image(x, normalize)
 
     def image_layer_tokens(
@@ -413,11 +420,11 @@ class ClipBackbone(nn.Module, TextTower):
         return tapped, (self._pool_image(x) if pooled else None)
 
     def _run_vision_tower(self, images: torch.Tensor, deep_prompts: DeepPromptTokens, taps: Sequence[int] = (),
-                          stop_after: int | None = None,
-                          after_ln_pre: bool = False) -> tuple[torch.Tensor, list[torch.Tensor]]:
+                          stop_after: int | None = None, after_ln_pre: bool = False,
+                          attention_edit: AttentionEdit | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """The ViT tower on ``images`` with deep prompts; the output sequence without prompt tokens and
         the tapped block outputs (see ``run_vision_blocks``). Layer-0 prompts join before ``ln_pre``,
-        or after it with ``after_ln_pre``."""
+        or after it with ``after_ln_pre``; ``attention_edit`` rewrites the blocks' attention outputs."""
         visual = self.model.visual
         if not hasattr(visual, "class_embedding"):
             raise ConfigError(f"{self.model_name}: deep prompts and layer tokens need a ViT image tower")
@@ -429,6 +436,8 @@ class ClipBackbone(nn.Module, TextTower):
             n_prompts = deep_prompts[0].shape[-2]
         transformer = visual.transformer
         run_block = None if getattr(transformer, "batch_first", True) else _sequence_first_block
+        if attention_edit is not None:
+            run_block = edited_block_runner(transformer, attention_edit, self.model_name)
         deeper = {layer: tokens for layer, tokens in deep_prompts.items() if layer > 0 or after_ln_pre}
         x, n_prompts, tapped = run_vision_blocks(transformer.resblocks, visual.ln_pre(x), deeper, n_prompts,
                                                  taps=taps, stop_after=stop_after, run_block=run_block)
@@ -464,6 +473,44 @@ class ClipBackbone(nn.Module, TextTower):
         """The MLP activation the model computes with (``quick_gelu`` or ``gelu``), read from its modules."""
         quick = any(isinstance(m, QuickGELU) for m in self.model.modules())
         return "quick_gelu" if quick else "gelu"
+
+
+def edited_block_runner(transformer: nn.Module, edit: AttentionEdit, model_name: str):
+    """A ``run_block`` for ``run_vision_blocks`` that runs each block of ``transformer`` as open_clip's
+    ``ResidualAttentionBlock`` does, with ``edit`` applied to the attention output before ``ls_1`` and the
+    residual sum."""
+    blocks = list(transformer.resblocks)
+    if not all(hasattr(block, "ln_1") and hasattr(block, "attention") and not hasattr(block, "ln_attn")
+               for block in blocks):
+        raise ConfigError(f"{model_name}: attention edits need open_clip's ResidualAttentionBlock in the image "
+                          f"tower, got {type(blocks[0]).__name__}")
+    layer_of = {id(block): index for index, block in enumerate(blocks)}
+    batch_first = getattr(transformer, "batch_first", True)
+
+    def run(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        h = block.ln_1(x)
+
+        def attend() -> torch.Tensor:
+            out = block.attention(q_x=h if batch_first else h.transpose(0, 1))
+            return out if batch_first else out.transpose(0, 1)
+
+        x = x + block.ls_1(edit(layer_of[id(block)], block, h, attend))
+        return x + block.ls_2(block.mlp(block.ln_2(x)))
+
+    return run
+
+
+def parse_backbone_name(text: str) -> tuple[str, str | None, bool | None]:
+    """``MODEL@PRETRAINED[+quickgelu|+gelu]`` (as identities print) as (model, pretrained or None for random
+    weights, the stated activation or None)."""
+    model, _, pretrained = str(text).partition("@")
+    stated = None
+    for suffix, value in (("+quickgelu", True), ("+gelu", False)):
+        if pretrained.endswith(suffix):
+            pretrained, stated = pretrained.removesuffix(suffix), value
+    if not model:
+        raise ConfigError(f"backbone {text!r} must be MODEL@PRETRAINED, e.g. ViT-B-16@openai")
+    return model, None if pretrained in ("", "random") else pretrained, stated
 
 
 def _sequence_first_block(block: nn.Module, x: torch.Tensor) -> torch.Tensor:

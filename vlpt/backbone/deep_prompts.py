@@ -18,6 +18,8 @@ from __future__ import annotations
 from typing import Callable, Mapping, Sequence
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 DeepPromptTokens = Mapping[int, torch.Tensor]
 
@@ -85,3 +87,23 @@ def run_text_blocks(blocks, x: torch.Tensor, attn_mask, prompts: DeepPromptToken
             x = torch.cat([x[:, :1], tokens, x[:, 1 + n:]], dim=1)
         x = run_block(block, x) if run_block is not None else block(x, attn_mask=attn_mask)
     return x
+
+
+def decomposed_prompt_attention(block: nn.Module, h: torch.Tensor, prompts: torch.Tensor) -> torch.Tensor:
+    """The attention output of an open_clip block for ``h``'s tokens ([B, L, W], the block's normalised input)
+    when ``prompts`` ([M, W], residual-stream tokens, as deep prompts after ``ln_pre``) join its keys and values,
+    computed as two parts per head (APT's decomposition): the tokens' own attention weighted by ``1 - lam`` and
+    the attention over the prompts weighted by ``lam``, the prompts' share of the softmax mass. Equal to running
+    the block on the joined sequence, without computing the prompts' own outputs."""
+    attn = block.attn
+    heads, width = attn.num_heads, h.shape[-1]
+    head = width // heads
+    q, k, v = F.linear(h, attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
+    p = block.ln_1(prompts.to(h.dtype))
+    _, k_p, v_p = F.linear(p, attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
+    q, k, v, k_p, v_p = (t.unflatten(-1, (heads, head)).transpose(-3, -2) for t in (q, k, v, k_p, v_p))
+    scores = q @ k.transpose(-1, -2) / head ** 0.5
+    prompt_scores = q @ k_p.transpose(-1, -2) / head ** 0.5
+    lam = torch.sigmoid(prompt_scores.logsumexp(-1, keepdim=True) - scores.logsumexp(-1, keepdim=True))
+    mixed = (1 - lam) * (scores.softmax(-1) @ v) + lam * (prompt_scores.softmax(-1) @ v_p)
+    return attn.out_proj(mixed.transpose(-3, -2).flatten(-2))

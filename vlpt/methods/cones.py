@@ -10,14 +10,18 @@ frozen features, scores ``logit_scale * cos(image, concept)``. Training never ru
 matrix product on stored image features. Classes it never searched keep their zero-shot embedding, so it scores
 any class list. CoOp's optimizer, learning rate, schedule and epochs (the paper's detection and generation
 settings do not carry over). A later stage reads the searched concepts from the checkpoint (``concepts``, one
-row per class of ``trained_classnames``).
+row per class of ``trained_classnames``; ``read_concepts``): the paper's "next stage of fine-tuning the
+pre-trained model" is, as vlpt reads it for classification, tuning the image tower against the searched
+concepts as the classifier: VPT or APT with ``init_from`` a ConES run.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
+from vlpt.errors import CheckpointError
 from vlpt.methods.base import MethodConfig, PromptMethod, cosine_logits
 from vlpt.methods.zeroshot import zero_shot_weights
 from vlpt.registry import register_method
@@ -70,3 +74,18 @@ class ConES(PromptMethod):
         self.trained_classnames = list(extra.get("trained_classnames", self.trained_classnames))
         self.update_classnames(self.classnames, self.templates)
 
+
+def read_concepts(path: str | Path, backbone) -> dict[str, torch.Tensor] | None:
+    """The searched concept of each class ConES trained on, from its checkpoint at ``path``; None when the file
+    holds another method's checkpoint. A checkpoint of another backbone raises CheckpointError."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"init_from checkpoint {path} does not exist")
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    if payload.get("method") != ConES.name:
+        return None
+    if payload.get("backbone") != backbone.describe():
+        raise CheckpointError(f"init_from checkpoint {path} was trained on backbone {payload.get('backbone')}, "
+                              f"not {backbone.describe()}")
+    names = payload.get("extra", {}).get("trained_classnames", payload["classnames"])
+    return dict(zip(names, payload["state_dict"]["concepts"].float()))

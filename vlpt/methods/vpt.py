@@ -7,7 +7,8 @@ a {}." for every dataset, as the reference code (``text_template: null`` takes t
 Defaults for CLIP follow the reference code of MaPLe's deep-VPT baseline (Khattak et al. 2023,
 multimodal-prompt-learning ``VPT/vit_b16_c2_ep5_batch4_4``): 8 tokens in all 12 layers drawn from
 N(0, 0.02), SGD lr 0.0025, batch 4, 5 epochs. ``init: uniform`` is the VPT paper's own initialisation
-(Jia et al.: U(-v, v), v = sqrt(6 / (3 * patch**2 + width))).
+(Jia et al.: U(-v, v), v = sqrt(6 / (3 * patch**2 + width))). With ``init_from`` a ConES run, the classes
+ConES searched are scored against their searched concepts instead (ConES's later stage; ``vlpt.methods.cones``).
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from typing import Literal
 import torch
 
 from vlpt.methods.base import MethodConfig, PromptMethod, cosine_logits
+from vlpt.methods.cones import read_concepts
 from vlpt.methods.zeroshot import zero_shot_weights
 from vlpt.prompts.deep import PromptInit, PromptStack, check_prompt_layers
 from vlpt.registry import register_method
@@ -59,12 +61,43 @@ class VPT(PromptMethod):
         patch = self.backbone.patch_size
         self.visual_prompts = PromptStack(layers, cfg.n_tokens, self.backbone.vision_width, init=cfg.init,
                                           patch_size=patch, dtype=self.backbone.dtype)
+        self.init_concepts([], torch.zeros(0, self.backbone.embed_dim))
         self.update_classnames(classnames, templates)
+
+    def init_concepts(self, classnames: list[str], concepts: torch.Tensor) -> None:
+        """A ConES classifier: ``concepts[i]`` scores class ``classnames[i]`` (saved with the prompts when set)."""
+        self.concept_classnames = list(classnames)
+        self.register_buffer("concepts", concepts.to(self.backbone.dtype), persistent=bool(classnames))
 
     def update_classnames(self, classnames, templates):
         with torch.no_grad():
             weights = zero_shot_weights(self.backbone, classnames, [self.config.text_template or templates[0]])
+        rows = {name: i for i, name in enumerate(self.concept_classnames)}
+        for i, name in enumerate(classnames):
+            if name in rows:
+                weights[i] = self.concepts[rows[name]].to(weights)
         self.register_buffer("class_embeddings", weights, persistent=False)
+
+    def initialize_from(self, path):
+        """Another run's prompts, or a ConES run's concepts as the classifier of the classes it searched."""
+        concepts = read_concepts(path, self.backbone)
+        if concepts is None:
+            return super().initialize_from(path)
+        self.init_concepts(list(concepts), torch.stack(list(concepts.values())))
+        self.update_classnames(self.classnames, self.templates)
+        return ["concepts"]
+
+    def checkpoint_extra(self) -> dict:
+        return {"concept_classnames": self.concept_classnames} if self.concept_classnames else {}
+
+    def restore_checkpoint_extra(self, extra: dict) -> None:
+        names = list(extra.get("concept_classnames", []))
+        self.init_concepts(names, torch.zeros(len(names), self.backbone.embed_dim))
+
+    def load_checkpoint(self, path) -> None:
+        super().load_checkpoint(path)
+        if self.concept_classnames:  # the classifier from the loaded concepts
+            self.update_classnames(self.classnames, self.templates)
 
     def logits(self, images):
         features = self.backbone.encode_image(images, deep_prompts=self.visual_prompts())
