@@ -57,13 +57,13 @@ def test_create_method_by_name_shipped_config_and_file(tiny_backbone, tmp_path):
 
 
 def test_unknown_names_and_files_are_named_with_the_valid_names(tmp_path):
-    with pytest.raises(ConfigError, match=r"unknown method config 'coopp'; available: c_tpt, c_tpt_natural_shift, clap, clip_adapter, clip_lora, cocoop, cones, coop, .*vpt"):
+    with pytest.raises(ConfigError, match=r"unknown method config 'coopp' \(did you mean 'coop'.*\); available: apt, c_tpt, c_tpt_natural_shift, clap, clip_adapter, clip_lora, cocoop, cones, coop, .*vpt"):
         resolve_method("coopp")
     with pytest.raises(ConfigError, match=r"method config file missing\.yaml does not exist"):
         resolve_method("missing.yaml", relative_to=tmp_path)
     bad = tmp_path / "bad.yaml"
     for text, message in [("params: {n_ctx: 2}\n", r"bad\.yaml: a method config file needs `method:`"),
-                          ("method: copo\n", r"bad\.yaml: unknown method 'copo'; valid names: c_tpt, clap, clip_adapter, clip_lora"),
+                          ("method: copo\n", r"bad\.yaml: unknown method 'copo' \(did you mean 'coop'.*\); valid names: apt, c_tpt, clap, clip_adapter"),
                           ("method: coop\nextra: 1\n", r"bad\.yaml: unknown key 'extra'"),
                           ("method: coop\nparams: [1]\n", r"`params` a mapping"),
                           ("method: coop\nparams: {n_ctxx: 2}\n", r"bad\.yaml\): unknown key\(s\) 'n_ctxx'")]:

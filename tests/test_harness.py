@@ -44,12 +44,12 @@ def test_zero_shot_runs_are_not_repeated_per_shot(tmp_path):
 
 
 @pytest.mark.parametrize("experiment, message", [
-    ({"methods": ["cooop"]}, "unknown method config 'cooop'; available: .*coop"),
-    ({"dataset": "imagenett"}, "unknown dataset 'imagenett'; valid names: .*imagenet"),
+    ({"methods": ["cooop"]}, "unknown method config 'cooop' \\(did you mean 'coop'.*\\); available: .*coop"),
+    ({"dataset": "imagenett"}, "unknown dataset 'imagenett' \\(did you mean 'imagenet'.*\\); valid names: .*imagenet"),
     ({"protocol": "few-shot"}, "unknown protocol 'few-shot'; valid: few_shot"),
-    ({"shot": [1]}, "unknown key\\(s\\) 'shot'; allowed keys: .*shots"),
+    ({"shot": [1]}, "unknown key\\(s\\) 'shot' \\(did you mean 'shots'\\?\\); allowed keys: .*shots"),
     ({"seeds": "1"}, "key 'seeds' has value '1' of type str, expected list"),
-    ({"methods": [{"config": "coop", "params": {"n_ctxx": 4}}]}, "unknown key\\(s\\) 'n_ctxx'; allowed keys: .*n_ctx"),
+    ({"methods": [{"config": "coop", "params": {"n_ctxx": 4}}]}, "unknown key\\(s\\) 'n_ctxx' \\(did you mean 'n_ctx'.*\\); allowed keys: .*n_ctx"),
     ({"methods": [{"config": "coop", "params": {"lr": "fast"}}]}, "key 'lr' has value 'fast'"),
     ({"methods": [{"config": "kgcoop", "params": {"kg_penalty": "l1"}}]},
      "key 'kg_penalty' has value 'l1' of type str, expected 'cosine' or 'squared'"),

@@ -163,7 +163,7 @@ def test_linear_probe_refuses_classes_it_never_saw(tiny_backbone, tiny_data):
 
 
 def test_unknown_method_lists_valid_names():
-    with pytest.raises(ConfigError, match="unknown method 'cooop'; valid names: .*coop"):
+    with pytest.raises(ConfigError, match="unknown method 'cooop' \\(did you mean 'coop'.*\\); valid names: .*coop"):
         METHODS.get("cooop")
 
 

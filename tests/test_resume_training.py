@@ -59,7 +59,8 @@ def write_suite(folder, data_root, name: str, experiments: list[dict], **trainer
 def interrupting(harness: Harness, epoch: int = 2, batch: int = 2) -> Harness:
     """``harness`` with every training run interrupted at (``epoch``, ``batch``)."""
     make_trainer = harness.trainer
-    harness.trainer = lambda epochs, callbacks: make_trainer(epochs, [*callbacks, InterruptAt(epoch, batch)])
+    harness.trainer = lambda epochs, callbacks, run_id: make_trainer(epochs, [*callbacks, InterruptAt(epoch, batch)],
+                                                                    run_id)
     return harness
 
 

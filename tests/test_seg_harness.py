@@ -30,7 +30,7 @@ SEG = {"protocol": "segmentation", "dataset": "starter_seg_shapes", "shots": [8]
     ({"train_augment": "crop_flip"}, "train_augment flip or none"),
     ({"params": {"epochs": 1}}, "keeps the decoder frozen, but the VLSM .* has a random one"),
     ({"vlsm": {"kind": "clipseg"}}, "kind clipseg needs `model`"),
-    ({"vlsm": {"extract_layer": [1]}}, "unknown key\\(s\\) 'extract_layer'; allowed keys: .*extract_layers"),
+    ({"vlsm": {"extract_layer": [1]}}, "unknown key\\(s\\) 'extract_layer' \\(did you mean 'extract_layers'\\?\\); allowed keys: .*extract_layers"),
 ])
 def test_bad_segmentation_experiments_fail_up_front(tmp_path, experiment, message):
     with pytest.raises(ConfigError, match=message):

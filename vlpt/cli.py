@@ -1,5 +1,5 @@
-"""The `vlpt` command: bench, leaderboard (validate, merge), compare, pretrain, gram, data prepare, tta generate,
-list."""
+"""The `vlpt` command: run, bench, leaderboard (validate, merge), compare, pretrain, gram, predict, data prepare
+and check, tta generate, list."""
 from __future__ import annotations
 
 import argparse
@@ -61,7 +61,10 @@ def _run_bench(args) -> None:
     for item in args.slurm_option:
         if "=" not in item or not item.partition("=")[0]:
             raise ConfigError(f"--slurm-option {item!r} must be KEY=VALUE, e.g. account=lab")
-    suite = load_suite(args.suite or DEFAULT_SUITE)
+    if args.slurm is not None and args.set:
+        raise ConfigError("--set applies to this process's suite only; the shard jobs read the suite file: write "
+                          f"{', '.join(args.set)} into it (or a copy) for --slurm")
+    suite = load_suite(args.suite or DEFAULT_SUITE, args.set)
     shard = parse_shard(args.shard) if args.shard else (0, 1)
     harness = Harness(suite, output=args.output, data_root=args.data_root, shard=shard)
     pending = harness.pending()
@@ -94,6 +97,22 @@ def _run_bench(args) -> None:
         if elsewhere > 0:
             print(f"{elsewhere} of the {len(pending)} runs to do were run by other processes")
     print("leaderboard written to:", *[str(p) for p in paths], sep="\n  ")
+
+
+def _run(args) -> None:
+    from vlpt.eval.one_line import one_line_suite, write_suite
+
+    label = Path(args.dataset).name if Path(args.dataset).expanduser().is_dir() else args.dataset
+    output = Path(args.output or Path("runs") / f"{Path(args.method).stem}-{label}-{args.protocol}")
+    suite = one_line_suite(args.method, args.dataset, protocol=args.protocol, shots=args.shots, seeds=args.seeds,
+                           targets=args.targets, backbone=args.backbone, output=output, data_root=args.data_root,
+                           params=args.param, overrides=args.set)
+    path = write_suite(suite, output)
+    print(f"suite written to {path}")
+    bench = argparse.Namespace(suite=str(path), output=None, data_root=None, dry_run=args.dry_run, shard=None,
+                               set=[], slurm=None, slurm_folder=None, partition=None, time_min=None, gpus=None,
+                               cpus=None, mem_gb=None, parallel=None, slurm_option=[], slurm_cluster=None)
+    _bench(bench)
 
 
 def _leaderboard(args) -> None:
@@ -207,6 +226,53 @@ def _prepare(args) -> None:
     print(prepare_dataset(args.name, Path(args.root)))
 
 
+def _data_check(args) -> int:
+    from vlpt.data import load_dataset
+    from vlpt.data.catalog import add_user_dataset
+    from vlpt.data.check import dataset_report
+    from vlpt.data.consistency import DatasetWarning
+    from vlpt.eval.one_line import folder_dataset
+    from vlpt.eval.suite import load_suite
+
+    name, root = args.dataset, Path(args.root) if args.root else default_data_root()
+    if args.suite:
+        suite = load_suite(args.suite)  # defines the suite's own datasets
+        root = Path(args.root or suite.data_root or root)
+    if Path(name).expanduser().is_dir():
+        defined, name = folder_dataset(Path(name).expanduser())
+        add_user_dataset(name, defined[name], f"vlpt data check {args.dataset}", Path.cwd())
+    with _warnings_on_stderr(DatasetWarning):
+        splits = load_dataset(name, root)
+    lines, problems = dataset_report(splits, open_images=args.open_images)
+    print(*lines, sep="\n")
+    if problems:
+        print(f"{len(problems)} problem(s):", *[f"  {p}" for p in problems], sep="\n")
+        return 1
+    print("no problems found" + ("" if args.open_images else " (add --open-images to decode every image)"))
+    return 0
+
+
+def _predict(args) -> None:
+    import csv
+    import io
+
+    from vlpt.eval.predict import image_paths, load_trained_method, predict
+
+    paths = image_paths(args.images)
+    method = load_trained_method(args.checkpoint, args.device or "cpu")
+    rows = predict(method, paths, args.batch_size)
+    text = io.StringIO()
+    writer = csv.writer(text, delimiter="\t" if args.output is None else ",", lineterminator="\n")
+    writer.writerow(["image", "class", "probability"])
+    writer.writerows((str(path), name, f"{p:.4f}") for path, name, p in rows)
+    if args.output is None:
+        print(text.getvalue(), end="")
+    else:
+        from vlpt.results import atomic_write_text
+
+        print(f"{len(rows)} predictions written to {atomic_write_text(Path(args.output), text.getvalue())}")
+
+
 def _tta_generate(args) -> None:
     import torch
 
@@ -259,12 +325,39 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vlpt", description="Vision-language prompt tuning benchmark")
     commands = parser.add_subparsers(dest="command", required=True)
 
+    run = commands.add_parser(
+        "run", help="one method on one dataset in one line: builds its suite, runs it, writes records and a "
+                    "leaderboard",
+        description="Build the suite of METHOD on DATASET, write it to OUTPUT/suite.yaml (run it again with `vlpt "
+                    "bench --suite OUTPUT/suite.yaml`) and run it with the same harness, records and leaderboard "
+                    "as `vlpt bench`.")
+    run.add_argument("method", metavar="METHOD", help="method config name or .yaml path (see `vlpt list`)")
+    run.add_argument("dataset", metavar="DATASET", help="dataset name (see `vlpt list`)")
+    run.add_argument("--protocol", default="few_shot", help="protocol (default: few_shot)")
+    run.add_argument("--shots", type=int, nargs="+", default=[16], help="shots per class (default: 16)")
+    run.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3], help="seeds (default: 1 2 3)")
+    run.add_argument("--targets", nargs="+", default=[], help="evaluation datasets of protocols that take them")
+    run.add_argument("--backbone", default="ViT-B-16@openai",
+                     help="MODEL@PRETRAINED (default: ViT-B-16@openai; offline: vlpt-starter-vit@vlpt-starter)")
+    run.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                     help="a method setting, e.g. epochs=5 or lr=0.01 (repeatable)")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="any suite value by its dotted path, e.g. trainer.precision=bf16-mixed (repeatable)")
+    run.add_argument("--output", help="folder for the suite, records and leaderboard "
+                                      "(default: runs/METHOD-DATASET-PROTOCOL)")
+    run.add_argument("--data-root", help="folder holding the datasets (default: $VLPT_DATA or ./data)")
+    run.add_argument("--dry-run", action="store_true", help="write and validate the suite, list its runs")
+    run.set_defaults(func=_run)
+
     bench = commands.add_parser("bench", help="run a suite (default: the offline starter suite)")
     bench.add_argument("--suite", help="suite YAML file (default: the starter suite, vlpt/configs/suites/starter.yaml)")
     bench.add_argument("--output", help="folder for records/ and the leaderboard (default: the suite's, else the "
                                         "checkout's leaderboard/, or ./leaderboard for an installed wheel)")
     bench.add_argument("--data-root", help="folder holding the datasets (default: $VLPT_DATA or ./data)")
     bench.add_argument("--dry-run", action="store_true", help="validate the suite, check the data of its pending runs, and list them")
+    bench.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a suite value by its dotted path, validated like the file (repeatable), "
+                            "e.g. experiments.0.params.epochs=5 or trainer.precision=bf16-mixed")
     bench.add_argument("--shard", help="I/N: run only shard I of N (0-based), e.g. one SLURM array task each; "
                                        "shards share the output folder and merge by construction")
     slurm = bench.add_argument_group("SLURM", "submit the suite as an array of shard jobs (needs vlpt[slurm])")
@@ -344,12 +437,29 @@ def build_parser() -> argparse.ArgumentParser:
     gram.add_argument("--seed", type=int, default=0)
     gram.set_defaults(func=_gram)
 
+    predict = commands.add_parser("predict", help="classify images with a trained prompt (a run's checkpoint)")
+    predict.add_argument("checkpoint", metavar="CHECKPOINT", help="a run's OUTPUT/checkpoints/RUN_ID.pt")
+    predict.add_argument("images", nargs="+", metavar="IMAGES", help="image files or folders (searched recursively)")
+    predict.add_argument("--output", help="write a CSV here instead of printing tab-separated lines")
+    predict.add_argument("--batch-size", type=int, default=32)
+    predict.add_argument("--device", help="torch device (default: cpu)")
+    predict.set_defaults(func=_predict)
+
     data = commands.add_parser("data", help="dataset tools")
     data_commands = data.add_subparsers(dest="data_command", required=True)
     prepare = data_commands.add_parser("prepare", help="download or lay out a dataset, or print the manual steps")
     prepare.add_argument("name")
     prepare.add_argument("--root", required=True, help="data root that will hold the dataset folder")
     prepare.set_defaults(func=_prepare)
+
+    check = data_commands.add_parser("check", help="what a dataset holds (classes, images per split) and its "
+                                                   "problems, before any training (exit 1 on a problem)")
+    check.add_argument("dataset", metavar="DATASET", help="dataset name, or a folder of class folders (with or "
+                                                          "without train/ and test/)")
+    check.add_argument("--root", help="data root (default: the suite's, else $VLPT_DATA or ./data)")
+    check.add_argument("--suite", help="a suite whose `datasets:` define DATASET")
+    check.add_argument("--open-images", action="store_true", help="decode every image (slower)")
+    check.set_defaults(func=_data_check)
 
     tta = commands.add_parser("tta", help="test-time adaptation tools")
     tta_commands = tta.add_subparsers(dest="tta_command", required=True)

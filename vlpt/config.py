@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import types
 import typing
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import yaml
 
@@ -26,6 +27,21 @@ def load_yaml(path: str | Path) -> dict:
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping, found {type(data).__name__}")
     return data
+
+
+def closest_names(name: str, names: Iterable[str], n: int = 3) -> list[str]:
+    """The names most like ``name`` (a typo's likely intent), best first; empty when none is close."""
+    return difflib.get_close_matches(name, list(names), n=n, cutoff=0.6)
+
+
+def did_you_mean(unknown: Iterable[str], names: Iterable[str]) -> str:
+    """`` (did you mean 'epochs'?)`` for the first of ``unknown`` with a close name among ``names``, else ``""``."""
+    names = list(names)
+    for name in unknown:
+        close = closest_names(str(name), names)
+        if close:
+            return f" (did you mean {' or '.join(map(repr, close))}?)"
+    return ""
 
 
 def _matches(value: Any, annotation: Any) -> bool:
@@ -70,7 +86,8 @@ def build_dataclass(cls: type, values: dict, where: str):
     unknown = sorted(set(values) - set(fields))
     if unknown:
         raise ConfigError(
-            f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; allowed keys: {', '.join(sorted(fields))}"
+            f"{where}: unknown key(s) {', '.join(map(repr, unknown))}{did_you_mean(unknown, fields)}; "
+            f"allowed keys: {', '.join(sorted(fields))}"
         )
     missing = [name for name, f in fields.items() if f.init and name not in values
                and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from vlpt.config import build_dataclass, load_yaml
+from vlpt.config import build_dataclass, did_you_mean, load_yaml
 from vlpt.errors import ConfigError
 from vlpt.methods.base import MethodConfig, PromptMethod
 from vlpt.paths import METHOD_CONFIG_DIR
@@ -62,8 +62,9 @@ def _config_file(name_or_path: str | Path, relative_to: Path | None, where: str)
         return text, METHOD_CONFIG_DIR / f"{text}.yaml"
     if text in method_names():
         return text, None
-    raise ConfigError(f"{where}: unknown method config {text!r}; available: {', '.join(method_config_names())} "
-                      f"(or a path to a .yaml file)")
+    names = method_config_names()
+    raise ConfigError(f"{where}: unknown method config {text!r}{did_you_mean([text], names)}; available: "
+                      f"{', '.join(names)} (or a path to a .yaml file)")
 
 
 def resolve_method(name_or_path: str | Path, overrides: dict[str, Any] | None = None, where: str = "create_method",
@@ -82,7 +83,9 @@ def resolve_method(name_or_path: str | Path, overrides: dict[str, Any] | None = 
         if not isinstance(method, str) or not isinstance(params, dict):
             raise ConfigError(f"{path}: `method` must be a name and `params` a mapping")
         if method not in method_names():
-            raise ConfigError(f"{path}: unknown method {method!r}; valid names: {', '.join(method_names())}")
+            names = method_names()
+            raise ConfigError(f"{path}: unknown method {method!r}{did_you_mean([method], names)}; valid names: "
+                              f"{', '.join(names)}")
         cls = method_class(method)
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}") from exc

@@ -17,6 +17,7 @@ import importlib.metadata
 import pkgutil
 from typing import Callable, Generic, TypeVar
 
+from vlpt.config import did_you_mean
 from vlpt.errors import ConfigError
 
 T = TypeVar("T")
@@ -41,6 +42,11 @@ class Registry(Generic[T]):
             return obj
 
         return decorator
+
+    def define(self, name: str, obj: T) -> None:
+        """Register ``obj`` as ``name``, replacing an earlier definition (a dataset a suite defines)."""
+        self._import_all()
+        self._items[name] = obj
 
     def _import_all(self) -> None:
         """Import every module of the package so that its decorators run."""
@@ -71,9 +77,9 @@ class Registry(Generic[T]):
         if name not in self._items:
             self._load_entry_points(name)
         if name not in self._items:
-            raise ConfigError(
-                f"unknown {self.kind} {name!r}; valid names: {', '.join(self.names())}"
-            )
+            names = self.names()
+            raise ConfigError(f"unknown {self.kind} {name!r}{did_you_mean([name], names)}; valid names: "
+                              f"{', '.join(names)}")
         return self._items[name]
 
     def names(self) -> list[str]:
@@ -126,4 +132,5 @@ def method_class(name: str):
     for registry in METHOD_REGISTRIES.values():
         if name in registry.names():
             return registry.get(name)
-    raise ConfigError(f"unknown method {name!r}; valid names: {', '.join(method_names())}")
+    names = method_names()
+    raise ConfigError(f"unknown method {name!r}{did_you_mean([name], names)}; valid names: {', '.join(names)}")

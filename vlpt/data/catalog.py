@@ -10,8 +10,9 @@ from __future__ import annotations
 import inspect
 import re
 from dataclasses import dataclass, field, replace
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
+from typing import Callable
 
 from vlpt.config import build_dataclass, load_yaml
 from vlpt.data.consistency import check_splits
@@ -76,25 +77,73 @@ class CatalogEntry:
 
 
 def read_entry(path: Path) -> CatalogEntry:
-    values = load_yaml(path)
-    rules = values.pop("classnames", None) or {}
-    if not isinstance(rules, dict):
-        raise ConfigError(f"{path}: 'classnames' must be a mapping of class-name rules")
-    entry = build_dataclass(CatalogEntry, values, str(path))
-    entry.classnames = build_dataclass(ClassNameRules, rules, f"{path}: classnames")
-    if entry.loader not in LOADERS:
-        raise ConfigError(f"{path}: unknown loader {entry.loader!r}; valid: {', '.join(LOADERS)}")
+    entry = entry_from_values(load_yaml(path), str(path))
     if entry.name != path.stem:
         raise ConfigError(f"{path}: name {entry.name!r} must equal the file name {path.stem!r}")
-    if not entry.templates or any("{}" not in t for t in entry.templates):
-        raise ConfigError(f"{path}: 'templates' must be a non-empty list of strings containing '{{}}'")
     return entry
 
 
+def entry_from_values(values: dict, where: str) -> CatalogEntry:
+    """A catalog entry from the mapping of a catalog file (or a suite's ``datasets:`` entry) at ``where``."""
+    values = dict(values)
+    rules = values.pop("classnames", None) or {}
+    if not isinstance(rules, dict):
+        raise ConfigError(f"{where}: 'classnames' must be a mapping of class-name rules")
+    entry = build_dataclass(CatalogEntry, values, where)
+    entry.classnames = build_dataclass(ClassNameRules, rules, f"{where}: classnames")
+    if entry.loader not in LOADERS:
+        raise ConfigError(f"{where}: unknown loader {entry.loader!r}; valid: {', '.join(LOADERS)}")
+    if not entry.templates or any("{}" not in t for t in entry.templates):
+        raise ConfigError(f"{where}: 'templates' must be a non-empty list of strings containing '{{}}'")
+    return entry
+
+
+#: how each ``loader`` reads a catalog entry, ``(entry, root, **options) -> DatasetSplits`` (filled by the loader
+#: modules of ``vlpt/data/datasets/``)
+ENTRY_LOADERS: dict[str, Callable[..., DatasetSplits]] = {}
+#: datasets a suite defines (``datasets:`` in the suite, ``vlpt run`` on a folder), beside the shipped catalog
+_USER_ENTRIES: dict[str, CatalogEntry] = {}
+
+
 @lru_cache(maxsize=None)
-def catalog() -> dict[str, CatalogEntry]:
-    """Every catalog entry by name."""
+def shipped_catalog() -> dict[str, CatalogEntry]:
+    """The catalog files shipped with vlpt, by name."""
     return {path.stem: read_entry(path) for path in sorted(CATALOG_DIR.glob("*.yaml"))}
+
+
+def catalog() -> dict[str, CatalogEntry]:
+    """Every catalog entry by name: vlpt's, and the datasets suites of this process defined."""
+    return {**shipped_catalog(), **_USER_ENTRIES}
+
+
+def add_user_dataset(name: str, values: dict | str, where: str, base: Path) -> CatalogEntry:
+    """Define dataset ``name`` for this process from a suite's ``datasets:`` entry: a catalog mapping, or the path
+    of a catalog YAML file, relative to ``base`` (the suite's folder). The mapping's ``folder`` is relative to
+    ``base`` too (or absolute); ``title`` defaults to the name, ``loader`` to ``image_folder`` (``train/`` and
+    ``test/`` class folders) and ``templates`` to CLIP's "a photo of a {}."."""
+    from vlpt.registry import DATASETS
+
+    if isinstance(values, str):
+        path = (base / Path(values).expanduser()).resolve()
+        where, values = f"{where} ({path})", load_yaml(path)
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where}: a dataset is a catalog mapping (loader, folder, ...) or a catalog file path")
+    if name in shipped_catalog() or (name in DATASETS.names() and name not in _USER_ENTRIES):
+        raise ConfigError(f"{where}: dataset name {name!r} is one of vlpt's; give yours another name")
+    if values.get("name", name) != name:
+        raise ConfigError(f"{where}: name {values['name']!r} differs from the dataset's key {name!r}")
+    if "folder" not in values:
+        raise ConfigError(f"{where}: a dataset needs `folder:` (relative to the suite's folder, or absolute)")
+    folder = (base / Path(str(values["folder"])).expanduser()).resolve()
+    entry = entry_from_values({"title": name, "loader": "image_folder", "templates": ["a photo of a {}."],
+                               **values, "name": name, "folder": str(folder)}, where)
+    _USER_ENTRIES[name] = entry
+    DATASETS.define(name, partial(ENTRY_LOADERS[entry.loader], entry))
+    return entry
+
+
+def is_user_dataset(name: str) -> bool:
+    return name in _USER_ENTRIES
 
 
 def dataset_family(name: str) -> str:
@@ -109,6 +158,8 @@ def entries(loader: str) -> list[CatalogEntry]:
 
 
 def prepare_hint(name: str, root: Path) -> str:
+    if name in _USER_ENTRIES:
+        return f"check the `folder:` of dataset {name!r} in your suite ({_USER_ENTRIES[name].folder})"
     return f"run `vlpt data prepare {name} --root {root}` (or see datasets/README.md)"
 
 
@@ -145,7 +196,7 @@ def load_dataset(name: str, root: str | Path | None = None, **options) -> Datase
     splits = loader(root, **options).keyed(root)
     entry = catalog().get(base)
     expected = entry.num_classes if entry is not None and not entry.class_subset else None
-    check_splits(splits, expected, CATALOG_DIR / f"{base}.yaml")
+    check_splits(splits, expected, None if base in _USER_ENTRIES else CATALOG_DIR / f"{base}.yaml")
     return splits if corruption is None else _with_corruption(splits, corruption)
 
 

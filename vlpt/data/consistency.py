@@ -6,7 +6,8 @@ whose class name is not the class name of its label) or a dataset with another n
 its catalog file declares fails when it is loaded, naming the dataset, the split, the file and what was
 expected, instead of training on silently mislabelled data. A dataset with another number of classes
 than its catalog file declares (a partial download, a subset made on purpose) is loaded with a
-:class:`DatasetWarning`: its numbers are not comparable with published ones.
+:class:`DatasetWarning`: its numbers are not comparable with published ones. So is a class list that repeats a
+name (CLIP's ImageNet class names do): those classes share one prompt.
 """
 from __future__ import annotations
 
@@ -21,18 +22,28 @@ class DatasetWarning(UserWarning):
     """A dataset loaded, but differs from its catalog file (so results are not comparable with papers)."""
 
 
+def repeated_class_names(names: list[str]) -> dict[str, list[int]]:
+    """The class names given to more than one label, with their labels (CLIP's ImageNet list repeats "missile"
+    and "sunglasses")."""
+    labels: dict[str, list[int]] = {}
+    for label, name in enumerate(names):
+        labels.setdefault(name, []).append(label)
+    return {name: found for name, found in labels.items() if len(found) > 1}
+
+
 def check_splits(splits: DatasetSplits, expected_classes: int | None = None, catalog_file: Path | None = None) -> None:
-    """Raise DatasetError when the class list is empty or has duplicates, or when a sample's label or class
-    name does not match the class list; warn when the class count differs from the catalog's ``num_classes``."""
+    """Raise DatasetError when the class list is empty, or when a sample's label or class name does not match
+    the class list; warn when a class name repeats or the class count differs from the catalog's
+    ``num_classes``."""
     names = splits.classnames
     if not names:
         raise DatasetError(f"dataset {splits.name}: the class list is empty")
-    seen: dict[str, int] = {}
-    for label, name in enumerate(names):
-        if name in seen:
-            raise DatasetError(f"dataset {splits.name}: class name {name!r} is given to labels {seen[name]} and "
-                               f"{label}; class names must be unique")
-        seen[name] = label
+    repeated = repeated_class_names(names)
+    if repeated:
+        listed = "; ".join(f"{name!r} at labels {', '.join(map(str, labels))}" for name, labels in repeated.items())
+        warnings.warn(f"dataset {splits.name}: class names repeat ({listed}); their prompts are identical, so only "
+                      f"methods that learn per-class parameters can tell those classes apart (records list them)",
+                      DatasetWarning, stacklevel=3)
     for split, samples in (("train", splits.train), ("val", splits.val), ("test", splits.test)):
         for sample in samples:
             if not 0 <= sample.label < len(names):
@@ -43,7 +54,7 @@ def check_splits(splits: DatasetSplits, expected_classes: int | None = None, cat
                                    f"{sample.label} with class name {sample.classname!r}, but class {sample.label} "
                                    f"of the dataset is {names[sample.label]!r}")
     if expected_classes is not None and len(names) != expected_classes:
-        where = f" ({catalog_file})" if catalog_file else ""
-        warnings.warn(f"dataset {splits.name} has {len(names)} classes but its catalog file{where} declares "
+        where = f"its catalog file ({catalog_file})" if catalog_file else "the suite's definition of it"
+        warnings.warn(f"dataset {splits.name} has {len(names)} classes but {where} declares "
                       f"num_classes: {expected_classes}; its results are not comparable with published ones. "
                       f"Is the dataset folder complete?", DatasetWarning, stacklevel=3)

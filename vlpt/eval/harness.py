@@ -40,7 +40,7 @@ from vlpt.eval.preflight import check_runs
 from vlpt.eval.resume import CHECKPOINT_NAME
 from vlpt.eval.spec import RunSpec
 from vlpt.eval.suite import Run, Suite
-from vlpt.eval.training import make_trainer
+from vlpt.eval.training import make_logger, make_trainer
 from vlpt.methods.base import PromptMethod
 from vlpt.paths import LEADERBOARD_DIR, default_data_root
 from vlpt.results import RecordStore, RunIdentity, RunRecord
@@ -201,7 +201,9 @@ class Harness:
         to run in the same precision: a no-op in fp32."""
         return autocast_for(self.precision, self.device)
 
-    def trainer(self, epochs: int, callbacks: list[L.Callback]) -> L.Trainer:
-        """The Lightning Trainer a run trains with (``vlpt.eval.training.make_trainer``)."""
+    def trainer(self, epochs: int, callbacks: list[L.Callback], run_id: str) -> L.Trainer:
+        """The Lightning Trainer run ``run_id`` trains with (``vlpt.eval.training.make_trainer``), its curves in
+        ``logs/RUN_ID`` of the output folder (``TrainerSpec.logger``)."""
+        logger = make_logger(self.suite.trainer.logger, self.output / "logs", run_id, self.suite.name)
         return make_trainer(self.suite.trainer, epochs, self.precision, self.progress,
-                            str(self.output / ".lightning"), callbacks)
+                            str(self.output / ".lightning"), callbacks, logger)

@@ -34,17 +34,22 @@ test sets. Their run identity's backbone is the VLSM.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Sequence
 
 from vlpt.backbone.clip import activation_suffix
 from vlpt.config import build_dataclass, load_yaml
+from vlpt.data.catalog import add_user_dataset
 from vlpt.data.transforms import TrainAugment
 from vlpt.errors import ConfigError
+from vlpt.eval.overrides import apply_overrides
 from vlpt.eval.spec import settings_of
 from vlpt.factory import CONFIG_SUFFIXES, ResolvedMethod, resolve_method
+from vlpt.methods.base import MethodConfig
 from vlpt.paths import CONFIG_DIR
 from vlpt.protocols import get_protocol
 from vlpt.results import RunIdentity
@@ -94,8 +99,16 @@ class TrainerSpec:
     #: Lightning's ``deterministic``: "warn" prefers deterministic algorithms and warns where a GPU
     #: operation has none, true refuses such operations, false leaves the choice to the libraries
     deterministic: bool | Literal["warn"] = "warn"
+    #: training curves of every trained run, named by its run id: csv (``OUTPUT/logs/RUN_ID/metrics.csv``),
+    #: tensorboard (``OUTPUT/logs/RUN_ID``, needs the tensorboard package), wandb (project: the suite's name,
+    #: needs wandb and a login) or none
+    logger: Literal["csv", "tensorboard", "wandb", "none"] = "csv"
 
     def __post_init__(self):
+        package = {"tensorboard": "tensorboard", "wandb": "wandb"}.get(self.logger)
+        if package and importlib.util.find_spec(package) is None:
+            raise ValueError(f"logger {self.logger} needs the {package} package: pip install {package} "
+                             f"(or logger: csv)")
         if self.checkpoint_every_n_epochs < 0:
             raise ValueError(f"checkpoint_every_n_epochs must be 0 (never) or more, "
                              f"got {self.checkpoint_every_n_epochs}")
@@ -177,6 +190,9 @@ class SuiteSpec:
     trainer: dict[str, Any] = field(default_factory=dict)
     initializations: list[dict[str, Any]] = field(default_factory=list)
     feature_cache: bool | dict[str, Any] = True
+    #: the suite's own classification datasets by name: a catalog mapping (``loader``, ``folder`` relative to
+    #: the suite's folder, ``templates``, ...) or the path of a catalog YAML file next to the suite
+    datasets: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -277,14 +293,44 @@ def _default_train_augment(protocol: Any) -> str | None:
         return None
 
 
-def load_suite(path: str | Path) -> Suite:
-    """Read and validate a suite file, expanding it into runs (duplicates removed)."""
+def _check_levels(raw: Any, where: str) -> None:
+    """Name the level a misplaced key belongs to: an experiment's key at the top of the suite, a trainer or
+    backbone setting at the top, a method setting beside an experiment's keys (ConfigError)."""
+    if not isinstance(raw, dict):
+        return
+    suite_keys = _field_names(SuiteSpec)
+    homes = [(_field_names(ExperimentSpec), "an experiment's key: write it in each entry of `experiments`"),
+             (_field_names(TrainerSpec), "a trainer setting: write it under `trainer:`"),
+             (_field_names(BackboneSpec), "a backbone setting: write it under `backbone:`")]
+    for key in raw:
+        for names, home in homes:
+            if key not in suite_keys and key in names:
+                raise ConfigError(f"{where}: `{key}` is {home}")
+    method_keys = _field_names(MethodConfig)
+    for index, experiment in enumerate(raw.get("experiments") or []):
+        if isinstance(experiment, dict):
+            for key in experiment:
+                if key not in _field_names(ExperimentSpec) and key in method_keys:
+                    raise ConfigError(f"{where}: experiments[{index}]: `{key}` is a method setting: write it under "
+                                      f"the experiment's `params:` (every method) or a methods entry's `params:`")
+
+
+def _field_names(cls: type) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls)}
+
+
+def load_suite(path: str | Path, overrides: Sequence[str] = ()) -> Suite:
+    """Read and validate a suite file, with ``--set`` style ``overrides`` applied (``vlpt.eval.overrides``),
+    expanding it into runs (duplicates removed)."""
     path = Path(path)
-    raw = load_yaml(path)
+    raw = apply_overrides(load_yaml(path), list(overrides), str(path))
     if isinstance(raw, dict) and "view_store" in raw:
         raise ConfigError(f"{path}: `view_store` is a parameter of difftpt now; write it in each difftpt entry's "
                           f"`params` ({{config: difftpt, params: {{view_store: {raw['view_store']}}}}})")
+    _check_levels(raw, str(path))
     spec = build_dataclass(SuiteSpec, raw, str(path))
+    for name, values in spec.datasets.items():
+        add_user_dataset(str(name), values, f"{path}: datasets: {name}", path.parent.resolve())
     backbone = build_dataclass(BackboneSpec, spec.backbone, f"{path}: backbone")
     trainer = build_dataclass(TrainerSpec, spec.trainer, f"{path}: trainer")
     cache = spec.feature_cache if isinstance(spec.feature_cache, dict) else {"enabled": spec.feature_cache}

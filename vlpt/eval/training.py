@@ -8,6 +8,7 @@ import os
 import sys
 import warnings
 from datetime import timedelta
+from pathlib import Path
 
 import lightning as L
 from lightning.pytorch.strategies import DDPStrategy
@@ -51,9 +52,27 @@ def trains_in_one_process(spec) -> bool:
     return False
 
 
+def make_logger(kind: str, logs: Path, run_name: str, project: str):
+    """The Lightning logger of a run's training curves (``TrainerSpec.logger``), or False for none."""
+    if kind == "none":
+        return False
+    if kind == "csv":
+        from lightning.pytorch.loggers import CSVLogger
+
+        return CSVLogger(save_dir=str(logs), name=run_name, version="")
+    if kind == "tensorboard":
+        from lightning.pytorch.loggers import TensorBoardLogger
+
+        return TensorBoardLogger(save_dir=str(logs), name=run_name, version="", default_hp_metric=False)
+    from lightning.pytorch.loggers import WandbLogger
+
+    return WandbLogger(name=run_name, project=project, save_dir=str(logs))
+
+
 def make_trainer(spec, epochs: int, precision: str, progress: bool, root: str,
-                 callbacks: list[L.Callback]) -> L.Trainer:
-    """A Lightning Trainer for ``epochs`` epochs under the suite's trainer settings (``TrainerSpec``)."""
+                 callbacks: list[L.Callback], logger=False) -> L.Trainer:
+    """A Lightning Trainer for ``epochs`` epochs under the suite's trainer settings (``TrainerSpec``), logging
+    to ``logger`` (``make_logger``)."""
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")  # the frozen backbone, by design
@@ -64,7 +83,8 @@ def make_trainer(spec, epochs: int, precision: str, progress: bool, root: str,
     return L.Trainer(
         max_epochs=epochs, accelerator=spec.accelerator, devices=spec.devices, num_nodes=spec.num_nodes,
         strategy=strategy, precision=precision, use_distributed_sampler=False,  # GlobalBatchSampler
-        logger=False, enable_checkpointing=False, callbacks=callbacks, enable_model_summary=False,
+        logger=logger, log_every_n_steps=1, enable_checkpointing=False, callbacks=callbacks,
+        enable_model_summary=False,
         enable_progress_bar=progress, num_sanity_val_steps=0, limit_val_batches=0,
         deterministic=spec.deterministic, default_root_dir=root,
     )
@@ -87,7 +107,7 @@ def fit(harness, run, spec, prepared, epochs: int) -> tuple[int, int | None]:
     loader = datamodule.train_dataloader()
     every = harness.suite.trainer.checkpoint_every_n_epochs
     checkpoint = RunCheckpoint(harness.resume_path(run.identity), every, loader_generators(loader)) if every else None
-    trainer = harness.trainer(epochs, [checkpoint] if checkpoint else [])
+    trainer = harness.trainer(epochs, [checkpoint] if checkpoint else [], run.identity.run_id)
     steps = method.config.training_steps(run.identity.shots)
     if steps is not None:  # a run counted in iterations stops within its last epoch
         trainer.fit_loop.epoch_loop.max_steps = steps

@@ -586,15 +586,12 @@ def attach_regulator(method, regulator: GradientRegulator):
 
 def _backbone_from(spec):
     from vlpt.backbone import ClipBackbone
+    from vlpt.backbone.clip import parse_backbone_name
 
     if isinstance(spec, ClipBackbone):
         return spec
-    model, _, pretrained = str(spec).partition("@")
-    stated = None
-    for suffix, value in (("+quickgelu", True), ("+gelu", False)):
-        if pretrained.endswith(suffix):
-            pretrained, stated = pretrained.removesuffix(suffix), value
-    return ClipBackbone(model, None if pretrained in ("", "random") else pretrained, quick_gelu=stated)
+    model, pretrained, stated = parse_backbone_name(spec)
+    return ClipBackbone(model, pretrained, quick_gelu=stated)
 
 
 def run_gram(

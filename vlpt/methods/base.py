@@ -324,13 +324,14 @@ class PromptMethod(L.LightningModule, abc.ABC):
         """Hook: take back what ``checkpoint_extra`` kept, before the tensors are loaded."""
 
     def save_checkpoint(self, path: str | Path) -> Path:
-        """Write the method's own tensors and its identity (method, backbone, classes, config)."""
+        """Write the method's own tensors and its identity (method, backbone, classes, templates, config)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         payload = {
             "method": self.name,
             "backbone": self.backbone.describe(),
             "classnames": self.classnames,
+            "templates": self.templates,
             "config": dataclasses.asdict(self.config),
             "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()},
             **({"extra": extra} if (extra := self.checkpoint_extra()) else {}),

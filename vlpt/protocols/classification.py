@@ -11,6 +11,7 @@ import dataclasses
 from functools import partial
 from typing import Sequence
 
+from vlpt.data.consistency import repeated_class_names
 from vlpt.data.corruptions import split_corrupted_name
 from vlpt.data.datamodule import CachedFeatureDataModule, PromptDataModule
 from vlpt.data.fewshot import sample_few_shot, split_rng, subsample
@@ -81,6 +82,10 @@ class ClassificationProtocol(Protocol):
             raise ConfigError(f"protocol {self.name} needs at least one target dataset")
         if targets and self.facts.targets == "none":
             raise ConfigError(f"protocol {self.name} takes no target datasets (got {', '.join(t.name for t in targets)})")
+        if shots != 0 and not source.train:
+            raise DatasetError(f"protocol {self.name}: dataset {source.name} has no training images (a test-only "
+                               f"copy, e.g. ImageNet without images/train): use it as an evaluation set, under "
+                               f"test_time, or with a method that trains nothing")
         names = [source.name] + [t.name for t in targets]
         if len(set(names)) != len(names):
             raise ConfigError(f"protocol {self.name}: datasets must be distinct, got {', '.join(names)}")
@@ -117,7 +122,11 @@ class ClassificationProtocol(Protocol):
             datamodule = PromptDataModule(data, *image_args, **common)
         evaluate = partial(self.evaluate, harness, run, image_args, datamodule)
         evaluations = [Evaluation(es.name, partial(evaluate, es)) for es in data.eval_sets]
-        return PreparedRun(method, datamodule, evaluations, len(data.train), len(data.val), len(data.classnames))
+        repeated = {es.name: found for es in data.eval_sets if (found := repeated_class_names(es.classnames))}
+        if found := repeated_class_names(data.classnames):
+            repeated[identity.dataset] = found
+        return PreparedRun(method, datamodule, evaluations, len(data.train), len(data.val), len(data.classnames),
+                           record_config={"repeated_class_names": repeated} if repeated else {})
 
     def test_stream(self, samples: list[Sample], seed: int, dataset: str) -> list[Sample]:
         """The order a test-time method meets an evaluation set's images in (online_test_time: drawn from the seed)."""

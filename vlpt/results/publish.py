@@ -43,8 +43,22 @@ def write_leaderboard(records_dir: str | Path, out_dir: str | Path, html: bool =
         atomic_write_text(out_dir / CSV_NAME, render_csv(groups)),
     ]
     if write_site:
-        paths.append(atomic_write_text(site_path, render_site(groups, len(records), source)))
+        curves = training_curves(out_dir, [record.run_id for record in records])
+        paths.append(atomic_write_text(site_path, render_site(groups, len(records), source, curves)))
     return paths
+
+
+def training_curves(out_dir: Path, run_ids: list[str]) -> dict[str, str]:
+    """Each run's training curves next to the page, by run id: ``logs/RUN_ID/metrics.csv`` (CSV logger) or the
+    folder ``logs/RUN_ID/`` (TensorBoard), relative to ``out_dir``; runs without logs are left out."""
+    found = {}
+    for run_id in run_ids:
+        folder = out_dir / "logs" / run_id
+        if (folder / "metrics.csv").is_file():
+            found[run_id] = f"logs/{run_id}/metrics.csv"
+        elif folder.is_dir() and any(folder.iterdir()):
+            found[run_id] = f"logs/{run_id}/"
+    return found
 
 
 __all__ = ["write_leaderboard"]

@@ -43,7 +43,9 @@ def method_label(method: str, variant: str) -> str:
 class _Page:
     """Numbering of the references cited and colours of the methods, shared by every part of the page."""
 
-    def __init__(self, groups: list[Group]):
+    def __init__(self, groups: list[Group], curves: dict[str, str] | None = None):
+        #: links to the runs' training curves by run id (``vlpt.results.publish.training_curves``)
+        self.curves = curves or {}
         # a method keeps its colour from section to section unless that colour is taken in the section
         self.colours: dict[tuple[str, str], str] = {}
         preferred: dict[str, str] = {}
@@ -110,7 +112,7 @@ def _short(commit: str) -> str:
     return commit if commit == "unknown" else commit[:8] + ("+dirty" if commit.endswith("+dirty") else "")
 
 
-def _provenance_cell(prov: Provenance) -> str:
+def _provenance_cell(prov: Provenance, curves: dict[str, str]) -> str:
     if not prov.run_ids:
         return f'<td class="prov missing">{MISSING}</td>'
     commits = ", ".join(f"<code>{escape(c)}</code>" for c in prov.commits)
@@ -121,12 +123,14 @@ def _provenance_cell(prov: Provenance) -> str:
                + f" · <code>{prov.config_hashes[0][:6]}</code>"
                + (f" +{len(prov.config_hashes) - 1}" if len(prov.config_hashes) > 1 else "") + differ)
     versions = ", ".join(f"{escape(name)} {escape(' / '.join(found))}" for name, found in prov.versions)
-    runs = ", ".join(f"<code>{r}</code>" for r in prov.run_ids)
+    runs = ", ".join(f'<a href="{escape(curves[r])}" title="training curves"><code>{r}</code></a>' if r in curves
+                     else f"<code>{r}</code>" for r in prov.run_ids)
+    linked = " (linked: training curves)" if any(r in curves for r in prov.run_ids) else ""
     return (f'<td class="prov"><details><summary>{summary}</summary><dl>'
             f"<dt>commit{'s' if len(prov.commits) > 1 else ''}</dt><dd>{commits}</dd>"
             f"<dt>config hash{'es' if len(prov.config_hashes) > 1 else ''}</dt><dd>{hashes}</dd>"
             f"<dt>versions</dt><dd>{versions or MISSING}</dd>"
-            f"<dt>runs</dt><dd>{runs}</dd></dl></details></td>")
+            f"<dt>runs{linked}</dt><dd>{runs}</dd></dl></details></td>")
 
 
 def _breakable(name: str) -> str:
@@ -158,7 +162,7 @@ def _row(group: Group, columns: list[Column], page: _Page) -> str:
         _paper_cell(columns, group, page),
         f'<td class="num" data-sort="{group.seeds}">{group.seeds}</td>',
         *_cost_cells(group),
-        _provenance_cell(provenance(group.records)),
+        _provenance_cell(provenance(group.records), page.curves),
     ]
     attributes = (f'data-backbone="{escape(group.backbone)}" data-dataset="{escape(dataset)}" '
                   f'data-shots="{group.shots}" data-method="{escape(group.method)}" data-text="{escape(searchable)}"')
@@ -446,10 +450,11 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
-def render_site(groups: list[Group], n_records: int, source: str) -> str:
-    """The whole page for the aggregated ``groups`` (from ``n_records`` records in ``source``)."""
+def render_site(groups: list[Group], n_records: int, source: str, curves: dict[str, str] | None = None) -> str:
+    """The whole page for the aggregated ``groups`` (from ``n_records`` records in ``source``), its runs linked
+    to their training ``curves`` (relative paths by run id)."""
     averages = dataset_averages(groups)
-    page = _Page(groups)
+    page = _Page(groups, curves)
     by_protocol: dict[str, list[Group]] = defaultdict(list)
     for g in groups:  # already in protocol order
         by_protocol[g.protocol].append(g)

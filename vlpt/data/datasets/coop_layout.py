@@ -22,7 +22,7 @@ import os
 from functools import partial
 from pathlib import Path
 
-from vlpt.data.catalog import CatalogEntry, entries, prepare_hint
+from vlpt.data.catalog import ENTRY_LOADERS, CatalogEntry, entries, prepare_hint
 from vlpt.data.fewshot import sample_few_shot, split_per_class, split_rng
 from vlpt.data.samples import DatasetSplits, Sample, class_folders, is_image, list_images
 from vlpt.errors import DatasetError
@@ -228,17 +228,40 @@ def _class_samples(folder: Path, label: int, classname: str) -> list[Sample]:
     return [Sample(str(p), label, classname) for p in list_images(folder)]
 
 
+def imagenet_classes(folder: Path, image_dir: Path) -> list[tuple[str, str]]:
+    """(wnid, class name) of ImageNet's 1,000 classes in label order: from ``classnames.txt``, else the sorted
+    wnid folders of ``image_dir`` (``val``, else ``train``) named by open_clip's list of CLIP's class names."""
+    listed = folder / "classnames.txt"
+    if listed.is_file():
+        return read_imagenet_classnames(listed)
+    from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
+
+    for part in ("val", "train"):
+        if (image_dir / part).is_dir():
+            wnids = sorted(p.name for p in class_folders(image_dir / part))
+            if len(wnids) != len(IMAGENET_CLASSNAMES):
+                raise DatasetError(f"ImageNet: {listed} does not exist and {image_dir / part} holds {len(wnids)} "
+                                   f"class folders, not {len(IMAGENET_CLASSNAMES)}: CLIP's class names cannot be "
+                                   f"matched to them; add classnames.txt (see datasets/README.md)")
+            return list(zip(wnids, IMAGENET_CLASSNAMES))
+    return read_imagenet_classnames(listed)  # neither: the missing file is named
+
+
 def load_imagenet(entry: CatalogEntry, root: Path, val_per_class: int = 10, split_seed: int = 1) -> DatasetSplits:
     """ImageNet: ``images/train/<wnid>/``, ``images/val/<wnid>/`` and ``classnames.txt``; test = the val folder.
 
     CoOp uses the val folder as both val and test; here val is carved from train instead
-    (``val_per_class`` images per class, seeded), so that val never overlaps the test set.
+    (``val_per_class`` images per class, seeded), so that val never overlaps the test set. Without
+    ``images/train`` the dataset is test-only (evaluation sets, test-time adaptation); without
+    ``classnames.txt`` CLIP's class names come from open_clip, in the sorted wnid order of the folders.
     """
     folder = Path(root).absolute() / entry.folder
-    classes = read_imagenet_classnames(folder / "classnames.txt")
-    parts = {}
+    classes = imagenet_classes(folder, folder / entry.image_dir)
+    parts = {"train": []}
     for part in ("train", "val"):
         part_dir = folder / entry.image_dir / part
+        if part == "train" and not part_dir.is_dir() and (folder / entry.image_dir / "val").is_dir():
+            continue  # test-only
         if not part_dir.is_dir():
             raise DatasetError(f"{entry.title}: image folder {part_dir} does not exist; {prepare_hint(entry.name, root)}")
         missing = [wnid for wnid, _ in classes if not (part_dir / wnid).is_dir()]
@@ -247,7 +270,8 @@ def load_imagenet(entry: CatalogEntry, root: Path, val_per_class: int = 10, spli
                                f"first: {missing[0]}")
         parts[part] = [s for label, (wnid, name) in enumerate(classes)
                        for s in _class_samples(part_dir / wnid, label, name)]
-    val = sample_few_shot(parts["train"], val_per_class, split_rng(split_seed, f"split:{entry.name}"))
+    val = sample_few_shot(parts["train"], val_per_class, split_rng(split_seed, f"split:{entry.name}")) \
+        if parts["train"] else []
     held = {s.path for s in val}
     train = [s for s in parts["train"] if s.path not in held]
     return DatasetSplits(entry.name, [name for _, name in classes], train, val, parts["val"], list(entry.templates))
@@ -266,7 +290,8 @@ def load_imagenet_variant(entry: CatalogEntry, root: Path) -> DatasetSplits:
     if not image_dir.is_dir():
         raise DatasetError(f"{entry.title}: image folder {image_dir} does not exist; {prepare_hint(entry.name, root)}")
     own = folder / "classnames.txt"
-    classes = read_imagenet_classnames(own if own.is_file() else root / "imagenet" / "classnames.txt")
+    imagenet = root / "imagenet"
+    classes = read_imagenet_classnames(own) if own.is_file() else imagenet_classes(imagenet, imagenet / "images")
     keys = [str(i) for i in range(len(classes))] if entry.label_folders == "index" else [w for w, _ in classes]
     present = {p.name for p in class_folders(image_dir)}
     unknown = sorted(present - set(keys))
@@ -280,6 +305,7 @@ def load_imagenet_variant(entry: CatalogEntry, root: Path) -> DatasetSplits:
     return DatasetSplits(entry.name, classnames, [], [], test, list(entry.templates))
 
 
+ENTRY_LOADERS.update(coop=load_coop, imagenet=load_imagenet, imagenet_variant=load_imagenet_variant)
 for _entry in entries("coop"):
     register_dataset(_entry.name)(partial(load_coop, _entry))
 for _entry in entries("imagenet"):

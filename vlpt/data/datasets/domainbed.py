@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import partial
 from pathlib import Path
 
-from vlpt.data.catalog import CatalogEntry, entries, prepare_hint
+from vlpt.data.catalog import ENTRY_LOADERS, CatalogEntry, entries, prepare_hint
 from vlpt.data.fewshot import split_per_class, split_rng
 from vlpt.data.samples import DatasetSplits, Sample, class_folders, list_images
 from vlpt.errors import ConfigError, DatasetError
@@ -36,5 +36,6 @@ def load_domain(entry: CatalogEntry, root: Path, domain: str | None = None, spli
     return DatasetSplits(f"{entry.name}@{domain}", classnames, train, val, test, list(entry.templates))
 
 
+ENTRY_LOADERS["domainbed"] = load_domain
 for _entry in entries("domainbed"):
     register_dataset(_entry.name)(partial(load_domain, _entry))

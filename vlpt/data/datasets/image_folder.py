@@ -10,7 +10,7 @@ from __future__ import annotations
 from functools import partial
 from pathlib import Path
 
-from vlpt.data.catalog import CatalogEntry, entries, prepare_hint
+from vlpt.data.catalog import ENTRY_LOADERS, CatalogEntry, entries, prepare_hint
 from vlpt.data.fewshot import split_per_class, split_rng
 from vlpt.data.samples import DatasetSplits, Sample, class_folders, list_images
 from vlpt.errors import DatasetError
@@ -57,5 +57,6 @@ def _load_entry(entry: CatalogEntry, root: Path, val_fraction: float = 0.2, spli
                              prepare_hint(entry.name, root))
 
 
+ENTRY_LOADERS["image_folder"] = _load_entry
 for _entry in entries("image_folder"):
     register_dataset(_entry.name)(partial(_load_entry, _entry))

@@ -1,0 +1,88 @@
+"""``vlpt predict CHECKPOINT IMAGES...``: a trained prompt's classes for images of one's own.
+
+A method checkpoint (``OUTPUT/checkpoints/RUN_ID.pt``) names its method, backbone, classes, templates and
+config, so the trained method is rebuilt from it alone: the backbone is built (downloaded where it must be),
+the method made for the checkpoint's classes and its tensors loaded. Classification checkpoints only.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Iterable
+
+import torch
+from PIL import Image
+
+from vlpt.backbone import ClipBackbone
+from vlpt.backbone.clip import parse_backbone_name
+from vlpt.data.samples import IMAGE_EXTENSIONS
+from vlpt.data.transforms import eval_transform
+from vlpt.errors import CheckpointError, ConfigError
+from vlpt.registry import method_class
+
+#: the template a checkpoint written before checkpoints kept their templates is rebuilt with
+FALLBACK_TEMPLATES = ["a photo of a {}."]
+
+
+def load_trained_method(path: str | Path, device: str = "cpu"):
+    """The method of the checkpoint at ``path``, trained tensors loaded, in eval mode on ``device``."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist (a run's is OUTPUT/checkpoints/RUN_ID.pt)")
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(payload, dict) or not {"method", "backbone", "classnames", "config"} <= set(payload):
+        raise CheckpointError(f"{path} is not a vlpt method checkpoint (it needs method, backbone, classnames and "
+                              f"config)")
+    cls = method_class(payload["method"])
+    if cls.task != "classification":
+        raise ConfigError(f"{path} holds {cls.task} method {cls.name}; vlpt predict reads classification "
+                          f"checkpoints")
+    fields = {f.name for f in dataclasses.fields(cls.Config)}
+    values = {k: v for k, v in payload["config"].items() if k in fields}
+    config = cls.Config(**{**values, "init_from": None, "regulator_from": None})
+    model, pretrained, stated = parse_backbone_name(payload["backbone"])
+    backbone = ClipBackbone(model, pretrained, quick_gelu=stated).to(device)
+    method = cls(backbone, payload["classnames"], payload.get("templates") or FALLBACK_TEMPLATES, config)
+    method.load_checkpoint(path)
+    return method.to(device).eval()
+
+
+def image_paths(inputs: Iterable[str]) -> list[Path]:
+    """The image files named by ``inputs``: files as given, folders searched recursively (sorted)."""
+    found = []
+    for text in inputs:
+        path = Path(text).expanduser()
+        if path.is_dir():
+            found += sorted(Path(folder) / name for folder, _, names in os.walk(path) for name in names
+                            if Path(name).suffix.lower() in IMAGE_EXTENSIONS and not name.startswith("."))
+        elif path.is_file():
+            found.append(path)
+        else:
+            raise ConfigError(f"{path} is neither an image file nor a folder")
+    if not found:
+        raise ConfigError(f"no images found in {', '.join(inputs)} (extensions: {', '.join(sorted(IMAGE_EXTENSIONS))})")
+    return found
+
+
+@torch.no_grad()
+def predict(method, paths: list[Path], batch_size: int = 32) -> list[tuple[Path, str, float]]:
+    """(image, predicted class, its probability) for every image."""
+    cfg = method.backbone.preprocess_cfg
+    transform = eval_transform(method.backbone.image_size, cfg["mean"], cfg["std"])
+    device = next(method.backbone.parameters()).device
+    results = []
+    for start in range(0, len(paths), batch_size):
+        chunk = paths[start:start + batch_size]
+        images = []
+        for path in chunk:
+            try:
+                with Image.open(path) as image:
+                    images.append(transform(image.convert("RGB")))
+            except OSError as exc:
+                raise ConfigError(f"image {path} cannot be read: {exc}") from exc
+        probabilities = method.logits(torch.stack(images).to(device)).float().softmax(dim=-1)
+        best, labels = probabilities.max(dim=-1)
+        results += [(path, method.classnames[label], float(p)) for path, label, p in
+                    zip(chunk, labels.tolist(), best.tolist())]
+    return results
