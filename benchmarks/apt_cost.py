@@ -98,8 +98,9 @@ def starter_accuracy() -> list[str]:
     groups: dict[tuple, list[float]] = {}
     for record in RecordStore(ROOT / "leaderboard" / "records").records():
         i = record.identity
-        if i.method in ("vpt", "apt") and i.protocol == "few_shot" and i.variant != "gram-init":
-            params = record.config["method"]["params"]
+        params = record.config["method"]["params"]
+        started_elsewhere = params.get("init_from") or record.config.get("init_from_run")  # GRAM, ConES classifier
+        if i.method in ("vpt", "apt") and i.protocol == "few_shot" and not started_elsewhere:
             key = (i.dataset, i.shots, i.method, i.variant, params["n_tokens"], params.get("form", "–"))
             groups.setdefault(key, []).append(record.metrics["test"]["accuracy"])
     rows = []

@@ -79,6 +79,7 @@ def test_a_later_stage_scores_the_searched_classes_against_their_concepts(tiny_b
         cones.concepts.copy_(torch.randn_like(cones.concepts))  # as if searched
     cones.set_classnames(["purple moon", *CLASSES])  # the checkpoint keeps the rows it searched, by name
     path = cones.save_checkpoint(tmp_path / "cones.pt")
+    text = ZeroShotCLIP(tiny_backbone, ["blue star", "purple moon"], ["a photo of a {}."]).class_embeddings.clone()
     for method_cls in (VPT, APT):
         later = method_cls(tiny_backbone, ["blue star", "purple moon"], TEMPLATES,
                            method_cls.Config(n_tokens=2, init_from=str(path)))
@@ -89,3 +90,23 @@ def test_a_later_stage_scores_the_searched_classes_against_their_concepts(tiny_b
         again = method_cls(tiny_backbone, ["blue star", "purple moon"], TEMPLATES, method_cls.Config(n_tokens=2))
         again.load_checkpoint(saved)
         assert torch.equal(again.class_embeddings, later.class_embeddings)
+    # the backbone's stored text features stay the text's (a later stage never writes its concepts into them)
+    after = ZeroShotCLIP(tiny_backbone, ["blue star", "purple moon"], ["a photo of a {}."]).class_embeddings
+    assert torch.equal(after, text)
+
+
+def test_a_later_stage_carries_its_concepts_into_the_next_and_refuses_unrelated_ones(tiny_backbone, tmp_path):
+    from vlpt.errors import CheckpointError
+    from vlpt.methods.vpt import VPT
+
+    cones = ConES(tiny_backbone, CLASSES, TEMPLATES)
+    with torch.no_grad():
+        cones.concepts.copy_(torch.randn_like(cones.concepts))
+    path = cones.save_checkpoint(tmp_path / "cones.pt")
+    stage = VPT(tiny_backbone, CLASSES, TEMPLATES, VPT.Config(n_tokens=2, init_from=str(path)))
+    chained = VPT(tiny_backbone, CLASSES, TEMPLATES,
+                  VPT.Config(n_tokens=2, init_from=str(stage.save_checkpoint(tmp_path / "vpt.pt"))))
+    assert torch.equal(chained.class_embeddings, stage.class_embeddings)
+    assert torch.equal(chained.visual_prompts.tokens[0], stage.visual_prompts.tokens[0])
+    with pytest.raises(CheckpointError, match="ConES searched none of this run's classes"):
+        VPT(tiny_backbone, ["purple moon"], TEMPLATES, VPT.Config(n_tokens=2, init_from=str(path)))

@@ -67,13 +67,13 @@ def test_a_one_line_run_on_a_folder_of_ones_own_images(coop_run):
 def test_training_curves_are_written_and_linked_from_the_site(coop_run):
     _, out, records, _ = coop_run
     run_id = records[0].stem
-    with open(out / "logs" / run_id / "metrics.csv") as handle:
+    with open(out / "logs" / run_id / "version_0" / "metrics.csv") as handle:
         rows = list(csv.DictReader(handle))
     losses = [float(row["train_loss"]) for row in rows if row.get("train_loss")]
     assert len(losses) >= 3  # a step logged each step of 3 epochs
     result = vlpt("leaderboard", "--output", out, "--html")
     assert result.returncode == 0, result.stderr
-    assert f'href="logs/{run_id}/metrics.csv"' in (out / "index.html").read_text()
+    assert f'href="logs/{run_id}/version_0/metrics.csv"' in (out / "index.html").read_text()
 
 
 def test_predict_classifies_a_folder_with_the_trained_prompt(coop_run, tmp_path):
@@ -99,7 +99,7 @@ def test_the_tensorboard_logger_writes_event_files(tmp_path):
                   env_extra={"VLPT_CACHE": str(tmp_path / "cache")})
     assert result.returncode == 0, result.stderr[-3000:]
     (run_id,) = [p.stem for p in (out / "records").glob("*.json")]
-    assert list((out / "logs" / run_id).glob("events.out.tfevents.*"))
+    assert list((out / "logs" / run_id / "version_0").glob("events.out.tfevents.*"))
 
 
 def test_an_override_with_a_misspelt_key_is_named_with_the_likely_one(tmp_path):
@@ -166,3 +166,62 @@ def test_keys_at_the_wrong_level_say_where_they_belong(tmp_path):
     result = vlpt("bench", "--suite", tmp_path / "s.yaml", "--dry-run")
     assert result.returncode == 2 and "`epochs` is a method setting: write it under the experiment's `params:`" \
         in result.stderr
+
+
+def skin_lesion_cases(root: Path, cases: int = 10) -> Path:
+    """A PH2-like set: per-case folders holding a BMP image and an RGB (white on black) BMP lesion mask."""
+    for i in range(cases):
+        case = f"IMD{i:03d}"
+        image = Image.new("RGB", (48, 48), (200, 160, 140))
+        mask = Image.new("RGB", (48, 48), (0, 0, 0))
+        for x in range(10 + i, 30 + i):
+            for y in range(12, 34):
+                image.putpixel((x, y), (90, 50, 40))
+                mask.putpixel((x, y), (255, 255, 255))
+        (root / case / f"{case}_Dermoscopic_Image").mkdir(parents=True)
+        (root / case / f"{case}_lesion").mkdir(parents=True)
+        image.save(root / case / f"{case}_Dermoscopic_Image" / f"{case}.bmp")
+        mask.save(root / case / f"{case}_lesion" / f"{case}_lesion.bmp")
+    return root
+
+
+def test_a_segmentation_set_in_per_case_folders_with_rgb_bmp_masks(tmp_path):
+    skin_lesion_cases(tmp_path / "lesions")
+    lesions = {"layout": "cases", "folder": "lesions", "classes": ["skin lesion"], "binary": True,
+               "image_pattern": "{id}/{id}_Dermoscopic_Image/{id}.bmp", "mask_pattern": "{id}/{id}_lesion/{id}_lesion.bmp"}
+    suite = {"name": "lesions", "backbone": {"model": "vlpt-starter-vit", "pretrained": "vlpt-starter"},
+             "output": str(tmp_path / "out"), "datasets": {"lesions": lesions},
+             "experiments": [{"protocol": "segmentation", "dataset": "lesions", "shots": [8], "seeds": [1],
+                              "params": {"epochs": 1, "batch_size": 4, "train_decoder": True},
+                              "methods": ["seg_coop"]}]}
+    (tmp_path / "suite.yaml").write_text(yaml.safe_dump(suite))
+    check = vlpt("data", "check", "lesions", "--suite", tmp_path / "suite.yaml", "--open-images")
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert "dataset lesions: segmentation, binary: skin lesion" in check.stdout and "train: 8 image/mask pairs" \
+        in check.stdout
+    result = vlpt("bench", "--suite", tmp_path / "suite.yaml", env_extra={"VLPT_CACHE": str(tmp_path / "cache")})
+    assert result.returncode == 0, result.stderr[-3000:]
+    (record,) = [json.loads(p.read_text()) for p in (tmp_path / "out" / "records").glob("*.json")]
+    assert record["identity"]["dataset"] == "lesions" and record["metrics"]["test"]["n"] == 1
+    assert record["config"]["data"]["definitions"]["lesions"]["image_pattern"] == lesions["image_pattern"]
+    (tmp_path / "lesions" / "IMD003" / "IMD003_lesion" / "IMD003_lesion.bmp").unlink()
+    missing = vlpt("data", "check", "lesions", "--suite", tmp_path / "suite.yaml")
+    assert missing.returncode == 2 and "IMD003.bmp needs" in missing.stderr and "IMD003_lesion.bmp" in missing.stderr
+
+
+def test_a_method_config_file_of_ones_own_runs_from_its_relative_path(tmp_path):
+    colour_folder(tmp_path / "colours")
+    (tmp_path / "mine.yaml").write_text("method: coop\nparams: {n_ctx: 4, ctx_init: a photo of a, epochs: 2}\n")
+    result = vlpt("run", "mine.yaml", "colours", "--backbone", STARTER, "--shots", 1, "--seeds", 1, "--output",
+                  tmp_path / "out", cwd=tmp_path, env_extra={"VLPT_CACHE": str(tmp_path / "cache")})
+    assert result.returncode == 0, result.stderr[-3000:]
+    (record,) = [json.loads(p.read_text()) for p in (tmp_path / "out" / "records").glob("*.json")]
+    assert record["identity"]["method"] == "coop" and record["identity"]["variant"] == "mine"
+    assert record["config"]["data"]["definitions"]["colours"]["folder"] == str((tmp_path / "colours").resolve())
+
+
+def test_a_catalogued_datasets_folder_is_checked_as_that_dataset(tmp_path):
+    colour_folder(tmp_path / "data" / "cifar10")  # cifar10's catalog layout: train/ and test/ class folders
+    result = vlpt("data", "check", tmp_path / "data" / "cifar10")
+    assert result.returncode == 0, result.stderr
+    assert "dataset cifar10: 3 classes" in result.stdout and "declares num_classes: 10" in result.stderr

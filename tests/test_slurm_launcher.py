@@ -161,8 +161,8 @@ def test_leaderboard_is_rebuilt_when_another_shard_ends_during_the_rebuild(refer
         shutil.copy(path, output / "records")
     real, calls = rebuild.write_leaderboard, []
 
-    def racing(records, out):
-        paths = real(records, out)  # this shard has read the records ...
+    def racing(records, out, **options):
+        paths = real(records, out, **options)  # this shard has read the records ...
         if not calls:  # ... when the last shard's record lands
             shutil.copy(files[-1], output / "records")
         calls.append(paths)

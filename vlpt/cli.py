@@ -100,9 +100,9 @@ def _run_bench(args) -> None:
 
 
 def _run(args) -> None:
-    from vlpt.eval.one_line import one_line_suite, write_suite
+    from vlpt.eval.one_line import dataset_argument, one_line_suite, write_suite
 
-    label = Path(args.dataset).name if Path(args.dataset).expanduser().is_dir() else args.dataset
+    label = dataset_argument(args.dataset).name
     output = Path(args.output or Path("runs") / f"{Path(args.method).stem}-{label}-{args.protocol}")
     suite = one_line_suite(args.method, args.dataset, protocol=args.protocol, shots=args.shots, seeds=args.seeds,
                            targets=args.targets, backbone=args.backbone, output=output, data_root=args.data_root,
@@ -116,11 +116,12 @@ def _run(args) -> None:
 
 
 def _leaderboard(args) -> None:
+    from vlpt.eval.rebuild import links_curves
     from vlpt.results import RecordWarning, write_leaderboard
 
     output = Path(args.output)
     with _warnings_on_stderr(RecordWarning):
-        paths = write_leaderboard(output / "records", output, html=args.html)
+        paths = write_leaderboard(output / "records", output, html=args.html, link_curves=links_curves(output))
     print("leaderboard written to:", *[str(p) for p in paths], sep="\n  ")
 
 
@@ -231,19 +232,25 @@ def _data_check(args) -> int:
     from vlpt.data.catalog import add_user_dataset
     from vlpt.data.check import dataset_report
     from vlpt.data.consistency import DatasetWarning
-    from vlpt.eval.one_line import folder_dataset
+    from vlpt.eval.one_line import dataset_argument
     from vlpt.eval.suite import load_suite
+    from vlpt.seg.check import seg_dataset_report
+    from vlpt.seg.datasets import is_seg_dataset, load_seg_dataset
 
-    name, root = args.dataset, Path(args.root) if args.root else default_data_root()
+    root = Path(args.root) if args.root else default_data_root()
     if args.suite:
         suite = load_suite(args.suite)  # defines the suite's own datasets
         root = Path(args.root or suite.data_root or root)
-    if Path(name).expanduser().is_dir():
-        defined, name = folder_dataset(Path(name).expanduser())
-        add_user_dataset(name, defined[name], f"vlpt data check {args.dataset}", Path.cwd())
-    with _warnings_on_stderr(DatasetWarning):
-        splits = load_dataset(name, root)
-    lines, problems = dataset_report(splits, open_images=args.open_images)
+    found = dataset_argument(args.dataset)
+    name, root = found.name, found.data_root or root
+    if found.definition:
+        add_user_dataset(name, found.definition, f"vlpt data check {args.dataset}", Path.cwd())
+    if is_seg_dataset(name):
+        lines, problems = seg_dataset_report(load_seg_dataset(name, root), open_images=args.open_images)
+    else:
+        with _warnings_on_stderr(DatasetWarning):
+            splits = load_dataset(name, root)
+        lines, problems = dataset_report(splits, open_images=args.open_images)
     print(*lines, sep="\n")
     if problems:
         print(f"{len(problems)} problem(s):", *[f"  {p}" for p in problems], sep="\n")
@@ -332,7 +339,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "bench --suite OUTPUT/suite.yaml`) and run it with the same harness, records and leaderboard "
                     "as `vlpt bench`.")
     run.add_argument("method", metavar="METHOD", help="method config name or .yaml path (see `vlpt list`)")
-    run.add_argument("dataset", metavar="DATASET", help="dataset name (see `vlpt list`)")
+    run.add_argument("dataset", metavar="DATASET", help="dataset name (see `vlpt list`), or a folder of your "
+                                                        "images: train/ and test/ class folders, or class folders")
     run.add_argument("--protocol", default="few_shot", help="protocol (default: few_shot)")
     run.add_argument("--shots", type=int, nargs="+", default=[16], help="shots per class (default: 16)")
     run.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3], help="seeds (default: 1 2 3)")
@@ -454,8 +462,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = data_commands.add_parser("check", help="what a dataset holds (classes, images per split) and its "
                                                    "problems, before any training (exit 1 on a problem)")
-    check.add_argument("dataset", metavar="DATASET", help="dataset name, or a folder of class folders (with or "
-                                                          "without train/ and test/)")
+    check.add_argument("dataset", metavar="DATASET", help="dataset name (segmentation too), or a folder of class "
+                                                          "folders (with or without train/ and test/)")
     check.add_argument("--root", help="data root (default: the suite's, else $VLPT_DATA or ./data)")
     check.add_argument("--suite", help="a suite whose `datasets:` define DATASET")
     check.add_argument("--open-images", action="store_true", help="decode every image (slower)")

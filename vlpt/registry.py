@@ -48,6 +48,10 @@ class Registry(Generic[T]):
         self._import_all()
         self._items[name] = obj
 
+    def undefine(self, name: str) -> None:
+        """Remove what ``define`` registered as ``name``."""
+        self._items.pop(name, None)
+
     def _import_all(self) -> None:
         """Import every module of the package so that its decorators run."""
         if self._imported:

@@ -116,18 +116,16 @@ def catalog() -> dict[str, CatalogEntry]:
     return {**shipped_catalog(), **_USER_ENTRIES}
 
 
-def add_user_dataset(name: str, values: dict | str, where: str, base: Path) -> CatalogEntry:
-    """Define dataset ``name`` for this process from a suite's ``datasets:`` entry: a catalog mapping, or the path
-    of a catalog YAML file, relative to ``base`` (the suite's folder). The mapping's ``folder`` is relative to
-    ``base`` too (or absolute); ``title`` defaults to the name, ``loader`` to ``image_folder`` (``train/`` and
-    ``test/`` class folders) and ``templates`` to CLIP's "a photo of a {}."."""
+def add_user_dataset(name: str, values: dict, where: str, base: Path) -> CatalogEntry:
+    """Define classification dataset ``name`` for this process from a catalog mapping (a suite's ``datasets:``
+    entry) read at ``where``: its ``folder`` is relative to ``base`` (the folder of the file defining it) or
+    absolute; ``title`` defaults to the name, ``loader`` to ``image_folder`` (``train/`` and ``test/`` class
+    folders) and ``templates`` to CLIP's "a photo of a {}."."""
     from vlpt.registry import DATASETS
 
-    if isinstance(values, str):
-        path = (base / Path(values).expanduser()).resolve()
-        where, values = f"{where} ({path})", load_yaml(path)
-    if not isinstance(values, dict):
-        raise ConfigError(f"{where}: a dataset is a catalog mapping (loader, folder, ...) or a catalog file path")
+    if any(c in name for c in "@~:"):
+        raise ConfigError(f"{where}: a dataset name cannot hold '@', '~' or ':' (they select domains and "
+                          f"corruptions), got {name!r}")
     if name in shipped_catalog() or (name in DATASETS.names() and name not in _USER_ENTRIES):
         raise ConfigError(f"{where}: dataset name {name!r} is one of vlpt's; give yours another name")
     if values.get("name", name) != name:
@@ -137,13 +135,27 @@ def add_user_dataset(name: str, values: dict | str, where: str, base: Path) -> C
     folder = (base / Path(str(values["folder"])).expanduser()).resolve()
     entry = entry_from_values({"title": name, "loader": "image_folder", "templates": ["a photo of a {}."],
                                **values, "name": name, "folder": str(folder)}, where)
+    earlier = _USER_ENTRIES.get(name)
+    if earlier is not None and earlier != entry:
+        raise ConfigError(f"{where}: dataset {name!r} was defined otherwise earlier in this process (folder "
+                          f"{earlier.folder}); give one of them another name")
     _USER_ENTRIES[name] = entry
     DATASETS.define(name, partial(ENTRY_LOADERS[entry.loader], entry))
     return entry
 
 
-def is_user_dataset(name: str) -> bool:
-    return name in _USER_ENTRIES
+def user_dataset(name: str) -> CatalogEntry | None:
+    """The definition of a dataset a suite defined (``add_user_dataset``), or None for vlpt's own."""
+    return _USER_ENTRIES.get(name)
+
+
+def forget_user_datasets() -> None:
+    """Drop every dataset suites defined in this process (a notebook that redefines one, tests)."""
+    from vlpt.registry import DATASETS
+
+    for name in list(_USER_ENTRIES):
+        DATASETS.undefine(name)
+    _USER_ENTRIES.clear()
 
 
 def dataset_family(name: str) -> str:
@@ -154,7 +166,8 @@ def dataset_family(name: str) -> str:
 
 
 def entries(loader: str) -> list[CatalogEntry]:
-    return [entry for entry in catalog().values() if entry.loader == loader]
+    """vlpt's own catalog entries read by ``loader`` (what the loader modules register at import)."""
+    return [entry for entry in shipped_catalog().values() if entry.loader == loader]
 
 
 def prepare_hint(name: str, root: Path) -> str:

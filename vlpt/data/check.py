@@ -38,9 +38,10 @@ def unreadable(paths) -> list[tuple[str, str]]:
     found = []
     for path in paths:
         try:
-            with warnings.catch_warnings(), Image.open(Path(path)) as image:
+            with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                image.convert("RGB")
+                with Image.open(Path(path)) as image:
+                    image.convert("RGB")
         except Exception as exc:  # noqa: BLE001  (any decoding error is the finding)
             found.append((str(path), f"{type(exc).__name__}: {exc}"))
     return found

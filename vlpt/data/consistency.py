@@ -41,9 +41,9 @@ def check_splits(splits: DatasetSplits, expected_classes: int | None = None, cat
     repeated = repeated_class_names(names)
     if repeated:
         listed = "; ".join(f"{name!r} at labels {', '.join(map(str, labels))}" for name, labels in repeated.items())
-        warnings.warn(f"dataset {splits.name}: class names repeat ({listed}); their prompts are identical, so only "
-                      f"methods that learn per-class parameters can tell those classes apart (records list them)",
-                      DatasetWarning, stacklevel=3)
+        warnings.warn(f"dataset {splits.name}: class names repeat ({listed}); their prompts are identical and "
+                      f"vlpt's methods look classes up by name, so they score those classes alike and predict the "
+                      f"first label of each (records list them)", DatasetWarning, stacklevel=3)
     for split, samples in (("train", splits.train), ("val", splits.val), ("test", splits.test)):
         for sample in samples:
             if not 0 <= sample.label < len(names):

@@ -2,58 +2,92 @@
 with ``vlpt bench --suite OUTPUT/suite.yaml``."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import yaml
 
 from vlpt.backbone.clip import parse_backbone_name
+from vlpt.errors import ConfigError
 from vlpt.eval.overrides import apply_overrides, parse_override
+from vlpt.factory import CONFIG_SUFFIXES
 
 #: the name of the suite file a one-line run writes in its output folder
 SUITE_FILE = "suite.yaml"
+
+
+@dataclass
+class DatasetArgument:
+    """What a command's DATASET argument names: a dataset (``name``), found under ``data_root`` when the
+    argument was a catalogued dataset's folder, or defined by ``definition`` (a suite's ``datasets:`` entry) for
+    a folder of the user's own."""
+
+    name: str
+    data_root: Path | None = None
+    definition: dict | None = None
+
+
+def dataset_argument(text: str) -> DatasetArgument:
+    """A dataset name stays a name; a path (it holds a separator, or no dataset has that name) to a folder is the
+    user's own dataset, or a catalogued dataset's folder when the folder has its name (``data/eurosat``)."""
+    from vlpt.registry import DATASETS
+    from vlpt.seg.datasets import is_seg_dataset
+
+    path = Path(text).expanduser()
+    known = text in DATASETS.names() or is_seg_dataset(text)
+    if not path.is_dir() or (known and "/" not in text and "\\" not in text):
+        return DatasetArgument(text)
+    folder = path.resolve()
+    if folder.name in DATASETS.names() or is_seg_dataset(folder.name):
+        return DatasetArgument(folder.name, data_root=folder.parent)
+    definition, name = folder_dataset(folder)
+    return DatasetArgument(name, definition=definition)
+
+
+def folder_dataset(folder: Path) -> tuple[dict, str]:
+    """A suite's ``datasets:`` entry for a folder of the user's, named after it: ``train/`` and ``test/`` class
+    folders (``image_folder``), else class folders split 50/20/30 per class, seeded, as CoOp's datasets
+    without a split file (``coop``)."""
+    name = folder.name.replace(" ", "_")
+    if any(c in name for c in "@~:"):
+        raise ConfigError(f"folder {folder}: a dataset name cannot hold '@', '~' or ':'; rename the folder")
+    parts = {part for part in ("train", "val", "test") if (folder / part).is_dir()}
+    if parts == {"train", "test"} or parts == {"train", "val", "test"}:
+        return {"loader": "image_folder", "folder": str(folder)}, name
+    if parts:
+        raise ConfigError(f"folder {folder} has {', '.join(sorted(parts))}/ but not both train/ and test/: rename "
+                          f"val/ to test/ (vlpt carves its own val from train) or add the missing folder")
+    return {"loader": "coop", "folder": str(folder), "fallback": "folders"}, name
 
 
 def one_line_suite(method: str, dataset: str, *, protocol: str = "few_shot", shots: Sequence[int] = (16,),
                    seeds: Sequence[int] = (1, 2, 3), targets: Sequence[str] = (), backbone: str = "ViT-B-16@openai",
                    output: str | Path, data_root: str | Path | None = None, params: Sequence[str] = (),
                    overrides: Sequence[str] = ()) -> dict:
-    """The suite mapping of one method on one dataset (a name, or a folder of the user's: ``folder_dataset``):
-    ``params`` (``KEY=VALUE``) are the method's settings, ``overrides`` any suite value by its dotted path
-    (``vlpt.eval.overrides``)."""
+    """The suite mapping of one method on one dataset (``dataset_argument``): ``params`` (``KEY=VALUE``) are the
+    method's settings, ``overrides`` any suite value by its dotted path (``vlpt.eval.overrides``)."""
     model, pretrained, stated = parse_backbone_name(backbone)
-    datasets = {}
-    if Path(dataset).expanduser().is_dir():  # a folder of the user's own: defined in the suite
-        datasets, dataset = folder_dataset(Path(dataset).expanduser())
+    found = dataset_argument(dataset)
+    if method.endswith(CONFIG_SUFFIXES):  # a config file of the user's: found from anywhere the suite is
+        method = str(Path(method).expanduser().resolve())
     entry: dict = {"config": method}
     for text in params:
         parts, value = parse_override(text)
         entry.setdefault("params", {})[".".join(parts)] = value
-    experiment = {"protocol": protocol, "dataset": dataset, "shots": list(shots), "seeds": list(seeds),
+    experiment = {"protocol": protocol, "dataset": found.name, "shots": list(shots), "seeds": list(seeds),
                   "methods": [entry if len(entry) > 1 else method]}
     if targets:
         experiment["targets"] = list(targets)
-    suite = {"name": f"{method}-{dataset}".replace("/", "-"),
+    root = data_root or found.data_root
+    suite = {"name": f"{Path(method).stem}-{found.name}",
              "backbone": {"model": model, "pretrained": pretrained,
                           **({"quick_gelu": stated} if stated is not None else {})},
              "output": str(Path(output).resolve()),
-             **({"data_root": str(Path(data_root).resolve())} if data_root else {}),
-             **({"datasets": datasets} if datasets else {}),
+             **({"data_root": str(Path(root).resolve())} if root else {}),
+             **({"datasets": {found.name: found.definition}} if found.definition else {}),
              "experiments": [experiment]}
     return apply_overrides(suite, list(overrides), "vlpt run")
-
-
-def folder_dataset(folder: Path) -> tuple[dict, str]:
-    """A suite's ``datasets:`` entry for a folder of the user's (named after it): ``train/`` and ``test/`` class
-    folders (``image_folder``), else class folders split 50/20/30 per class, seeded, as CoOp's datasets
-    without a split file (``coop``)."""
-    folder = folder.resolve()
-    name = folder.name.replace(" ", "_")
-    if (folder / "train").is_dir() and (folder / "test").is_dir():
-        values = {"loader": "image_folder", "folder": str(folder)}
-    else:
-        values = {"loader": "coop", "folder": str(folder), "fallback": "folders"}
-    return {name: values}, name
 
 
 def write_suite(suite: dict, output: str | Path) -> Path:

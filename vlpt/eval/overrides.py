@@ -8,6 +8,7 @@ the suite, so a misspelt setting is named there; a path that cannot be followed 
 from __future__ import annotations
 
 import copy
+import re
 
 import yaml
 
@@ -40,7 +41,7 @@ def apply_overrides(raw: dict, overrides: list[str], where: str) -> dict:
         for index, part in enumerate(parts):
             last = index == len(parts) - 1
             if isinstance(node, list):
-                if not part.lstrip("-").isdigit() or not -len(node) <= int(part) < len(node):
+                if not re.fullmatch(r"-?\d+", part) or not -len(node) <= int(part) < len(node):
                     raise ConfigError(f"--set {text!r}: {'.'.join(trail) or 'the suite'} is a list of {len(node)} "
                                       f"entries; {part!r} is not an index of it (0..{len(node) - 1})")
                 key = int(part)

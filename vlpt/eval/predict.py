@@ -38,6 +38,9 @@ def load_trained_method(path: str | Path, device: str = "cpu"):
     if cls.task != "classification":
         raise ConfigError(f"{path} holds {cls.task} method {cls.name}; vlpt predict reads classification "
                           f"checkpoints")
+    if cls.adapts_at_test_time:
+        raise ConfigError(f"{path} holds test-time method {cls.name}, which adapts to each test image: vlpt predict "
+                          f"would score zero-shot; evaluate it with a test_time suite")
     fields = {f.name for f in dataclasses.fields(cls.Config)}
     values = {k: v for k, v in payload["config"].items() if k in fields}
     config = cls.Config(**{**values, "init_from": None, "regulator_from": None})

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from vlpt.paths import LEADERBOARD_DIR
 from vlpt.results import write_leaderboard
 
 
@@ -20,6 +21,12 @@ def _records_state(directory: Path) -> frozenset:
     return frozenset(state)
 
 
+def links_curves(output: Path) -> bool:
+    """Whether ``output``'s web page links its runs' training curves: not the checkout's published
+    ``leaderboard/``, whose logs are not committed."""
+    return Path(output).resolve() != LEADERBOARD_DIR.resolve()
+
+
 def rebuild_leaderboard(output: str | Path) -> list[Path]:
     """Rebuild ``output``'s leaderboard from its records until no record appeared during the rebuild.
 
@@ -31,7 +38,7 @@ def rebuild_leaderboard(output: str | Path) -> list[Path]:
     records = output / "records"
     while True:
         before = _records_state(records)
-        paths = write_leaderboard(records, output)
+        paths = write_leaderboard(records, output, link_curves=links_curves(output))
         if _records_state(records) == before:
             return paths
 

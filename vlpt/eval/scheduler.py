@@ -79,6 +79,16 @@ def run_all(harness) -> list[Path]:
     run of the shard has a record. Under DDP (several processes per run) runs are not claimed: one DDP job per
     output folder.
     """
+    try:
+        files = _run_all(harness)
+    except BaseException:
+        leave_process_group(wait=False)  # the other DDP processes fail fast instead of waiting at a barrier
+        raise
+    leave_process_group(wait=True)
+    return files
+
+
+def _run_all(harness) -> list[Path]:
     harness.executed = []
     if is_global_zero():
         remove_stale_files(harness)
@@ -103,9 +113,7 @@ def run_all(harness) -> list[Path]:
         print(f"{len(left)} run(s) were left to other processes; waiting for them to finish", flush=True)
         for run in left:
             _run_claimed(harness, run, wait=True)
-    files = rebuild_leaderboard(harness.output) if is_global_zero() else []
-    leave_process_group()
-    return files
+    return rebuild_leaderboard(harness.output) if is_global_zero() else []
 
 
 def _run_claimed(harness, run, wait: bool) -> bool:

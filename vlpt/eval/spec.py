@@ -24,15 +24,33 @@ LOCATION_FIELDS = ("init_from", "regulator_from")
 
 def run_settings(params: dict, train_augment: str, sampling: str | None, init: str | None,
                  eval_limit: int | None = None, scoring: str | None = None,
-                 result_neutral: tuple[str, ...] = ()) -> dict:
+                 result_neutral: tuple[str, ...] = (), definitions: dict | None = None) -> dict:
     """What a run's identity does not show but its result depends on, in JSON form (for comparisons).
     ``sampling`` and ``scoring`` are None except for multitask runs; ``result_neutral`` are the method
-    config's fields that change no result (``MethodConfig.result_neutral``)."""
+    config's fields that change no result (``MethodConfig.result_neutral``); ``definitions`` are the catalog
+    entries of the datasets a suite defined itself (``user_definitions``)."""
     ignored = LOCATION_FIELDS + tuple(result_neutral)
     settings = {"params": {k: v for k, v in params.items() if k not in ignored},
                 "train_augment": train_augment, "sampling": sampling, "init": init, "eval_limit": eval_limit,
-                **({"scoring": scoring} if scoring is not None else {})}
+                **({"scoring": scoring} if scoring is not None else {}),
+                **({"definitions": definitions} if definitions else {})}
     return json.loads(json.dumps(settings, sort_keys=True))
+
+
+def user_definitions(names: list[str]) -> dict[str, dict]:
+    """The catalog entries of the datasets among ``names`` that a suite defined itself (a folder of the user's,
+    ``datasets:``), by dataset name: a record made from another definition is not this run's."""
+    from vlpt.data.catalog import user_dataset
+    from vlpt.data.corruptions import split_corrupted_name
+    from vlpt.seg.datasets import user_seg_dataset
+
+    found = {}
+    for name in names:
+        base = split_corrupted_name(name)[0].partition("@")[0]
+        entry = user_dataset(base) or user_seg_dataset(base)
+        if entry is not None:
+            found[base] = json.loads(json.dumps(dataclasses.asdict(entry)))
+    return found
 
 
 def init_reference(run) -> str | None:
@@ -72,6 +90,9 @@ class RunSpec:
         data = {"train_augment": experiment.train_augment, **get_protocol(experiment.protocol).settings(experiment)}
         if experiment.eval_limit:
             data["eval_limit"] = experiment.eval_limit
+        definitions = user_definitions([run.identity.dataset, *run.identity.targets])
+        if definitions:
+            data["definitions"] = definitions
         return cls(run.method.cls.name, run.method.variant,
                    dataclasses.asdict(run.method.config) if params is None else params, init_reference(run), data,
                    {**backbone, "activation": activation}, train_views, type(run.method.config).result_neutral)
@@ -81,7 +102,8 @@ class RunSpec:
         """The spec a record's ``config`` was made with (a record made before records held the activation ran
         ``unrecorded_activation``, its architecture's; one that drew no views or one view agrees with any)."""
         data = config.get("data", {})
-        settings = {k: data[k] for k in ("train_augment", "sampling", "scoring", "eval_limit") if k in data}
+        settings = {k: data[k] for k in ("train_augment", "sampling", "scoring", "eval_limit", "definitions")
+                    if k in data}
         backbone = dict(config.get("backbone", {}))
         backbone["activation"] = backbone.get("activation") or unrecorded_activation
         method = config["method"]
@@ -92,7 +114,8 @@ class RunSpec:
     def settings(self) -> dict:
         """``run_settings`` of this spec: what the staleness check and a resume's fingerprint compare."""
         return run_settings(self.params, self.data.get("train_augment"), self.data.get("sampling"), self.init,
-                            self.data.get("eval_limit"), self.data.get("scoring"), self.result_neutral)
+                            self.data.get("eval_limit"), self.data.get("scoring"), self.result_neutral,
+                            self.data.get("definitions"))
 
     def record_sections(self) -> dict[str, Any]:
         """The record ``config`` sections this spec writes: ``method``, ``backbone`` and ``data``'s settings."""
@@ -101,8 +124,9 @@ class RunSpec:
 
     def staleness(self, stored: RunSpec) -> tuple[list[str], list[str]]:
         """How ``stored`` (read from a record) differs from this spec: computation changes (activation, training
-        views) in words, and the names of changed settings (method parameters; "train_augment/sampling/scoring"
-        when only the data settings differ). Both empty: the record is this run's."""
+        views) in words, and the names of changed settings (method parameters; "data settings" when only the
+        data settings differ: train_augment, sampling, scoring, a suite's own dataset definitions). Both empty:
+        the record is this run's."""
         computed = []
         if self.backbone.get("activation") is not None and stored.backbone["activation"] != self.backbone["activation"]:
             computed.append(f"activation {stored.backbone['activation']}, not {self.backbone['activation']}")
@@ -114,4 +138,4 @@ class RunSpec:
             return computed, []
         changed = sorted(k for k in set(mine["params"]) | set(theirs["params"])
                          if mine["params"].get(k) != theirs["params"].get(k))
-        return computed, changed or ["train_augment/sampling/scoring"]
+        return computed, changed or ["data settings (train_augment/sampling/scoring/dataset definitions)"]

@@ -52,6 +52,7 @@ from vlpt.factory import CONFIG_SUFFIXES, ResolvedMethod, resolve_method
 from vlpt.methods.base import MethodConfig
 from vlpt.paths import CONFIG_DIR
 from vlpt.protocols import get_protocol
+from vlpt.seg.datasets import add_user_seg_dataset
 from vlpt.results import RunIdentity
 
 EXPERIMENT_REFERENCE = "experiment:"
@@ -190,8 +191,8 @@ class SuiteSpec:
     trainer: dict[str, Any] = field(default_factory=dict)
     initializations: list[dict[str, Any]] = field(default_factory=list)
     feature_cache: bool | dict[str, Any] = True
-    #: the suite's own classification datasets by name: a catalog mapping (``loader``, ``folder`` relative to
-    #: the suite's folder, ``templates``, ...) or the path of a catalog YAML file next to the suite
+    #: the suite's own datasets by name: a catalog mapping (``loader``, ``folder`` relative to the suite's folder,
+    #: ``templates``, ...; with ``layout``: segmentation) or the path of a catalog YAML file (``define_dataset``)
     datasets: dict[str, Any] = field(default_factory=dict)
 
 
@@ -293,6 +294,21 @@ def _default_train_augment(protocol: Any) -> str | None:
         return None
 
 
+def define_dataset(name: str, values: Any, where: str, base: Path) -> None:
+    """Define a suite's own dataset: a catalog mapping (``folder`` relative to ``base``, the suite's folder) or
+    the path of a catalog YAML file relative to ``base`` (its ``folder`` relative to that file's folder); one
+    with a ``layout`` is a segmentation dataset (``vlpt/configs/datasets/segmentation/``'s keys)."""
+    if isinstance(values, str):
+        file = (base / Path(values).expanduser()).resolve()
+        where, values, base = f"{where} ({file})", load_yaml(file), file.parent
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where}: a dataset is a catalog mapping (loader, folder, ...) or a catalog file path")
+    if "layout" in values:
+        add_user_seg_dataset(name, values, where, base)
+    else:
+        add_user_dataset(name, values, where, base)
+
+
 def _check_levels(raw: Any, where: str) -> None:
     """Name the level a misplaced key belongs to: an experiment's key at the top of the suite, a trainer or
     backbone setting at the top, a method setting beside an experiment's keys (ConfigError)."""
@@ -303,16 +319,21 @@ def _check_levels(raw: Any, where: str) -> None:
              (_field_names(TrainerSpec), "a trainer setting: write it under `trainer:`"),
              (_field_names(BackboneSpec), "a backbone setting: write it under `backbone:`")]
     for key in raw:
-        for names, home in homes:
-            if key not in suite_keys and key in names:
-                raise ConfigError(f"{where}: `{key}` is {home}")
+        found = [home for names, home in homes if key not in suite_keys and key in names]
+        if found:
+            raise ConfigError(f"{where}: `{key}` is {' or '.join(found)}")
     method_keys = _field_names(MethodConfig)
     for index, experiment in enumerate(raw.get("experiments") or []):
-        if isinstance(experiment, dict):
-            for key in experiment:
-                if key not in _field_names(ExperimentSpec) and key in method_keys:
-                    raise ConfigError(f"{where}: experiments[{index}]: `{key}` is a method setting: write it under "
-                                      f"the experiment's `params:` (every method) or a methods entry's `params:`")
+        if not isinstance(experiment, dict):
+            continue
+        for key in experiment:
+            if key in _field_names(ExperimentSpec) or key not in method_keys:
+                continue
+            if key in ("init_from", "regulator_from"):
+                raise ConfigError(f"{where}: experiments[{index}]: `{key}` belongs to a methods entry, e.g. "
+                                  f"{{config: coop, {key}: ...}}")
+            raise ConfigError(f"{where}: experiments[{index}]: `{key}` is a method setting: write it under the "
+                              f"experiment's `params:` (every method) or a methods entry's `params:`")
 
 
 def _field_names(cls: type) -> set[str]:
@@ -330,7 +351,7 @@ def load_suite(path: str | Path, overrides: Sequence[str] = ()) -> Suite:
     _check_levels(raw, str(path))
     spec = build_dataclass(SuiteSpec, raw, str(path))
     for name, values in spec.datasets.items():
-        add_user_dataset(str(name), values, f"{path}: datasets: {name}", path.parent.resolve())
+        define_dataset(str(name), values, f"{path}: datasets: {name}", path.parent.resolve())
     backbone = build_dataclass(BackboneSpec, spec.backbone, f"{path}: backbone")
     trainer = build_dataclass(TrainerSpec, spec.trainer, f"{path}: trainer")
     cache = spec.feature_cache if isinstance(spec.feature_cache, dict) else {"enabled": spec.feature_cache}

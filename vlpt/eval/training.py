@@ -28,12 +28,14 @@ def is_global_zero() -> bool:
     return rank_zero_only.rank == 0
 
 
-def leave_process_group() -> None:
-    """End this process's part in a DDP job: wait until every process is done (the first one evaluates and
-    writes after the others finish training), then shut the process group down. A process that exits with its
-    gloo group still open can abort in the group's destructor and take the job down with it."""
+def leave_process_group(wait: bool = True) -> None:
+    """End this process's part in a DDP job: with ``wait``, wait until every process is done (the first one
+    evaluates and writes after the others finish training), then shut the process group down (without ``wait``:
+    after a failure, so the others fail fast). A process that exits with its gloo group still open can abort in
+    the group's destructor and take the job down with it."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.barrier()
+        if wait:
+            torch.distributed.barrier()
         torch.distributed.destroy_process_group()
 
 
@@ -53,20 +55,31 @@ def trains_in_one_process(spec) -> bool:
 
 
 def make_logger(kind: str, logs: Path, run_name: str, project: str):
-    """The Lightning logger of a run's training curves (``TrainerSpec.logger``), or False for none."""
+    """The Lightning logger of a run's training curves (``TrainerSpec.logger``), or False for none. CSV and
+    TensorBoard write ``logs/RUN_ID/version_N/``, a new N for each time the run trains (a resumed run keeps the
+    curves of its first part)."""
     if kind == "none":
         return False
     if kind == "csv":
         from lightning.pytorch.loggers import CSVLogger
 
-        return CSVLogger(save_dir=str(logs), name=run_name, version="")
+        return CSVLogger(save_dir=str(logs), name=run_name)
     if kind == "tensorboard":
         from lightning.pytorch.loggers import TensorBoardLogger
 
-        return TensorBoardLogger(save_dir=str(logs), name=run_name, version="", default_hp_metric=False)
-    from lightning.pytorch.loggers import WandbLogger
+        return TensorBoardLogger(save_dir=str(logs), name=run_name, default_hp_metric=False)
+    if kind == "wandb":
+        from lightning.pytorch.loggers import WandbLogger
 
-    return WandbLogger(name=run_name, project=project, save_dir=str(logs))
+        return WandbLogger(name=run_name, project=project, save_dir=str(logs))
+    raise ValueError(f"unknown trainer logger {kind!r}")
+
+
+def finish_logger(trainer: L.Trainer) -> None:
+    """Close a run's W&B run, so that the next run of the suite starts its own (Lightning leaves it open)."""
+    logger = trainer.logger
+    if logger is not None and type(logger).__name__ == "WandbLogger" and trainer.is_global_zero:
+        logger.experiment.finish()
 
 
 def make_trainer(spec, epochs: int, precision: str, progress: bool, root: str,
@@ -121,6 +134,7 @@ def fit(harness, run, spec, prepared, epochs: int) -> tuple[int, int | None]:
                        f"({checkpoint.path})", file=sys.stderr)
     trainer.fit(module, train_dataloaders=loader, ckpt_path=checkpoint.path if resumed_at is not None else None,
                 weights_only=True)
+    finish_logger(trainer)
     return trainer.world_size, resumed_at  # the checkpoint stays until the run's record is written
 
 

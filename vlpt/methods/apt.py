@@ -17,7 +17,10 @@ layer): rank 4, 50 prompt tokens per layer drawn from N(0, 0.02), ``down`` from 
 (so training starts from ``out + w * relu(h P^T) P``), ReLU, no attention dropout at CLIP's rate 0. The
 reference prompts ViLT/METER; the paper's CLIP classification runs have no public code, so the training schedule
 is vlpt's reading: VPT's CLIP schedule (MaPLe's deep-VPT baseline: SGD lr 0.0025, batch 4, 5 epochs) and
-its frozen "a photo of a {}." classifier, so APT and VPT-deep differ only in how the prompts act. A searched
+its frozen "a photo of a {}." classifier, so APT and VPT-deep differ only in how the prompts act. The exact form
+equals VPT-deep with its input prompts after ``ln_pre`` (``input_prompts_after_ln_pre``, MVLPT's placement; vlpt's
+``vpt`` puts them before it, MaPLe's) and its prompted layers running from the first to the last. The edited
+blocks run uncompiled under ``trainer.compile``. A searched
 ConES classifier can replace that hand-written one (``init_from`` a ``cones`` run: ConES's later stage).
 """
 from __future__ import annotations
@@ -54,9 +57,12 @@ class APTConfig(VPTConfig):
             raise ConfigError(f"apt prompts every layer of `layers` (mode deep), got mode {self.mode!r}")
         if self.rank < 1:
             raise ConfigError(f"apt rank must be at least 1, got {self.rank}")
+        if self.init != "normal":
+            raise ConfigError(f"apt draws its prompt tokens from N(0, 0.02) as its reference; init {self.init!r} "
+                              f"is VPT's setting")
 
 
-class DiffusionStep(nn.Module):
+class PromptDiffusion(nn.Module):
     """One layer's approximated prompt: ``(out + w * relu(h K^T) P) * exp(s)``, ``K = P + up(down(P))``."""
 
     def __init__(self, n_tokens: int, width: int, rank: int):
@@ -85,9 +91,12 @@ class APT(VPT):
         n_layers, width = self.backbone.vision_layers, self.backbone.vision_width
         layers = check_prompt_layers(cfg.layers if cfg.layers is not None else range(n_layers), n_layers,
                                      "apt layers")
-        self.prompted_layers = layers
+        if cfg.form == "exact" and layers != list(range(layers[0], n_layers)):
+            raise ConfigError(f"apt form exact stands for VPT-deep only when the prompted layers run from the first "
+                              f"one to the last ({layers[0]}..{n_layers - 1}); got layers {layers}")
+        self.slots = {layer: slot for slot, layer in enumerate(layers)}
         if cfg.form == "approximated":
-            self.steps = nn.ModuleList(DiffusionStep(cfg.n_tokens, width, cfg.rank) for _ in layers)
+            self.diffusion = nn.ModuleList(PromptDiffusion(cfg.n_tokens, width, cfg.rank) for _ in layers)
         else:
             self.prompt_tokens = nn.ParameterList(
                 nn.Parameter(torch.empty(cfg.n_tokens, width).normal_(std=0.02)) for _ in layers)
@@ -96,12 +105,12 @@ class APT(VPT):
 
     def edit(self, layer: int, block: nn.Module, h: torch.Tensor, attend) -> torch.Tensor:
         """The block's attention output with this layer's prompt acting on it (``attend()`` where unprompted)."""
-        if layer not in self.prompted_layers:
+        slot = self.slots.get(layer)
+        if slot is None:
             return attend()
-        index = self.prompted_layers.index(layer)
         if self.config.form == "approximated":
-            return self.steps[index](h, attend())
-        return decomposed_prompt_attention(block, h, self.prompt_tokens[index])
+            return self.diffusion[slot](h, attend())
+        return decomposed_prompt_attention(block, h, self.prompt_tokens[slot])
 
     def logits(self, images):
         features = self.backbone.encode_image(images, attention_edit=self.edit)

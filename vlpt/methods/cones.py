@@ -75,17 +75,21 @@ class ConES(PromptMethod):
         self.update_classnames(self.classnames, self.templates)
 
 
-def read_concepts(path: str | Path, backbone) -> dict[str, torch.Tensor] | None:
-    """The searched concept of each class ConES trained on, from its checkpoint at ``path``; None when the file
-    holds another method's checkpoint. A checkpoint of another backbone raises CheckpointError."""
+def read_concepts(path: str | Path, backbone) -> tuple[str, dict[str, torch.Tensor]]:
+    """The method of the checkpoint at ``path`` and the searched concept of each class it holds: a ConES run's,
+    or those a later stage (VPT, APT) classified with; no concepts for any other checkpoint. A checkpoint of
+    another backbone raises CheckpointError."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"init_from checkpoint {path} does not exist")
     payload = torch.load(path, map_location="cpu", weights_only=True)
-    if payload.get("method") != ConES.name:
-        return None
     if payload.get("backbone") != backbone.describe():
         raise CheckpointError(f"init_from checkpoint {path} was trained on backbone {payload.get('backbone')}, "
                               f"not {backbone.describe()}")
-    names = payload.get("extra", {}).get("trained_classnames", payload["classnames"])
-    return dict(zip(names, payload["state_dict"]["concepts"].float()))
+    extra = payload.get("extra", {})
+    if payload.get("method") == ConES.name:
+        names = extra.get("trained_classnames", payload["classnames"])
+    else:
+        names = extra.get("concept_classnames", [])
+    concepts = payload["state_dict"].get("concepts")
+    return payload.get("method"), dict(zip(names, concepts.float())) if names else {}

@@ -17,6 +17,7 @@ from typing import Literal
 
 import torch
 
+from vlpt.errors import CheckpointError
 from vlpt.methods.base import MethodConfig, PromptMethod, cosine_logits
 from vlpt.methods.cones import read_concepts
 from vlpt.methods.zeroshot import zero_shot_weights
@@ -67,25 +68,31 @@ class VPT(PromptMethod):
     def init_concepts(self, classnames: list[str], concepts: torch.Tensor) -> None:
         """A ConES classifier: ``concepts[i]`` scores class ``classnames[i]`` (saved with the prompts when set)."""
         self.concept_classnames = list(classnames)
-        self.register_buffer("concepts", concepts.to(self.backbone.dtype), persistent=bool(classnames))
+        self.register_buffer("concepts", concepts.to(self.backbone.device, self.backbone.dtype),
+                             persistent=bool(classnames))
 
     def update_classnames(self, classnames, templates):
         with torch.no_grad():
             weights = zero_shot_weights(self.backbone, classnames, [self.config.text_template or templates[0]])
         rows = {name: i for i, name in enumerate(self.concept_classnames)}
-        for i, name in enumerate(classnames):
-            if name in rows:
-                weights[i] = self.concepts[rows[name]].to(weights)
+        if any(name in rows for name in classnames):
+            weights = weights.clone()  # the backbone keeps the text features it returned: never write into them
+            for i, name in enumerate(classnames):
+                if name in rows:
+                    weights[i] = self.concepts[rows[name]].to(weights)
         self.register_buffer("class_embeddings", weights, persistent=False)
 
     def initialize_from(self, path):
-        """Another run's prompts, or a ConES run's concepts as the classifier of the classes it searched."""
-        concepts = read_concepts(path, self.backbone)
-        if concepts is None:
-            return super().initialize_from(path)
-        self.init_concepts(list(concepts), torch.stack(list(concepts.values())))
-        self.update_classnames(self.classnames, self.templates)
-        return ["concepts"]
+        """A ConES run's concepts as the classifier of the classes it searched, or another run's prompts (and the
+        concepts it classified with)."""
+        method, concepts = read_concepts(path, self.backbone)
+        if method == "cones" and not set(concepts) & set(self.classnames):
+            raise CheckpointError(f"init_from checkpoint {path}: ConES searched none of this run's classes "
+                                  f"({', '.join(list(concepts)[:5])}, ...)")
+        if concepts:
+            self.init_concepts(list(concepts), torch.stack(list(concepts.values())))
+            self.update_classnames(self.classnames, self.templates)
+        return ["concepts"] if method == "cones" else super().initialize_from(path)
 
     def checkpoint_extra(self) -> dict:
         return {"concept_classnames": self.concept_classnames} if self.concept_classnames else {}
@@ -96,8 +103,7 @@ class VPT(PromptMethod):
 
     def load_checkpoint(self, path) -> None:
         super().load_checkpoint(path)
-        if self.concept_classnames:  # the classifier from the loaded concepts
-            self.update_classnames(self.classnames, self.templates)
+        self.update_classnames(self.classnames, self.templates)  # the classifier of the loaded concepts, if any
 
     def logits(self, images):
         features = self.backbone.encode_image(images, deep_prompts=self.visual_prompts())

@@ -22,10 +22,12 @@ def _display_dir(records_dir: Path, out_dir: Path) -> str:
         return records_dir.name
 
 
-def write_leaderboard(records_dir: str | Path, out_dir: str | Path, html: bool = False) -> list[Path]:
+def write_leaderboard(records_dir: str | Path, out_dir: str | Path, html: bool = False,
+                      link_curves: bool = True) -> list[Path]:
     """Rebuild ``out_dir/LEADERBOARD.md`` and ``out_dir/leaderboard.csv`` from the records alone, and the web
     page ``out_dir/index.html`` (:mod:`vlpt.results.site`) when ``html`` is set or a page written by vlpt is
-    already there, so that the three always show the same records.
+    already there, so that the three always show the same records. With ``link_curves`` the page links each
+    run to its training curves (``training_curves``): not for a page published without its logs.
 
     Unreadable record files are skipped with a RecordWarning. Returns the written paths.
     """
@@ -43,21 +45,25 @@ def write_leaderboard(records_dir: str | Path, out_dir: str | Path, html: bool =
         atomic_write_text(out_dir / CSV_NAME, render_csv(groups)),
     ]
     if write_site:
-        curves = training_curves(out_dir, [record.run_id for record in records])
+        curves = training_curves(records_dir.parent / "logs", out_dir, [r.run_id for r in records]) if link_curves \
+            else {}
         paths.append(atomic_write_text(site_path, render_site(groups, len(records), source, curves)))
     return paths
 
 
-def training_curves(out_dir: Path, run_ids: list[str]) -> dict[str, str]:
-    """Each run's training curves next to the page, by run id: ``logs/RUN_ID/metrics.csv`` (CSV logger) or the
-    folder ``logs/RUN_ID/`` (TensorBoard), relative to ``out_dir``; runs without logs are left out."""
+def training_curves(logs: Path, out_dir: Path, run_ids: list[str]) -> dict[str, str]:
+    """Each run's latest training curves in ``logs`` (the records' output folder's), by run id, as links relative
+    to ``out_dir``: ``RUN_ID/version_N/metrics.csv`` (CSV logger) or the folder ``RUN_ID/version_N/``
+    (TensorBoard); runs without logs are left out."""
     found = {}
     for run_id in run_ids:
-        folder = out_dir / "logs" / run_id
-        if (folder / "metrics.csv").is_file():
-            found[run_id] = f"logs/{run_id}/metrics.csv"
-        elif folder.is_dir() and any(folder.iterdir()):
-            found[run_id] = f"logs/{run_id}/"
+        versions = sorted((p for p in (logs / run_id).glob("version_*") if p.is_dir()),
+                          key=lambda p: int(p.name.removeprefix("version_")) if p.name[8:].isdigit() else -1)
+        for version in reversed(versions):
+            target = version / "metrics.csv" if (version / "metrics.csv").is_file() else version
+            if target.is_file() or any(version.iterdir()):
+                found[run_id] = Path(os.path.relpath(target, out_dir)).as_posix() + ("/" if target.is_dir() else "")
+                break
     return found
 
 

@@ -7,7 +7,12 @@ sources and preparation steps. Layouts:
 * ``camvid``: SegNet's ``train/ val/ test/`` images and ``trainannot/ valannot/ testannot/`` label maps;
 * ``voc``: PASCAL VOC 2012's ``JPEGImages/``, ``SegmentationClass/`` and ``ImageSets/Segmentation/``
   lists (test = val.txt, val = a seeded 10% of train.txt);
-* ``starter``: generated on first use (``vlpt.seg.starter``), then read as ``mask_folders``.
+* ``starter``: generated on first use (``vlpt.seg.starter``), then read as ``mask_folders``;
+* ``cases``: files anywhere under the folder, matched by ``image_pattern`` and ``mask_pattern``, paths
+  relative to the folder in which ``{id}`` stands for the case's id and ``*`` for any name part, e.g.
+  ``{id}/{id}_Dermoscopic_Image/{id}.bmp`` with ``{id}/{id}_lesion/{id}_lesion.bmp`` (per-case folders).
+
+A suite may define its own segmentation datasets (``datasets:`` with a ``layout``; ``add_user_seg_dataset``).
 
 A ``mask_folders`` dataset is split by the JSON file its entry names (``split``:
 ``{"train"|"val"|"test": [id, ...]}``) or, without one, 80/10/10 over its sorted ids with a fixed
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -42,7 +48,7 @@ class SegCatalogEntry:
 
     name: str
     title: str
-    layout: Literal["mask_folders", "camvid", "voc", "starter"]
+    layout: Literal["mask_folders", "camvid", "voc", "starter", "cases"]
     folder: str          # relative to the data root
     classes: list[str]   # binary: the one foreground class; multi-class: labels 0..C-1
     binary: bool
@@ -53,6 +59,9 @@ class SegCatalogEntry:
     mask_ext: str = ".png"
     ignore_values: list[int] = field(default_factory=list)  # mask values read as the ignore index
     split: str | None = None  # JSON split file in the dataset folder; None: vlpt's seeded split
+    #: layout cases: where an image and its mask are, relative to the folder ({id}: the case's id, *: any part)
+    image_pattern: str | None = None
+    mask_pattern: str | None = None
     sources: list[str] = field(default_factory=list)
     description: str = ""
     manual: str = ""  # preparation steps, shown when the folder is missing
@@ -75,6 +84,9 @@ class SegCatalogEntry:
             raise ValueError(f"'image_dir' and 'mask_dir' must be different folders, both are {self.image_dir!r}")
         if not self.mask_ext.startswith("."):
             raise ValueError(f"'mask_ext' must start with '.', got {self.mask_ext!r}")
+        if self.layout == "cases" and not all(p and "{id}" in p for p in (self.image_pattern, self.mask_pattern)):
+            raise ValueError("layout cases needs 'image_pattern' and 'mask_pattern', each holding {id}, e.g. "
+                             "'{id}/image.bmp' and '{id}/mask.bmp'")
 
 
 def read_seg_entry(path: Path) -> SegCatalogEntry:
@@ -85,9 +97,48 @@ def read_seg_entry(path: Path) -> SegCatalogEntry:
 
 
 @lru_cache(maxsize=None)
-def seg_catalog() -> dict[str, SegCatalogEntry]:
-    """Every segmentation catalog entry by name."""
+def shipped_seg_catalog() -> dict[str, SegCatalogEntry]:
+    """The segmentation catalog files shipped with vlpt, by name."""
     return {path.stem: read_seg_entry(path) for path in sorted(SEG_CATALOG_DIR.glob("*.yaml"))}
+
+
+#: segmentation datasets suites of this process defined (``datasets:`` entries with a ``layout``)
+_USER_SEG_ENTRIES: dict[str, SegCatalogEntry] = {}
+
+
+def seg_catalog() -> dict[str, SegCatalogEntry]:
+    """Every segmentation catalog entry by name: vlpt's and the suites' own."""
+    return {**shipped_seg_catalog(), **_USER_SEG_ENTRIES}
+
+
+def add_user_seg_dataset(name: str, values: dict, where: str, base: Path) -> SegCatalogEntry:
+    """Define segmentation dataset ``name`` for this process from a suite's ``datasets:`` mapping (a catalog
+    mapping with a ``layout``; ``folder`` relative to ``base``, the suite's folder, or absolute; ``title``
+    defaults to the name)."""
+    if name in shipped_seg_catalog():
+        raise ConfigError(f"{where}: dataset name {name!r} is one of vlpt's; give yours another name")
+    if values.get("name", name) != name:
+        raise ConfigError(f"{where}: name {values['name']!r} differs from the dataset's key {name!r}")
+    if "folder" not in values:
+        raise ConfigError(f"{where}: a dataset needs `folder:` (relative to the suite's folder, or absolute)")
+    folder = (base / Path(str(values["folder"])).expanduser()).resolve()
+    entry = build_dataclass(SegCatalogEntry, {"title": name, **values, "name": name, "folder": str(folder)}, where)
+    earlier = _USER_SEG_ENTRIES.get(name)
+    if earlier is not None and earlier != entry:
+        raise ConfigError(f"{where}: dataset {name!r} was defined otherwise earlier in this process (folder "
+                          f"{earlier.folder}); give one of them another name")
+    _USER_SEG_ENTRIES[name] = entry
+    return entry
+
+
+def user_seg_dataset(name: str) -> SegCatalogEntry | None:
+    """The definition of a segmentation dataset a suite defined, or None for vlpt's own."""
+    return _USER_SEG_ENTRIES.get(name)
+
+
+def forget_user_seg_datasets() -> None:
+    """Drop every segmentation dataset suites defined in this process."""
+    _USER_SEG_ENTRIES.clear()
 
 
 def seg_dataset_names() -> list[str]:
@@ -200,8 +251,56 @@ def read_split_file(path: Path, ids: set[str]) -> dict[str, list[str]]:
     return {split: data[split] for split in SPLITS}
 
 
+def pattern_files(folder: Path, pattern: str) -> dict[str, Path]:
+    """The files under ``folder`` whose relative path matches ``pattern`` (``{id}``: the id, the same wherever it
+    appears; ``*``: any part of one name), by id; two files of one id raise DatasetError."""
+    regex, named = "", False
+    for piece in re.split(r"(\{id\}|\*)", pattern):
+        if piece == "{id}":
+            regex += "(?P=id)" if named else "(?P<id>[^/]+)"
+            named = True
+        else:
+            regex += "[^/]*" if piece == "*" else re.escape(piece)
+    compiled = re.compile(regex)
+    found: dict[str, Path] = {}
+    for path in sorted(folder.glob(pattern.replace("{id}", "*"))):
+        match = compiled.fullmatch(path.relative_to(folder).as_posix())
+        if match is None or not path.is_file():
+            continue
+        key = match.group("id")
+        if key in found:
+            raise DatasetError(f"{found[key]} and {path} both match {pattern!r} with id {key!r}")
+        found[key] = path
+    return found
+
+
+def pair_patterns(folder: Path, image_pattern: str, mask_pattern: str) -> dict[str, SegSample]:
+    """Image/mask pairs by id, sorted, from the files matching the two patterns (``pattern_files``); an image
+    without its mask or a mask without its image raises DatasetError naming it."""
+    if not folder.is_dir():
+        raise DatasetError(f"folder {folder} does not exist")
+    images, masks = pattern_files(folder, image_pattern), pattern_files(folder, mask_pattern)
+    if not images:
+        raise DatasetError(f"no file under {folder} matches image_pattern {image_pattern!r}")
+    for have, lack, what, pattern in ((images, masks, "image", mask_pattern), (masks, images, "mask", image_pattern)):
+        alone = sorted(set(have) - set(lack))
+        if alone:
+            raise DatasetError(f"{len(alone)} {what}(s) under {folder} have no counterpart: {have[alone[0]]} needs "
+                               f"{folder / pattern.replace('{id}', alone[0])}")
+    return {i: SegSample(str(images[i]), str(masks[i])) for i in sorted(images)}
+
+
+def _cases(entry: SegCatalogEntry, folder: Path) -> dict[str, list[SegSample]]:
+    return _split_pairs(entry, folder, pair_patterns(folder, entry.image_pattern, entry.mask_pattern))
+
+
 def _mask_folders(entry: SegCatalogEntry, folder: Path) -> dict[str, list[SegSample]]:
     pairs = pair_files(folder / entry.image_dir, folder / entry.mask_dir, entry.mask_suffix, entry.mask_ext)
+    return _split_pairs(entry, folder, pairs)
+
+
+def _split_pairs(entry: SegCatalogEntry, folder: Path, pairs: dict[str, SegSample]) -> dict[str, list[SegSample]]:
+    """The pairs split by the entry's split file, else by vlpt's seeded 80/10/10 split."""
     if entry.split is not None:
         ids = read_split_file(folder / entry.split, set(pairs))
     else:
@@ -241,4 +340,4 @@ def _voc(entry: SegCatalogEntry, folder: Path) -> dict[str, list[SegSample]]:
             for split in SPLITS}
 
 
-LAYOUTS = {"mask_folders": _mask_folders, "camvid": _camvid, "voc": _voc, "starter": _mask_folders}
+LAYOUTS = {"mask_folders": _mask_folders, "camvid": _camvid, "voc": _voc, "starter": _mask_folders, "cases": _cases}
