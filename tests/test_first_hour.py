@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from PIL import Image
@@ -204,6 +205,13 @@ def test_a_segmentation_set_in_per_case_folders_with_rgb_bmp_masks(tmp_path):
     (record,) = [json.loads(p.read_text()) for p in (tmp_path / "out" / "records").glob("*.json")]
     assert record["identity"]["dataset"] == "lesions" and record["metrics"]["test"]["n"] == 1
     assert record["config"]["data"]["definitions"]["lesions"]["image_pattern"] == lesions["image_pattern"]
+    images = sorted((tmp_path / "lesions").glob("*/*_Dermoscopic_Image/*.bmp"))[:3]
+    checkpoint = tmp_path / "out" / "checkpoints" / f"{record['run_id']}.pt"
+    predicted = vlpt("predict", checkpoint, *images, "--output", tmp_path / "masks")
+    assert predicted.returncode == 0, predicted.stderr[-3000:]
+    for image in images:
+        with Image.open(tmp_path / "masks" / f"{image.stem}.png") as mask:
+            assert mask.size == (48, 48) and mask.mode == "L" and set(np.unique(np.asarray(mask)).tolist()) <= {0, 255}
     (tmp_path / "lesions" / "IMD003" / "IMD003_lesion" / "IMD003_lesion.bmp").unlink()
     missing = vlpt("data", "check", "lesions", "--suite", tmp_path / "suite.yaml")
     assert missing.returncode == 2 and "IMD003.bmp needs" in missing.stderr and "IMD003_lesion.bmp" in missing.stderr

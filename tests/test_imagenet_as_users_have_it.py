@@ -60,3 +60,17 @@ def test_a_test_time_run_needs_only_the_evaluation_split_and_records_the_repeate
     (record,) = harness.store.records()
     assert record.metrics["test"]["n"] == 20
     assert record.config["repeated_class_names"]["imagenet"] == REPEATED
+
+
+def test_imagenet_v2_needs_no_imagenet_copy(tmp_path):
+    """ImageNet-V2's folders are class indices: CLIP's names from open_clip label them without ImageNet."""
+    image_dir = tmp_path / "imagenetv2" / "imagenetv2-matched-frequency-format-val"
+    for label in (0, 657, 999):
+        (image_dir / str(label)).mkdir(parents=True)
+        Image.new("RGB", (8, 8)).save(image_dir / str(label) / "a.jpeg")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DatasetWarning)  # repeated names, as for ImageNet
+        splits = load_dataset("imagenet_v2", tmp_path)
+    assert len(splits.classnames) == 1000 and len(splits.test) == 3
+    assert {(s.label, s.classname) for s in splits.test} == {(0, IMAGENET_CLASSNAMES[0]), (657, "missile"),
+                                                            (999, IMAGENET_CLASSNAMES[999])}

@@ -263,10 +263,16 @@ def _predict(args) -> None:
     import csv
     import io
 
-    from vlpt.eval.predict import image_paths, load_trained_method, predict
+    from vlpt.eval.predict import image_paths, load_trained_method, predict, predict_masks
 
     paths = image_paths(args.images)
     method = load_trained_method(args.checkpoint, args.device or "cpu")
+    if method.task == "segmentation":
+        if args.output is None:
+            raise ConfigError("a segmentation checkpoint writes one mask PNG per image: give --output FOLDER")
+        written = predict_masks(method, paths, Path(args.output), args.batch_size)
+        print(f"{len(written)} masks written to {Path(args.output).resolve()}")
+        return
     rows = predict(method, paths, args.batch_size)
     text = io.StringIO()
     writer = csv.writer(text, delimiter="\t" if args.output is None else ",", lineterminator="\n")
@@ -445,11 +451,13 @@ def build_parser() -> argparse.ArgumentParser:
     gram.add_argument("--seed", type=int, default=0)
     gram.set_defaults(func=_gram)
 
-    predict = commands.add_parser("predict", help="classify images with a trained prompt (a run's checkpoint)")
+    predict = commands.add_parser("predict", help="classify or segment images with a trained prompt (a run's "
+                                                  "checkpoint)")
     predict.add_argument("checkpoint", metavar="CHECKPOINT", help="a run's OUTPUT/checkpoints/RUN_ID.pt")
     predict.add_argument("images", nargs="+", metavar="IMAGES", help="image files or folders (searched recursively)")
-    predict.add_argument("--output", help="write a CSV here instead of printing tab-separated lines")
-    predict.add_argument("--batch-size", type=int, default=32)
+    predict.add_argument("--output", help="classification: write a CSV here instead of printing tab-separated lines; "
+                                          "segmentation (required): the folder of the mask PNGs")
+    predict.add_argument("--batch-size", type=int, default=16)
     predict.add_argument("--device", help="torch device (default: cpu)")
     predict.set_defaults(func=_predict)
 

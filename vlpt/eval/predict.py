@@ -1,8 +1,9 @@
 """``vlpt predict CHECKPOINT IMAGES...``: a trained prompt's classes for images of one's own.
 
 A method checkpoint (``OUTPUT/checkpoints/RUN_ID.pt``) names its method, backbone, classes, templates and
-config, so the trained method is rebuilt from it alone: the backbone is built (downloaded where it must be),
-the method made for the checkpoint's classes and its tensors loaded. Classification checkpoints only.
+config (segmentation: its VLSM's settings), so the trained method is rebuilt from it alone: the backbone is built
+(downloaded where it must be), the method made for the checkpoint's classes and its tensors loaded.
+Classification prints each image's class; segmentation writes each image's mask as a PNG.
 """
 from __future__ import annotations
 
@@ -35,20 +36,34 @@ def load_trained_method(path: str | Path, device: str = "cpu"):
         raise CheckpointError(f"{path} is not a vlpt method checkpoint (it needs method, backbone, classnames and "
                               f"config)")
     cls = method_class(payload["method"])
-    if cls.task != "classification":
-        raise ConfigError(f"{path} holds {cls.task} method {cls.name}; vlpt predict reads classification "
-                          f"checkpoints")
     if cls.adapts_at_test_time:
         raise ConfigError(f"{path} holds test-time method {cls.name}, which adapts to each test image: vlpt predict "
                           f"would score zero-shot; evaluate it with a test_time suite")
     fields = {f.name for f in dataclasses.fields(cls.Config)}
     values = {k: v for k, v in payload["config"].items() if k in fields}
     config = cls.Config(**{**values, "init_from": None, "regulator_from": None})
-    model, pretrained, stated = parse_backbone_name(payload["backbone"])
-    backbone = ClipBackbone(model, pretrained, quick_gelu=stated).to(device)
-    method = cls(backbone, payload["classnames"], payload.get("templates") or FALLBACK_TEMPLATES, config)
+    model = segmentation_model(payload, path) if cls.task == "segmentation" else clip_backbone(payload["backbone"])
+    method = cls(model.to(device), payload["classnames"], payload.get("templates") or FALLBACK_TEMPLATES, config)
     method.load_checkpoint(path)
     return method.to(device).eval()
+
+
+def clip_backbone(described: str) -> ClipBackbone:
+    """The backbone a record or checkpoint names (``MODEL@PRETRAINED[+activation]``)."""
+    model, pretrained, stated = parse_backbone_name(described)
+    return ClipBackbone(model, pretrained, quick_gelu=stated)
+
+
+def segmentation_model(payload: dict, path: Path):
+    """The VLSM a segmentation checkpoint was tuned for, from the settings it keeps."""
+    from vlpt.seg.vlsm import VLSMSpec, build_vlsm
+
+    extra = payload.get("extra", {})
+    if "vlsm" not in extra:
+        raise CheckpointError(f"{path} was written before segmentation checkpoints kept their VLSM's settings; "
+                              f"train the run again to predict with it")
+    spec = VLSMSpec(**extra["vlsm"])
+    return build_vlsm(spec, clip_backbone(extra["clip"]) if spec.kind == "clip_decoder" else None)
 
 
 def image_paths(inputs: Iterable[str]) -> list[Path]:
@@ -66,6 +81,40 @@ def image_paths(inputs: Iterable[str]) -> list[Path]:
     if not found:
         raise ConfigError(f"no images found in {', '.join(inputs)} (extensions: {', '.join(sorted(IMAGE_EXTENSIONS))})")
     return found
+
+
+@torch.no_grad()
+def predict_masks(method, paths: list[Path], folder: Path, batch_size: int = 8) -> list[tuple[Path, Path]]:
+    """Each image's predicted mask, at the image's size, as ``folder/<image name>.png``: binary 0/255,
+    multi-class the class index per pixel; returns (image, mask file) pairs."""
+    import numpy as np
+    import torchvision.transforms.functional as TF
+
+    stems = [path.stem for path in paths]
+    repeated = sorted({stem for stem in stems if stems.count(stem) > 1})
+    if repeated:
+        raise ConfigError(f"images {', '.join(repeated[:3])} appear more than once by name; their masks would "
+                          f"overwrite each other in {folder}")
+    vlsm, size = method.backbone, method.backbone.image_size
+    folder.mkdir(parents=True, exist_ok=True)
+    device = next(method.parameters()).device
+    written = []
+    for start in range(0, len(paths), batch_size):
+        chunk = paths[start:start + batch_size]
+        images, sizes = [], []
+        for path in chunk:
+            with Image.open(path) as image:
+                rgb = image.convert("RGB")
+            sizes.append(rgb.size)
+            images.append(TF.normalize(TF.to_tensor(rgb.resize((size, size), Image.BICUBIC)), vlsm.mean, vlsm.std))
+        labels = method.predict(torch.stack(images).to(device)).cpu().numpy().astype(np.uint8)
+        for path, label_map, original in zip(chunk, labels, sizes):
+            values = label_map * 255 if method.binary else label_map
+            mask = Image.fromarray(values, mode="L").resize(original, Image.NEAREST)
+            target = folder / f"{path.stem}.png"
+            mask.save(target)
+            written.append((path, target))
+    return written
 
 
 @torch.no_grad()

@@ -17,6 +17,8 @@ A dataset with one class name is binary; with several, each pixel takes the clas
 """
 from __future__ import annotations
 
+import dataclasses
+
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
@@ -126,6 +128,13 @@ class SegPromptMethod(PromptMethod):
         cfg = self.config
         return segmentation_loss(self.logits(images), masks, self.binary, IGNORE_INDEX,
                                  dice_weight=cfg.dice_weight, ce_weight=cfg.ce_weight)
+
+    def checkpoint_extra(self) -> dict:
+        """The VLSM the prompts were tuned for (its settings and, for clip_decoder, the CLIP backbone), so a
+        checkpoint alone rebuilds the trained model (``vlpt predict``)."""
+        backbone = getattr(self.backbone, "backbone", None)
+        return {"vlsm": dataclasses.asdict(self.backbone.spec),
+                **({"clip": backbone.describe()} if backbone is not None else {})}
 
     @torch.no_grad()
     def predict(self, images: torch.Tensor) -> torch.Tensor:

@@ -22,7 +22,7 @@ import os
 from functools import partial
 from pathlib import Path
 
-from vlpt.data.catalog import ENTRY_LOADERS, CatalogEntry, entries, prepare_hint
+from vlpt.data.catalog import ENTRY_LOADERS, CatalogEntry, entries, prepare_hint, shipped_catalog
 from vlpt.data.fewshot import sample_few_shot, split_per_class, split_rng
 from vlpt.data.samples import DatasetSplits, Sample, class_folders, is_image, list_images
 from vlpt.errors import DatasetError
@@ -280,7 +280,8 @@ def load_imagenet(entry: CatalogEntry, root: Path, val_per_class: int = 10, spli
 def load_imagenet_variant(entry: CatalogEntry, root: Path) -> DatasetSplits:
     """A test-only ImageNet variant (empty train and val).
 
-    Class names come from ``classnames.txt`` in the variant's folder, else from ImageNet's.
+    Class names come from ``classnames.txt`` in the variant's folder, else from ImageNet's (its file, or CLIP's
+    names in its folders' wnid order); a variant with index-named folders (ImageNet-V2) needs no ImageNet copy.
     With ``class_subset`` (ImageNet-A, -R) the dataset holds only the classes that have a folder
     (200), with ImageNet's names, relabelled 0..199 in ImageNet's order.
     """
@@ -290,8 +291,16 @@ def load_imagenet_variant(entry: CatalogEntry, root: Path) -> DatasetSplits:
     if not image_dir.is_dir():
         raise DatasetError(f"{entry.title}: image folder {image_dir} does not exist; {prepare_hint(entry.name, root)}")
     own = folder / "classnames.txt"
-    imagenet = root / "imagenet"
-    classes = read_imagenet_classnames(own) if own.is_file() else imagenet_classes(imagenet, imagenet / "images")
+    imagenet = shipped_catalog()["imagenet"]
+    imagenet_folder = root / imagenet.folder
+    if own.is_file():
+        classes = read_imagenet_classnames(own)
+    elif not imagenet_folder.is_dir() and entry.label_folders == "index":  # folders 0..999: CLIP's names suffice
+        from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
+
+        classes = [(str(i), name) for i, name in enumerate(IMAGENET_CLASSNAMES)]
+    else:
+        classes = imagenet_classes(imagenet_folder, imagenet_folder / imagenet.image_dir)
     keys = [str(i) for i in range(len(classes))] if entry.label_folders == "index" else [w for w, _ in classes]
     present = {p.name for p in class_folders(image_dir)}
     unknown = sorted(present - set(keys))
