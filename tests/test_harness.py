@@ -398,3 +398,17 @@ def test_view_store_is_difftpts_own_setting(tmp_path):
     here, there = (run_settings({"view_store": folder, "lr": 0.005}, "none", None, None,
                                 result_neutral=DiffTPTConfig.result_neutral) for folder in ("/a", "/b"))
     assert here == there  # where the views are kept changes no result, so a record stays current
+
+
+def test_a_suites_own_dataset_definition_is_part_of_its_runs_settings():
+    from vlpt.eval.spec import RunSpec
+
+    def spec(definitions):
+        data = {"train_augment": "flip", **({"definitions": definitions} if definitions is not None else {})}
+        return RunSpec("coop", "default", {"lr": 0.1}, None, data, {"activation": "gelu"}, None)
+
+    mine = spec({"colours": {"loader": "coop", "templates": ["a {}."]}})
+    assert mine.staleness(spec({"colours": {"loader": "coop", "templates": ["a {}."]}})) == ([], [])
+    assert mine.staleness(spec({"colours": {"loader": "image_folder", "templates": ["a {}."]}})) == \
+        ([], ["definition of dataset colours (loader)"])
+    assert mine.staleness(spec(None)) == ([], [])  # a record made before records kept definitions

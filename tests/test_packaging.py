@@ -193,3 +193,22 @@ def test_a_wheel_in_a_fresh_virtualenv_finds_its_files_and_runs_a_suite(tmp_path
     _run([python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "not slow", "--rootdir", ROOT, *chosen],
          cwd=elsewhere, VLPT_CACHE=str(tmp_path / "cache"), VLPT_DATA=str(tmp_path / "data"))
     assert _tree(package) == before, "the tests wrote into the installed package"
+
+
+def test_the_light_install_keeps_a_cpu_torch():
+    """README's CPU-only install puts PyTorch's CPU wheels first: vlpt's requirements must accept them (no local
+    build label such as +cu130, no CUDA-only package), so pip keeps them instead of fetching a CUDA build."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    requirements = [Requirement(text) for text in project["dependencies"]]
+    for requirement in requirements:
+        assert not requirement.name.lower().startswith(("nvidia-", "triton")), requirement
+        assert "+" not in str(requirement.specifier), requirement  # a local label would exclude +cpu builds
+        if requirement.name in ("torch", "torchvision"):
+            cpu_build = {"torch": "2.14.1+cpu", "torchvision": "0.29.1+cpu"}[requirement.name]
+            assert requirement.specifier.contains(cpu_build), requirement
+    readme = (ROOT / "README.md").read_text()
+    assert "pip install torch torchvision --index-url https://download.pytorch.org/whl/cpu" in readme

@@ -139,10 +139,11 @@ def _leaderboard_validate(args) -> int:
 
 
 def _leaderboard_merge(args) -> int:
+    from vlpt.eval.rebuild import links_curves
     from vlpt.registry import method_names
     from vlpt.results.merge import merge_records
 
-    report = merge_records(args.sources, args.into, method_names())
+    report = merge_records(args.sources, args.into, method_names(), link_curves=links_curves(Path(args.into)))
     for problem in report.problems:
         print(f"refused: {problem}")
     for conflict in report.conflicts:
@@ -265,7 +266,7 @@ def _predict(args) -> None:
 
     from vlpt.eval.predict import image_paths, load_trained_method, predict, predict_masks
 
-    paths = image_paths(args.images)
+    paths = image_paths(args.images, leave_out=Path(args.output) if args.output else None)
     method = load_trained_method(args.checkpoint, args.device or "cpu")
     if method.task == "segmentation":
         if args.output is None:

@@ -123,10 +123,8 @@ def add_user_dataset(name: str, values: dict, where: str, base: Path) -> Catalog
     folders) and ``templates`` to CLIP's "a photo of a {}."."""
     from vlpt.registry import DATASETS
 
-    if any(c in name for c in "@~:"):
-        raise ConfigError(f"{where}: a dataset name cannot hold '@', '~' or ':' (they select domains and "
-                          f"corruptions), got {name!r}")
-    if name in shipped_catalog() or (name in DATASETS.names() and name not in _USER_ENTRIES):
+    check_user_dataset_name(name, where)
+    if name in DATASETS.names() and name not in _USER_ENTRIES:
         raise ConfigError(f"{where}: dataset name {name!r} is one of vlpt's; give yours another name")
     if values.get("name", name) != name:
         raise ConfigError(f"{where}: name {values['name']!r} differs from the dataset's key {name!r}")
@@ -144,13 +142,25 @@ def add_user_dataset(name: str, values: dict, where: str, base: Path) -> Catalog
     return entry
 
 
+def check_user_dataset_name(name: str, where: str) -> None:
+    """ConfigError for a name a suite's own dataset cannot have: with ``@ ~ : +`` (domains, corruptions, multitask
+    sets), or a name of vlpt's classification catalog (``vlpt.eval.suite.define_dataset`` checks the other
+    task's names too)."""
+    if any(c in name for c in "@~:+"):
+        raise ConfigError(f"{where}: a dataset name cannot hold '@', '~', ':' or '+' (they select domains, "
+                          f"corruptions and multitask sets), got {name!r}")
+    if name in shipped_catalog():
+        raise ConfigError(f"{where}: dataset name {name!r} is one of vlpt's; give yours another name")
+
+
 def user_dataset(name: str) -> CatalogEntry | None:
     """The definition of a dataset a suite defined (``add_user_dataset``), or None for vlpt's own."""
     return _USER_ENTRIES.get(name)
 
 
 def forget_user_datasets() -> None:
-    """Drop every dataset suites defined in this process (a notebook that redefines one, tests)."""
+    """Drop every classification dataset suites defined in this process (``vlpt.eval.suite.forget_defined_datasets``:
+    segmentation sets too)."""
     from vlpt.registry import DATASETS
 
     for name in list(_USER_ENTRIES):

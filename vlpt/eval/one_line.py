@@ -29,8 +29,9 @@ class DatasetArgument:
 
 
 def dataset_argument(text: str) -> DatasetArgument:
-    """A dataset name stays a name; a path (it holds a separator, or no dataset has that name) to a folder is the
-    user's own dataset, or a catalogued dataset's folder when the folder has its name (``data/eurosat``)."""
+    """A dataset name stays a name; a path (it holds a separator, or no dataset has that name) to a folder is a
+    dataset of vlpt's catalog when it ends with that dataset's catalog ``folder`` (``data/caltech-101``: its data
+    root is what comes before), else the user's own (``folder_dataset``)."""
     from vlpt.registry import DATASETS
     from vlpt.seg.datasets import is_seg_dataset
 
@@ -39,10 +40,23 @@ def dataset_argument(text: str) -> DatasetArgument:
     if not path.is_dir() or (known and "/" not in text and "\\" not in text):
         return DatasetArgument(text)
     folder = path.resolve()
-    if folder.name in DATASETS.names() or is_seg_dataset(folder.name):
-        return DatasetArgument(folder.name, data_root=folder.parent)
+    for name, root in catalogued_folders(folder):
+        return DatasetArgument(name, data_root=root)
     definition, name = folder_dataset(folder)
     return DatasetArgument(name, definition=definition)
+
+
+def catalogued_folders(folder: Path) -> list[tuple[str, Path]]:
+    """(dataset, data root) of vlpt's catalogued datasets whose catalog ``folder`` ``folder`` ends with."""
+    from vlpt.data.catalog import shipped_catalog
+    from vlpt.seg.datasets import shipped_seg_catalog
+
+    found = []
+    for entry in [*shipped_catalog().values(), *shipped_seg_catalog().values()]:
+        parts = Path(entry.folder).parts
+        if parts and folder.parts[-len(parts):] == parts:
+            found.append((entry.name, Path(*folder.parts[:-len(parts)])))
+    return found
 
 
 def folder_dataset(folder: Path) -> tuple[dict, str]:
@@ -50,8 +64,8 @@ def folder_dataset(folder: Path) -> tuple[dict, str]:
     folders (``image_folder``), else class folders split 50/20/30 per class, seeded, as CoOp's datasets
     without a split file (``coop``)."""
     name = folder.name.replace(" ", "_")
-    if any(c in name for c in "@~:"):
-        raise ConfigError(f"folder {folder}: a dataset name cannot hold '@', '~' or ':'; rename the folder")
+    if any(c in name for c in "@~:+"):
+        raise ConfigError(f"folder {folder}: a dataset name cannot hold '@', '~', ':' or '+'; rename the folder")
     parts = {part for part in ("train", "val", "test") if (folder / part).is_dir()}
     if parts == {"train", "test"} or parts == {"train", "val", "test"}:
         return {"loader": "image_folder", "folder": str(folder)}, name

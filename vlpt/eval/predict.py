@@ -17,6 +17,7 @@ from PIL import Image
 
 from vlpt.backbone import ClipBackbone
 from vlpt.backbone.clip import parse_backbone_name
+from vlpt.data.image_dataset import load_rgb
 from vlpt.data.samples import IMAGE_EXTENSIONS
 from vlpt.data.transforms import eval_transform
 from vlpt.errors import CheckpointError, ConfigError
@@ -66,8 +67,9 @@ def segmentation_model(payload: dict, path: Path):
     return build_vlsm(spec, clip_backbone(extra["clip"]) if spec.kind == "clip_decoder" else None)
 
 
-def image_paths(inputs: Iterable[str]) -> list[Path]:
-    """The image files named by ``inputs``: files as given, folders searched recursively (sorted)."""
+def image_paths(inputs: Iterable[str], leave_out: Path | None = None) -> list[Path]:
+    """The image files named by ``inputs``: files as given, folders searched recursively (sorted), without those
+    under ``leave_out`` (the folder masks are written to)."""
     found = []
     for text in inputs:
         path = Path(text).expanduser()
@@ -78,6 +80,8 @@ def image_paths(inputs: Iterable[str]) -> list[Path]:
             found.append(path)
         else:
             raise ConfigError(f"{path} is neither an image file nor a folder")
+    if leave_out is not None:
+        found = [path for path in found if not path.resolve().is_relative_to(leave_out.resolve())]
     if not found:
         raise ConfigError(f"no images found in {', '.join(inputs)} (extensions: {', '.join(sorted(IMAGE_EXTENSIONS))})")
     return found
@@ -95,6 +99,11 @@ def predict_masks(method, paths: list[Path], folder: Path, batch_size: int = 8) 
     if repeated:
         raise ConfigError(f"images {', '.join(repeated[:3])} appear more than once by name; their masks would "
                           f"overwrite each other in {folder}")
+    inputs = {path.resolve() for path in paths}
+    clashing = [path for path in paths if (folder / f"{path.stem}.png").resolve() in inputs]
+    if clashing:
+        raise ConfigError(f"the mask of {clashing[0]} would overwrite an input image: choose an --output folder "
+                          f"that holds no input images")
     vlsm, size = method.backbone, method.backbone.image_size
     folder.mkdir(parents=True, exist_ok=True)
     device = next(method.parameters()).device
@@ -103,8 +112,7 @@ def predict_masks(method, paths: list[Path], folder: Path, batch_size: int = 8) 
         chunk = paths[start:start + batch_size]
         images, sizes = [], []
         for path in chunk:
-            with Image.open(path) as image:
-                rgb = image.convert("RGB")
+            rgb = load_rgb(str(path))
             sizes.append(rgb.size)
             images.append(TF.normalize(TF.to_tensor(rgb.resize((size, size), Image.BICUBIC)), vlsm.mean, vlsm.std))
         labels = method.predict(torch.stack(images).to(device)).cpu().numpy().astype(np.uint8)
@@ -127,12 +135,7 @@ def predict(method, paths: list[Path], batch_size: int = 32) -> list[tuple[Path,
     for start in range(0, len(paths), batch_size):
         chunk = paths[start:start + batch_size]
         images = []
-        for path in chunk:
-            try:
-                with Image.open(path) as image:
-                    images.append(transform(image.convert("RGB")))
-            except OSError as exc:
-                raise ConfigError(f"image {path} cannot be read: {exc}") from exc
+        images += [transform(load_rgb(str(path))) for path in chunk]
         probabilities = method.logits(torch.stack(images).to(device)).float().softmax(dim=-1)
         best, labels = probabilities.max(dim=-1)
         results += [(path, method.classnames[label], float(p)) for path, label, p in

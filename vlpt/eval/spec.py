@@ -37,19 +37,28 @@ def run_settings(params: dict, train_augment: str, sampling: str | None, init: s
     return json.loads(json.dumps(settings, sort_keys=True))
 
 
+#: the fields of a suite's own dataset definition that change results (where the folder is, its title and
+#: descriptions do not: moving the data keeps its records)
+DEFINITION_FIELDS = ("loader", "image_dir", "split_file", "fallback", "classnames", "label_folders", "class_subset",
+                     "domains", "templates", "layout", "classes", "binary", "mask_dir", "mask_suffix", "mask_ext",
+                     "ignore_values", "split", "image_pattern", "mask_pattern")
+
+
 def user_definitions(names: list[str]) -> dict[str, dict]:
-    """The catalog entries of the datasets among ``names`` that a suite defined itself (a folder of the user's,
-    ``datasets:``), by dataset name: a record made from another definition is not this run's."""
+    """What changes results in the definitions of the datasets among ``names`` (``a+b`` for multitask) that a
+    suite defined itself (a folder of the user's, ``datasets:``), by dataset name: a record made from another
+    definition is not this run's."""
     from vlpt.data.catalog import user_dataset
     from vlpt.data.corruptions import split_corrupted_name
     from vlpt.seg.datasets import user_seg_dataset
 
     found = {}
-    for name in names:
+    for name in (part for text in names for part in text.split("+")):
         base = split_corrupted_name(name)[0].partition("@")[0]
         entry = user_dataset(base) or user_seg_dataset(base)
         if entry is not None:
-            found[base] = json.loads(json.dumps(dataclasses.asdict(entry)))
+            values = dataclasses.asdict(entry)
+            found[base] = json.loads(json.dumps({k: values[k] for k in DEFINITION_FIELDS if k in values}))
     return found
 
 
@@ -134,8 +143,22 @@ class RunSpec:
         if stored.train_views not in (None, 1) and stored.train_views != wanted:
             computed.append(f"train_views {stored.train_views}, not {wanted}")
         mine, theirs = self.settings, {**stored.settings, "init": self.settings["init"]}
+        if "definitions" not in theirs:  # made before records kept them: the dataset's name is all there is
+            mine.pop("definitions", None)
         if mine == theirs:
             return computed, []
         changed = sorted(k for k in set(mine["params"]) | set(theirs["params"])
                          if mine["params"].get(k) != theirs["params"].get(k))
-        return computed, changed or ["data settings (train_augment/sampling/scoring/dataset definitions)"]
+        changed += _changed_definitions(mine.get("definitions", {}), theirs.get("definitions", {}))
+        return computed, changed or ["data settings (train_augment/sampling/scoring)"]
+
+
+def _changed_definitions(mine: dict, theirs: dict) -> list[str]:
+    """``definition of dataset NAME (KEYS)`` for each dataset whose definition differs between two specs."""
+    changed = []
+    for name in sorted(set(mine) | set(theirs)):
+        a, b = mine.get(name, {}), theirs.get(name, {})
+        keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+        if keys:
+            changed.append(f"definition of dataset {name} ({', '.join(keys)})")
+    return changed

@@ -43,7 +43,7 @@ from typing import Any, Literal, Sequence
 
 from vlpt.backbone.clip import activation_suffix
 from vlpt.config import build_dataclass, load_yaml
-from vlpt.data.catalog import add_user_dataset
+from vlpt.data.catalog import add_user_dataset, forget_user_datasets
 from vlpt.data.transforms import TrainAugment
 from vlpt.errors import ConfigError
 from vlpt.eval.overrides import apply_overrides
@@ -52,7 +52,7 @@ from vlpt.factory import CONFIG_SUFFIXES, ResolvedMethod, resolve_method
 from vlpt.methods.base import MethodConfig
 from vlpt.paths import CONFIG_DIR
 from vlpt.protocols import get_protocol
-from vlpt.seg.datasets import add_user_seg_dataset
+from vlpt.seg.datasets import add_user_seg_dataset, forget_user_seg_datasets, is_seg_dataset
 from vlpt.results import RunIdentity
 
 EXPERIMENT_REFERENCE = "experiment:"
@@ -305,8 +305,18 @@ def define_dataset(name: str, values: Any, where: str, base: Path) -> None:
         raise ConfigError(f"{where}: a dataset is a catalog mapping (loader, folder, ...) or a catalog file path")
     if "layout" in values:
         add_user_seg_dataset(name, values, where, base)
+    elif is_seg_dataset(name):
+        raise ConfigError(f"{where}: dataset name {name!r} is a segmentation dataset's (vlpt's or defined earlier "
+                          f"in this process); give yours another name")
     else:
         add_user_dataset(name, values, where, base)
+
+
+def forget_defined_datasets() -> None:
+    """Drop every dataset, classification or segmentation, suites defined in this process (a notebook that
+    redefines one, tests)."""
+    forget_user_datasets()
+    forget_user_seg_datasets()
 
 
 def _check_levels(raw: Any, where: str) -> None:

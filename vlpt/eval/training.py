@@ -132,9 +132,11 @@ def fit(harness, run, spec, prepared, epochs: int) -> tuple[int, int | None]:
         if resumed_at is not None:
             tqdm.write(f"resuming run {run.identity.run_id} from epoch {resumed_at} of {epochs} "
                        f"({checkpoint.path})", file=sys.stderr)
-    trainer.fit(module, train_dataloaders=loader, ckpt_path=checkpoint.path if resumed_at is not None else None,
-                weights_only=True)
-    finish_logger(trainer)
+    try:
+        trainer.fit(module, train_dataloaders=loader, ckpt_path=checkpoint.path if resumed_at is not None else None,
+                    weights_only=True)
+    finally:
+        finish_logger(trainer)
     return trainer.world_size, resumed_at  # the checkpoint stays until the run's record is written
 
 

@@ -92,7 +92,13 @@ class VPT(PromptMethod):
         if concepts:
             self.init_concepts(list(concepts), torch.stack(list(concepts.values())))
             self.update_classnames(self.classnames, self.templates)
-        return ["concepts"] if method == "cones" else super().initialize_from(path)
+        if method == "cones":
+            return ["concepts"]
+        copied = super().initialize_from(path)
+        if copied == ["concepts"]:
+            raise CheckpointError(f"init_from checkpoint {path} (method {method}) shares no prompt tensor with "
+                                  f"{self.name}, only its ConES classifier")
+        return copied
 
     def checkpoint_extra(self) -> dict:
         return {"concept_classnames": self.concept_classnames} if self.concept_classnames else {}

@@ -45,10 +45,11 @@ def _existing(path: Path) -> object:
 
 
 def merge_records(sources: Iterable[str | Path], output: str | Path,
-                  methods: Iterable[str] | None = None) -> MergeReport:
+                  methods: Iterable[str] | None = None, link_curves: bool = True) -> MergeReport:
     """Merge the valid records of ``sources`` (records folders, output folders or record files)
-    into ``output/records`` and rebuild ``output``'s leaderboard; ``methods``, when given, are the
-    method names a record may name (:func:`vlpt.results.validate.check_record`)."""
+    into ``output/records`` and rebuild ``output``'s leaderboard (its page linking training curves with
+    ``link_curves``); ``methods``, when given, are the method names a record may name
+    (:func:`vlpt.results.validate.check_record`)."""
     output = Path(output)
     destination = output / "records"
     report = MergeReport()
@@ -78,7 +79,7 @@ def merge_records(sources: Iterable[str | Path], output: str | Path,
     for run_id, valid in planned.items():
         report.copied.append(atomic_write_text(destination / f"{run_id}.json", valid.text))
     destination.mkdir(parents=True, exist_ok=True)
-    report.leaderboard = write_leaderboard(destination, output)
+    report.leaderboard = write_leaderboard(destination, output, link_curves=link_curves)
     return report
 
 

@@ -20,12 +20,13 @@ seed: the same on every call and machine, independent of run seeds.
 """
 from __future__ import annotations
 
+import glob
 import json
 import os
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Literal
 
 from vlpt.config import build_dataclass, load_yaml
@@ -84,9 +85,17 @@ class SegCatalogEntry:
             raise ValueError(f"'image_dir' and 'mask_dir' must be different folders, both are {self.image_dir!r}")
         if not self.mask_ext.startswith("."):
             raise ValueError(f"'mask_ext' must start with '.', got {self.mask_ext!r}")
-        if self.layout == "cases" and not all(p and "{id}" in p for p in (self.image_pattern, self.mask_pattern)):
-            raise ValueError("layout cases needs 'image_pattern' and 'mask_pattern', each holding {id}, e.g. "
-                             "'{id}/image.bmp' and '{id}/mask.bmp'")
+        if self.layout == "cases":
+            if not all(p and "{id}" in p for p in (self.image_pattern, self.mask_pattern)):
+                raise ValueError("layout cases needs 'image_pattern' and 'mask_pattern', each holding {id}, e.g. "
+                                 "'{id}/image.bmp' and '{id}/mask.bmp'")
+            for pattern in (self.image_pattern, self.mask_pattern):
+                parts = PurePosixPath(pattern.replace("\\", "/")).parts
+                if pattern.startswith(("/", "\\")) or ".." in parts or any("**" in p for p in parts):
+                    raise ValueError(f"pattern {pattern!r} must be relative to the dataset folder, without '..' "
+                                     f"or '**'")
+            if normal_pattern(self.image_pattern) == normal_pattern(self.mask_pattern):
+                raise ValueError("'image_pattern' and 'mask_pattern' are the same pattern")
 
 
 def read_seg_entry(path: Path) -> SegCatalogEntry:
@@ -115,8 +124,13 @@ def add_user_seg_dataset(name: str, values: dict, where: str, base: Path) -> Seg
     """Define segmentation dataset ``name`` for this process from a suite's ``datasets:`` mapping (a catalog
     mapping with a ``layout``; ``folder`` relative to ``base``, the suite's folder, or absolute; ``title``
     defaults to the name)."""
+    from vlpt.data.catalog import check_user_dataset_name, user_dataset
+
+    check_user_dataset_name(name, where)
     if name in shipped_seg_catalog():
         raise ConfigError(f"{where}: dataset name {name!r} is one of vlpt's; give yours another name")
+    if user_dataset(name) is not None:
+        raise ConfigError(f"{where}: dataset {name!r} is defined as a classification dataset earlier in this process")
     if values.get("name", name) != name:
         raise ConfigError(f"{where}: name {values['name']!r} differs from the dataset's key {name!r}")
     if "folder" not in values:
@@ -251,21 +265,31 @@ def read_split_file(path: Path, ids: set[str]) -> dict[str, list[str]]:
     return {split: data[split] for split in SPLITS}
 
 
-def pattern_files(folder: Path, pattern: str) -> dict[str, Path]:
+def normal_pattern(pattern: str) -> str:
+    """A case pattern with ``/`` separators and no leading ``./``."""
+    return PurePosixPath(pattern.replace("\\", "/")).as_posix()
+
+
+def pattern_files(folder: Path, pattern: str, skip: set[Path] = frozenset()) -> dict[str, Path]:
     """The files under ``folder`` whose relative path matches ``pattern`` (``{id}``: the id, the same wherever it
-    appears; ``*``: any part of one name), by id; two files of one id raise DatasetError."""
-    regex, named = "", False
-    for piece in re.split(r"(\{id\}|\*)", pattern):
-        if piece == "{id}":
-            regex += "(?P=id)" if named else "(?P<id>[^/]+)"
-            named = True
+    appears; ``*``: any part of one name), by id, leaving out hidden files and those in ``skip``; two files of
+    one id raise DatasetError."""
+    regex, wildcard, named = "", "", False
+    for piece in re.split(r"(\{id\}|\*)", normal_pattern(pattern)):
+        if piece in ("{id}", "*"):
+            regex += ("(?P=id)" if named else "(?P<id>[^/]+)") if piece == "{id}" else "[^/]*"
+            named = named or piece == "{id}"
+            wildcard += "" if wildcard.endswith("*") else "*"  # one glob star per run of wildcards
         else:
-            regex += "[^/]*" if piece == "*" else re.escape(piece)
+            regex += re.escape(piece)
+            wildcard += glob.escape(piece)
     compiled = re.compile(regex)
     found: dict[str, Path] = {}
-    for path in sorted(folder.glob(pattern.replace("{id}", "*"))):
-        match = compiled.fullmatch(path.relative_to(folder).as_posix())
-        if match is None or not path.is_file():
+    for path in sorted(folder.glob(wildcard)):
+        relative = path.relative_to(folder).as_posix()
+        match = compiled.fullmatch(relative)
+        if match is None or path in skip or any(p.startswith(".") for p in relative.split("/")) \
+                or not path.is_file():
             continue
         key = match.group("id")
         if key in found:
@@ -279,7 +303,8 @@ def pair_patterns(folder: Path, image_pattern: str, mask_pattern: str) -> dict[s
     without its mask or a mask without its image raises DatasetError naming it."""
     if not folder.is_dir():
         raise DatasetError(f"folder {folder} does not exist")
-    images, masks = pattern_files(folder, image_pattern), pattern_files(folder, mask_pattern)
+    masks = pattern_files(folder, mask_pattern)
+    images = pattern_files(folder, image_pattern, skip=set(masks.values()))  # images/{id}.png beside {id}_mask.png
     if not images:
         raise DatasetError(f"no file under {folder} matches image_pattern {image_pattern!r}")
     for have, lack, what, pattern in ((images, masks, "image", mask_pattern), (masks, images, "mask", image_pattern)):

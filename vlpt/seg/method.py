@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar, Literal
 
 import torch
@@ -132,9 +133,11 @@ class SegPromptMethod(PromptMethod):
     def checkpoint_extra(self) -> dict:
         """The VLSM the prompts were tuned for (its settings and, for clip_decoder, the CLIP backbone), so a
         checkpoint alone rebuilds the trained model (``vlpt predict``)."""
-        backbone = getattr(self.backbone, "backbone", None)
-        return {"vlsm": dataclasses.asdict(self.backbone.spec),
-                **({"clip": backbone.describe()} if backbone is not None else {})}
+        backbone, spec = getattr(self.backbone, "backbone", None), dataclasses.asdict(self.backbone.spec)
+        for key in ("decoder_from", "model"):  # files found from anywhere the checkpoint is used
+            if spec[key] and Path(spec[key]).expanduser().exists():
+                spec[key] = str(Path(spec[key]).expanduser().resolve())
+        return {"vlsm": spec, **({"clip": backbone.describe()} if backbone is not None else {})}
 
     @torch.no_grad()
     def predict(self, images: torch.Tensor) -> torch.Tensor:

@@ -281,7 +281,8 @@ def load_imagenet_variant(entry: CatalogEntry, root: Path) -> DatasetSplits:
     """A test-only ImageNet variant (empty train and val).
 
     Class names come from ``classnames.txt`` in the variant's folder, else from ImageNet's (its file, or CLIP's
-    names in its folders' wnid order); a variant with index-named folders (ImageNet-V2) needs no ImageNet copy.
+    names in its folders' wnid order); a variant with index-named folders (ImageNet-V2) takes CLIP's names unless
+    ImageNet's ``classnames.txt`` is there.
     With ``class_subset`` (ImageNet-A, -R) the dataset holds only the classes that have a folder
     (200), with ImageNet's names, relabelled 0..199 in ImageNet's order.
     """
@@ -295,8 +296,8 @@ def load_imagenet_variant(entry: CatalogEntry, root: Path) -> DatasetSplits:
     imagenet_folder = root / imagenet.folder
     if own.is_file():
         classes = read_imagenet_classnames(own)
-    elif not imagenet_folder.is_dir() and entry.label_folders == "index":  # folders 0..999: CLIP's names suffice
-        from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
+    elif entry.label_folders == "index" and not (imagenet_folder / "classnames.txt").is_file():
+        from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES  # folders 0..999: CLIP's names, in order
 
         classes = [(str(i), name) for i, name in enumerate(IMAGENET_CLASSNAMES)]
     else:
