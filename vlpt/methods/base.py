@@ -397,6 +397,19 @@ class PromptMethod(L.LightningModule, abc.ABC):
             raise CheckpointError(f"checkpoint {path}: {exc}") from exc
 
 
+class TrainedClassesCheckpoint:
+    """Mixin for a method with one row of tensors per training class (``trained_classnames``): its checkpoints
+    keep those classes' names, and a loaded checkpoint maps the current classes onto its rows again
+    (``update_classnames``)."""
+
+    def checkpoint_extra(self) -> dict:
+        return {"trained_classnames": self.trained_classnames}
+
+    def restore_checkpoint_extra(self, extra: dict) -> None:
+        self.trained_classnames = list(extra.get("trained_classnames", self.trained_classnames))
+        self.update_classnames(self.classnames, self.templates)
+
+
 def cosine_logits(image_features: torch.Tensor, text_features: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """CLIP's scaled cosine similarity between images ``[B, D]`` and classes ``[C, D]``."""
     return scale * F.normalize(image_features, dim=-1) @ F.normalize(text_features, dim=-1).T

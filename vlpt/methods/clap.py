@@ -30,7 +30,7 @@ from torch import nn
 
 from vlpt.data.transforms import crop_flip_as
 from vlpt.errors import ConfigError
-from vlpt.methods.base import MethodConfig, PromptMethod
+from vlpt.methods.base import MethodConfig, PromptMethod, TrainedClassesCheckpoint
 from vlpt.methods.linear_probe import extract_features, training_class_rows
 from vlpt.prompts.context import readable
 from vlpt.registry import register_method
@@ -60,7 +60,7 @@ class CLAPConfig(MethodConfig):
 
 
 @register_method("clap")
-class CLAP(PromptMethod):
+class CLAP(TrainedClassesCheckpoint, PromptMethod):
     """Zero-shot-initialised class prototypes, trained with a penalty towards them that each class weighs by
     zero-shot CLIP's accuracy on it."""
 
@@ -148,9 +148,3 @@ class CLAP(PromptMethod):
         with torch.autocast(self.prototypes.device.type, enabled=False):
             return self.scores(self.image_features(images), self.prototypes[self.rows])
 
-    def checkpoint_extra(self) -> dict:
-        return {"trained_classnames": self.trained_classnames}
-
-    def restore_checkpoint_extra(self, extra: dict) -> None:
-        self.trained_classnames = list(extra.get("trained_classnames", self.trained_classnames))
-        self.update_classnames(self.classnames, self.templates)

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from vlpt.errors import CheckpointError
-from vlpt.methods.base import MethodConfig, PromptMethod, cosine_logits
+from vlpt.methods.base import MethodConfig, PromptMethod, TrainedClassesCheckpoint, cosine_logits
 from vlpt.methods.zeroshot import zero_shot_weights
 from vlpt.registry import register_method
 
@@ -33,7 +33,7 @@ class ConESConfig(MethodConfig):
 
 
 @register_method("cones")
-class ConES(PromptMethod):
+class ConES(TrainedClassesCheckpoint, PromptMethod):
     """Class concepts in the joint space, searched on image features without the text tower."""
 
     Config = ConESConfig
@@ -66,13 +66,6 @@ class ConES(PromptMethod):
     def logits(self, images):
         features = self.image_features(images).float()
         return cosine_logits(features, self.class_embeddings(), self.backbone.logit_scale.float())
-
-    def checkpoint_extra(self) -> dict:
-        return {"trained_classnames": self.trained_classnames}
-
-    def restore_checkpoint_extra(self, extra: dict) -> None:
-        self.trained_classnames = list(extra.get("trained_classnames", self.trained_classnames))
-        self.update_classnames(self.classnames, self.templates)
 
 
 def read_concepts(path: str | Path, backbone) -> tuple[str, dict[str, torch.Tensor]]:

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vlpt.errors import ConfigError
-from vlpt.methods.base import cosine_logits
+from vlpt.methods.base import TrainedClassesCheckpoint, cosine_logits
 from vlpt.methods.coop import CoOp, CoOpConfig
 from vlpt.methods.kgcoop import KgCoOp, KgCoOpConfig
 from vlpt.registry import register_method
@@ -61,7 +61,7 @@ class DePTSettings:
                               f"{self.head_weight}, {self.head_lr_scale}")
 
 
-class DePTHead:
+class DePTHead(TrainedClassesCheckpoint):
     """The decoupled head over a text-prompt method whose ``text_features()`` and ``image_features(images)``
     score by cosine similarity (mixed in before CoOp or KgCoOp)."""
 
@@ -118,12 +118,6 @@ class DePTHead:
                   {"params": [p for p in params if id(p) in head], "lr": cfg.lr * cfg.head_lr_scale}]
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
-    def checkpoint_extra(self) -> dict:
-        return {"trained_classnames": self.trained_classnames}
-
-    def restore_checkpoint_extra(self, extra: dict) -> None:
-        self.trained_classnames = list(extra.get("trained_classnames", self.trained_classnames))
-        self._set_head_rows(self.classnames)
 
 
 @dataclass

@@ -28,7 +28,7 @@ from torch import nn
 
 from vlpt.data.transforms import crop_flip_as
 from vlpt.errors import ConfigError
-from vlpt.methods.base import MethodConfig, PromptMethod
+from vlpt.methods.base import MethodConfig, PromptMethod, TrainedClassesCheckpoint
 from vlpt.methods.linear_probe import extract_features, training_class_rows
 from vlpt.methods.zeroshot import zero_shot_weights
 from vlpt.registry import register_method
@@ -71,7 +71,7 @@ def initial_alpha(features: torch.Tensor, labels: torch.Tensor, text: torch.Tens
 
 
 @register_method("lp_plus_plus")
-class LPPlusPlus(PromptMethod):
+class LPPlusPlus(TrainedClassesCheckpoint, PromptMethod):
     """A linear probe plus zero-shot CLIP's text logits, blended per class."""
 
     Config = LPPlusPlusConfig
@@ -162,10 +162,3 @@ class LPPlusPlus(PromptMethod):
             rows = self.rows
             return self.blend(features, self.weight[rows], self.bias[rows], self.alpha[rows], self.text)
 
-    def checkpoint_extra(self) -> dict:
-        return {"trained_classnames": self.trained_classnames}
-
-    def restore_checkpoint_extra(self, extra: dict) -> None:
-        self.trained_classnames = list(extra.get("trained_classnames", self.trained_classnames))
-        self.rows = training_class_rows(self.trained_classnames, self.classnames,
-                                        "lp_plus_plus has no classifier for classes").to(self.weight.device)
