@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 from isolated import run_isolated
+from stored_results import merge_results
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -157,7 +158,7 @@ def main() -> None:
     from vlpt.results import atomic_write_text
 
     path = RESULTS / "apt_cost.json"
-    entries = json.loads(path.read_text()) if path.is_file() else []
+    entries = json.loads(path.read_text()) if path.is_file() else []  # --render-only: as they are
     if not args.render_only:
         device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
         cases = [(setting, tokens) for tokens in args.tokens for setting in SETTINGS
@@ -168,15 +169,13 @@ def main() -> None:
                 runs[setting, tokens].append(run_isolated(
                     measure, setting=setting, model=args.model, tokens=tokens, classes=args.classes,
                     batch=args.batch, steps=args.steps, device=device))
-        key = lambda e: (e["device"], e["model"], e["batch"], e["tokens"], e["setting"])  # noqa: E731
+        new = []
         for found in runs.values():
             times = [e["ms_per_step_median"] for e in found if e["ms_per_step_median"] is not None]
-            entry = {**found[0], "ms_per_step_median": statistics.median(times) if times else None,
-                     "rounds": len(found)}
-            print(json.dumps(entry))
-            entries = [e for e in entries if key(e) != key(entry)] + [entry]
-        entries.sort(key=key)
-        atomic_write_text(path, json.dumps(entries, indent=2) + "\n")
+            new.append({**found[0], "ms_per_step_median": statistics.median(times) if times else None,
+                        "rounds": len(found)})
+            print(json.dumps(new[-1]))
+        entries = merge_results(path, new, lambda e: (e["device"], e["model"], e["batch"], e["tokens"], e["setting"]))
     atomic_write_text(RESULTS / "apt_cost.md", render(entries))
 
 

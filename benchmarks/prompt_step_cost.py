@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 from isolated import run_isolated
+from stored_results import merge_results
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SETTINGS = {"coop (16 tokens)": ("coop", {"n_ctx": 16}),
@@ -122,16 +123,13 @@ def main() -> None:
         for setting in SETTINGS:
             runs[setting].append(run_isolated(measure, setting=setting, model=args.model, classes=args.classes,
                                               batch=args.batch, steps=args.steps, device=device))
-    path = RESULTS / "prompt_step_cost.json"
-    entries = json.loads(path.read_text()) if path.is_file() else []
-    key = lambda e: (e["device"], e["model"], e["classes"], e["batch"], e["setting"])  # noqa: E731
-    for setting, found in runs.items():
-        entry = {**found[0], "ms_per_step_median": statistics.median(e["ms_per_step_median"] for e in found),
-                 "peak_memory_mb": max(e["peak_memory_mb"] for e in found), "rounds": len(found)}
-        print(json.dumps(entry))
-        entries = [e for e in entries if key(e) != key(entry)] + [entry]
-    entries.sort(key=key)
-    atomic_write_text(path, json.dumps(entries, indent=2) + "\n")
+    new = []
+    for found in runs.values():
+        new.append({**found[0], "ms_per_step_median": statistics.median(e["ms_per_step_median"] for e in found),
+                    "peak_memory_mb": max(e["peak_memory_mb"] for e in found), "rounds": len(found)})
+        print(json.dumps(new[-1]))
+    entries = merge_results(RESULTS / "prompt_step_cost.json", new,
+                            lambda e: (e["device"], e["model"], e["classes"], e["batch"], e["setting"]))
     atomic_write_text(RESULTS / "prompt_step_cost.md", render(entries))
 
 

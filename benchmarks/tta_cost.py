@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 from isolated import run_isolated
+from stored_results import merge_results
 
 RESULTS = Path(__file__).resolve().parent / "results"
 #: row name -> (method, its settings); the methods' reference defaults otherwise
@@ -160,17 +161,14 @@ def main() -> None:
     from vlpt.results import atomic_write_text
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    path = RESULTS / "tta_cost.json"
-    entries = json.loads(path.read_text()) if path.is_file() else []
-    order = list(METHODS)
-    key = lambda e: (e["device"], e["model"], e["classes"], order.index(e["method"]))  # noqa: E731
+    new = []
     for row in args.methods:
-        entry = run_isolated(measure, row=row, model=args.model, pretrained=args.pretrained, classes=args.classes,
-                             images=args.images, warmup=args.warmup, device=device, threads=args.threads)
-        print(json.dumps(entry))
-        entries = [e for e in entries if key(e) != key(entry)] + [entry]
-    entries.sort(key=key)
-    atomic_write_text(path, json.dumps(entries, indent=2) + "\n")
+        new.append(run_isolated(measure, row=row, model=args.model, pretrained=args.pretrained, classes=args.classes,
+                                images=args.images, warmup=args.warmup, device=device, threads=args.threads))
+        print(json.dumps(new[-1]))
+    order = list(METHODS)
+    entries = merge_results(RESULTS / "tta_cost.json", new,
+                            lambda e: (e["device"], e["model"], e["classes"], order.index(e["method"])))
     atomic_write_text(RESULTS / "tta_cost.md", render(entries))
 
 
