@@ -463,6 +463,12 @@ class ClipBackbone(nn.Module, TextTower):
         """Swap batch and sequence axes for towers that run sequence-first (a self-inverse step)."""
         return x if getattr(transformer, "batch_first", True) else x.transpose(0, 1)
 
+    @classmethod
+    def from_name(cls, text: str) -> "ClipBackbone":
+        """The backbone a record, checkpoint or command line names: ``MODEL@PRETRAINED[+quickgelu|+gelu]``."""
+        model, pretrained, stated = parse_backbone_name(text)
+        return cls(model, pretrained, quick_gelu=stated)
+
     def describe(self) -> str:
         """Identity string used in run records: ``architecture@weights``, plus ``activation_suffix``."""
         suffix = activation_suffix(self.model_name, self.pretrained, self.stated_quick_gelu)

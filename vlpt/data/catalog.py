@@ -123,23 +123,35 @@ def add_user_dataset(name: str, values: dict, where: str, base: Path) -> Catalog
     folders) and ``templates`` to CLIP's "a photo of a {}."."""
     from vlpt.registry import DATASETS
 
-    check_user_dataset_name(name, where)
+    values = user_definition(name, values, where, base)
     if name in DATASETS.names() and name not in _USER_ENTRIES:
         raise ConfigError(f"{where}: dataset name {name!r} is one of vlpt's; give yours another name")
+    entry = entry_from_values({"loader": "image_folder", "templates": ["a photo of a {}."], **values}, where)
+    keep_definition(_USER_ENTRIES, entry, where)
+    DATASETS.define(name, partial(ENTRY_LOADERS[entry.loader], entry))
+    return entry
+
+
+def user_definition(name: str, values: dict, where: str, base: Path) -> dict:
+    """A suite's definition of dataset ``name`` (classification or segmentation) checked and completed: its name
+    (``check_user_dataset_name``), ``title`` defaulting to it, ``folder`` resolved against ``base``."""
+    check_user_dataset_name(name, where)
     if values.get("name", name) != name:
         raise ConfigError(f"{where}: name {values['name']!r} differs from the dataset's key {name!r}")
     if "folder" not in values:
         raise ConfigError(f"{where}: a dataset needs `folder:` (relative to the suite's folder, or absolute)")
     folder = (base / Path(str(values["folder"])).expanduser()).resolve()
-    entry = entry_from_values({"title": name, "loader": "image_folder", "templates": ["a photo of a {}."],
-                               **values, "name": name, "folder": str(folder)}, where)
-    earlier = _USER_ENTRIES.get(name)
+    return {"title": name, **values, "name": name, "folder": str(folder)}
+
+
+def keep_definition(definitions: dict, entry, where: str) -> None:
+    """Keep ``entry`` in ``definitions`` by its name, unless the name was defined otherwise earlier in this
+    process (ConfigError: a harness would read one folder for both)."""
+    earlier = definitions.get(entry.name)
     if earlier is not None and earlier != entry:
-        raise ConfigError(f"{where}: dataset {name!r} was defined otherwise earlier in this process (folder "
+        raise ConfigError(f"{where}: dataset {entry.name!r} was defined otherwise earlier in this process (folder "
                           f"{earlier.folder}); give one of them another name")
-    _USER_ENTRIES[name] = entry
-    DATASETS.define(name, partial(ENTRY_LOADERS[entry.loader], entry))
-    return entry
+    definitions[entry.name] = entry
 
 
 def check_user_dataset_name(name: str, where: str) -> None:

@@ -16,7 +16,6 @@ import torch
 from PIL import Image
 
 from vlpt.backbone import ClipBackbone
-from vlpt.backbone.clip import parse_backbone_name
 from vlpt.data.image_dataset import load_rgb
 from vlpt.data.samples import IMAGE_EXTENSIONS
 from vlpt.data.transforms import eval_transform
@@ -43,16 +42,11 @@ def load_trained_method(path: str | Path, device: str = "cpu"):
     fields = {f.name for f in dataclasses.fields(cls.Config)}
     values = {k: v for k, v in payload["config"].items() if k in fields}
     config = cls.Config(**{**values, "init_from": None, "regulator_from": None})
-    model = segmentation_model(payload, path) if cls.task == "segmentation" else clip_backbone(payload["backbone"])
+    model = segmentation_model(payload, path) if cls.task == "segmentation" else \
+        ClipBackbone.from_name(payload["backbone"])
     method = cls(model.to(device), payload["classnames"], payload.get("templates") or FALLBACK_TEMPLATES, config)
     method.load_checkpoint(path)
     return method.to(device).eval()
-
-
-def clip_backbone(described: str) -> ClipBackbone:
-    """The backbone a record or checkpoint names (``MODEL@PRETRAINED[+activation]``)."""
-    model, pretrained, stated = parse_backbone_name(described)
-    return ClipBackbone(model, pretrained, quick_gelu=stated)
 
 
 def segmentation_model(payload: dict, path: Path):
@@ -64,7 +58,7 @@ def segmentation_model(payload: dict, path: Path):
         raise CheckpointError(f"{path} was written before segmentation checkpoints kept their VLSM's settings; "
                               f"train the run again to predict with it")
     spec = VLSMSpec(**extra["vlsm"])
-    return build_vlsm(spec, clip_backbone(extra["clip"]) if spec.kind == "clip_decoder" else None)
+    return build_vlsm(spec, ClipBackbone.from_name(extra["clip"]) if spec.kind == "clip_decoder" else None)
 
 
 def image_paths(inputs: Iterable[str], leave_out: Path | None = None) -> list[Path]:

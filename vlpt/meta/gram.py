@@ -586,12 +586,8 @@ def attach_regulator(method, regulator: GradientRegulator):
 
 def _backbone_from(spec):
     from vlpt.backbone import ClipBackbone
-    from vlpt.backbone.clip import parse_backbone_name
 
-    if isinstance(spec, ClipBackbone):
-        return spec
-    model, pretrained, stated = parse_backbone_name(spec)
-    return ClipBackbone(model, pretrained, quick_gelu=stated)
+    return spec if isinstance(spec, ClipBackbone) else ClipBackbone.from_name(str(spec))
 
 
 def run_gram(

@@ -124,24 +124,15 @@ def add_user_seg_dataset(name: str, values: dict, where: str, base: Path) -> Seg
     """Define segmentation dataset ``name`` for this process from a suite's ``datasets:`` mapping (a catalog
     mapping with a ``layout``; ``folder`` relative to ``base``, the suite's folder, or absolute; ``title``
     defaults to the name)."""
-    from vlpt.data.catalog import check_user_dataset_name, user_dataset
+    from vlpt.data.catalog import keep_definition, user_dataset, user_definition
 
-    check_user_dataset_name(name, where)
+    values = user_definition(name, values, where, base)
     if name in shipped_seg_catalog():
         raise ConfigError(f"{where}: dataset name {name!r} is one of vlpt's; give yours another name")
     if user_dataset(name) is not None:
         raise ConfigError(f"{where}: dataset {name!r} is defined as a classification dataset earlier in this process")
-    if values.get("name", name) != name:
-        raise ConfigError(f"{where}: name {values['name']!r} differs from the dataset's key {name!r}")
-    if "folder" not in values:
-        raise ConfigError(f"{where}: a dataset needs `folder:` (relative to the suite's folder, or absolute)")
-    folder = (base / Path(str(values["folder"])).expanduser()).resolve()
-    entry = build_dataclass(SegCatalogEntry, {"title": name, **values, "name": name, "folder": str(folder)}, where)
-    earlier = _USER_SEG_ENTRIES.get(name)
-    if earlier is not None and earlier != entry:
-        raise ConfigError(f"{where}: dataset {name!r} was defined otherwise earlier in this process (folder "
-                          f"{earlier.folder}); give one of them another name")
-    _USER_SEG_ENTRIES[name] = entry
+    entry = build_dataclass(SegCatalogEntry, values, where)
+    keep_definition(_USER_SEG_ENTRIES, entry, where)
     return entry
 
 
