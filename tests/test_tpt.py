@@ -137,7 +137,8 @@ def test_the_image_encoder_is_never_differentiated(tiny_backbone):
         method.adapt_and_predict(_views(tiny_backbone, 5), _views(tiny_backbone, 6, n=4))
     finally:
         hook.remove()
-    assert calls == [(False, False)], "all views must go through the image encoder once, without gradients"
+    # views and extra views: one pass each, without gradients
+    assert calls == [(False, False)] * 2, "every view must go through the image encoder once, without gradients"
 
 
 def test_without_steps_tpt_is_zero_shot_clip_with_the_same_prompt(tiny_backbone):
@@ -253,7 +254,7 @@ def test_reference_augmix_weights_are_dirichlet_and_beta_over_three_chains(monke
     """Three chains of 1-3 operations; the crop is kept with weight m ~ Beta(1, 1), the chains share 1 - m."""
     depths = []
     monkeypatch.setattr(view_ops, "AUGMIX_OPERATIONS", (lambda image, severity: depths.append(1) or image,))
-    mixer = ReferenceAugMix(lambda image: torch.tensor(float(image.getpixel((0, 0))[0])))
+    mixer = ReferenceAugMix(lambda images: torch.tensor([float(image.getpixel((0, 0))[0]) for image in images]))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         for _ in range(200):

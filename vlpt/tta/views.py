@@ -33,11 +33,13 @@ from __future__ import annotations
 import hashlib
 from typing import Literal
 
+import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 from torchvision import transforms as T
 
 from vlpt.data.transforms import eval_transform
+from vlpt.tta import pixel_ops
 
 ViewAugment = Literal["auto", "crop_flip", "augmix", "augmix_torchvision"]
 CONCRETE_AUGMENTS = ("crop_flip", "augmix", "augmix_torchvision")
@@ -94,15 +96,15 @@ def _affine(image: Image.Image, coefficients: tuple) -> Image.Image:
 
 
 def _autocontrast(image, severity):
-    return ImageOps.autocontrast(image)
+    return pixel_ops.autocontrast(image)
 
 
 def _equalize(image, severity):
-    return ImageOps.equalize(image)
+    return pixel_ops.equalize(image)
 
 
 def _posterize(image, severity):
-    return ImageOps.posterize(image, 4 - int(_level(severity) * 4 / 10))
+    return pixel_ops.posterize(image, 4 - int(_level(severity) * 4 / 10))
 
 
 def _rotate(image, severity):
@@ -110,7 +112,7 @@ def _rotate(image, severity):
 
 
 def _solarize(image, severity):
-    return ImageOps.solarize(image, 256 - int(_level(severity) * 256 / 10))
+    return pixel_ops.solarize(image, 256 - int(_level(severity) * 256 / 10))
 
 
 def _shear_x(image, severity):
@@ -134,27 +136,50 @@ AUGMIX_OPERATIONS = (_autocontrast, _equalize, _posterize, _rotate, _solarize, _
                      _translate_x, _translate_y)
 
 
-class ReferenceAugMix:
-    """AugMix over an already cropped PIL image, returning the normalised mixture (see the module docstring)."""
+class NormalisedBatch:
+    """PIL images to one normalised tensor ``[n, 3, H, W]``: torchvision's ``ToTensor`` then ``Normalize`` of each,
+    element for element, in one conversion."""
 
-    def __init__(self, to_tensor, severity: float = 1.0, width: int = 3, max_depth: int = 3):
-        self.to_tensor, self.severity, self.width, self.max_depth = to_tensor, severity, width, max_depth
+    def __init__(self, mean, std):
+        self.mean = torch.as_tensor(mean, dtype=torch.float32).view(-1, 1, 1)
+        self.std = torch.as_tensor(std, dtype=torch.float32).view(-1, 1, 1)
+
+    def __call__(self, images: list[Image.Image]) -> torch.Tensor:
+        pixels = torch.from_numpy(np.stack([np.asarray(image, dtype=np.uint8) for image in images]))
+        return pixels.permute(0, 3, 1, 2).float().div(255).sub(self.mean).div(self.std)
+
+    def __repr__(self) -> str:
+        return f"ToTensor, Normalize(mean={self.mean.flatten().tolist()}, std={self.std.flatten().tolist()})"
+
+
+class ReferenceAugMix:
+    """AugMix over an already cropped PIL image, returning the normalised mixture (see the module docstring).
+
+    ``to_tensors`` turns the crop and its chains into one normalised batch (``NormalisedBatch``)."""
+
+    def __init__(self, to_tensors, severity: float = 1.0, width: int = 3, max_depth: int = 3):
+        self.to_tensors, self.severity, self.width, self.max_depth = to_tensors, severity, width, max_depth
+        self.chain_weights = torch.distributions.Dirichlet(torch.ones(width))
+        self.crop_weight = torch.distributions.Beta(torch.tensor(1.0), torch.tensor(1.0))
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
-        weights = torch.distributions.Dirichlet(torch.ones(self.width)).sample()
-        keep = torch.distributions.Beta(torch.tensor(1.0), torch.tensor(1.0)).sample()
-        mix = torch.zeros(())
-        for i in range(self.width):
-            chain = image.copy()
+        weights, keep = self.chain_weights.sample(), self.crop_weight.sample()
+        chains = []
+        for _ in range(self.width):
+            chain = image
             for _ in range(int(torch.randint(1, self.max_depth + 1, ()))):
                 operation = AUGMIX_OPERATIONS[int(torch.randint(len(AUGMIX_OPERATIONS), ()))]
                 chain = operation(chain, self.severity)
-            mix = mix + weights[i] * self.to_tensor(chain)
-        return keep * self.to_tensor(image) + (1 - keep) * mix
+            chains.append(chain)
+        crop, *chains = self.to_tensors([image, *chains])
+        mix = torch.zeros(())
+        for weight, chain in zip(weights, chains):
+            mix = mix + weight * chain
+        return keep * crop + (1 - keep) * mix
 
     def __repr__(self) -> str:
         return (f"ReferenceAugMix(severity={self.severity}, width={self.width}, max_depth={self.max_depth}, "
-                f"then {self.to_tensor!r})")
+                f"then {self.to_tensors!r})")
 
 
 class AugmentedViews:
@@ -178,7 +203,7 @@ class AugmentedViews:
         if augment == "crop_flip":
             self.augmented = T.Compose([*crop, normalise])
         elif augment == "augmix":
-            self.augmented = T.Compose([*crop, ReferenceAugMix(normalise)])
+            self.augmented = T.Compose([*crop, ReferenceAugMix(NormalisedBatch(mean, std))])
         else:
             self.augmented = T.Compose([*crop, T.AugMix(severity=1, all_ops=False), normalise])
 
