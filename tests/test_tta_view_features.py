@@ -1,5 +1,6 @@
-"""Stored features of TPT's views: predictions from them equal those from encoding the views, bit for bit;
-a second run reads them instead of encoding; the time it reports still counts the encoding."""
+"""Stored features of TPT's views: predictions from them equal those from encoding the views, bit for bit (DiffTPT's
+too, its generated views encoded per run); a second run reads them instead of encoding; the time it reports
+still counts the encoding."""
 from __future__ import annotations
 
 import pytest
@@ -41,10 +42,10 @@ def test_scores_from_stored_features_equal_scores_from_views(tmp_path, samples, 
     for round_ in ("written", "read back"):
         stored = StoredViewFeatures(_views(method, samples), cache, "toy", "test")
         for i, expected in enumerate(from_views):
-            features, label, seconds = stored[i]
+            features, extra, label, seconds = stored[i]
             scores = method.adapt_on_features(torch.nn.functional.normalize(features, dim=-1))
             assert torch.equal(scores, expected), f"image {i}, features {round_}"
-            assert label == samples[i].label and seconds > 0
+            assert label == samples[i].label and seconds > 0 and not len(extra)
     assert len(cache.computed) == 1 and len(cache.loaded) == 1
     unadapted = _tpt(tiny_backbone, steps=0)
     unadapted.start_episodes()
@@ -71,7 +72,7 @@ def test_the_time_per_image_counts_the_stored_encoding_seconds(tmp_path, samples
     method = _tpt(tiny_backbone)
     stored = StoredViewFeatures(_views(method, samples), FeatureCache(tmp_path / "cache", tiny_backbone), "toy", "test")
     read = StoredViewFeatures.__getitem__
-    monkeypatch.setattr(StoredViewFeatures, "__getitem__", lambda self, i: (*read(self, i)[:2], 10.0))
+    monkeypatch.setattr(StoredViewFeatures, "__getitem__", lambda self, i: (*read(self, i)[:3], 10.0))
     assert evaluate_test_time(method, stored, torch.device("cpu"))["adapt_ms_per_image"] >= 10_000
 
 
@@ -102,13 +103,34 @@ def test_chunks_cover_long_sets(tmp_path, tiny_backbone, monkeypatch):
     samples = make_samples(tmp_path / "images", count=5)
     cache = FeatureCache(tmp_path / "cache", tiny_backbone)
     stored = StoredViewFeatures(_views(_tpt(tiny_backbone), samples), cache, "toy", "test")
-    assert [stored[i][1] for i in range(5)] == [s.label for s in samples]
+    assert [stored[i][2] for i in range(5)] == [s.label for s in samples]
     assert len(cache.computed) == 3
 
 
-def test_views_with_generated_extras_are_not_stored(tmp_path, samples, tiny_backbone):
-    assert TPT.frozen_view_features and not DiffTPT.frozen_view_features
-    views = _views(_tpt(tiny_backbone), samples)
-    views.extra_views = lambda image: torch.zeros(1, 3, 32, 32)
-    with pytest.raises(ValueError, match="extra views"):
-        StoredViewFeatures(views, FeatureCache(tmp_path / "cache", tiny_backbone), "toy", "test")
+def _difftpt(backbone, store) -> DiffTPT:
+    return DiffTPT(backbone, CLASSES, ["a photo of a {}."],
+                   DiffTPT.Config(views=8, augment="augmix", pipeline="tiny-random", inference_steps=2,
+                                  generated_views=3, view_store=str(store), lr=0.05))
+
+
+def test_difftpt_on_stored_features_equals_difftpt_on_views_and_shares_tpts_entries(tmp_path, samples, tiny_backbone):
+    """DiffTPT's conventional views are TPT's (same settings): it reads the entry a TPT run stored, encodes its
+    generated views itself, and scores every image as it does encoding everything, bit for bit."""
+    method = _difftpt(tiny_backbone, tmp_path / "generated")
+    on_views = _views(method, samples)
+    assert DiffTPT.frozen_view_features and len(on_views[0][1]) == 3
+    method.start_episodes()
+    expected = [method.adapt_and_predict(*on_views[i][:2]) for i in range(len(samples))]
+    cache = FeatureCache(tmp_path / "cache", tiny_backbone)
+    StoredViewFeatures(_views(_tpt(tiny_backbone), samples), cache, "toy", "test")[0]  # a TPT run stores the views
+    stored = StoredViewFeatures(_views(method, samples), cache, "toy", "test")
+    for i, scores in enumerate(expected):
+        features, extra, label, _ = stored[i]
+        assert torch.equal(extra, on_views[i][1]) and label == samples[i].label
+        extra_features = method.encode_views(extra)[0]
+        assert torch.equal(method.adapt_on_features(torch.nn.functional.normalize(features, dim=-1), extra_features),
+                           scores), f"image {i}"
+    assert len(cache.computed) == 1 and len(cache.loaded) == 1  # DiffTPT read TPT's entry
+    evaluated = evaluate_test_time(method, stored, torch.device("cpu"))
+    assert evaluated == {**evaluate_test_time(method, on_views, torch.device("cpu")),
+                         "adapt_ms_per_image": evaluated["adapt_ms_per_image"]}

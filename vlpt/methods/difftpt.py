@@ -16,6 +16,10 @@ generated views only, every conventional view staying in the entropy selection. 
 views are TPT's (``augment: auto``: crops and flips for the ImageNet family, the reference AugMix
 otherwise; see ``vlpt.methods.tpt``).
 
+The conventional views' features are stored like TPT's (``vlpt.tta.view_features``): a DiffTPT run reads those
+a TPT run with the same view settings stored (and the reverse); the generated views are encoded per run, in a
+pass of their own (the reference encodes both in one batch: the same features up to float rounding).
+
 Generation is separate from adaptation: the views are generated once into a store (``view_store``, by
 default ``<data root>/generated_views``; a location, not a setting: it changes no result), keyed by image content and generator settings. ``vlpt tta
 generate`` fills it ahead of time, split across workers if wanted; adaptation reads the store,
@@ -92,7 +96,6 @@ class DiffTPT(TPT):
     """TPT over conventional plus similarity-filtered diffusion-generated views."""
 
     Config = DiffTPTConfig
-    frozen_view_features = False  # its generated views are encoded in one batch with the conventional ones
 
     def test_time_dataset(self, samples, image_size, mean, std, seed, dataset: str | None = None,
                           data_root: str | Path | None = None, device: str = "cpu", progress: bool = False):

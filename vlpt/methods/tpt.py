@@ -200,12 +200,13 @@ class TPT(PromptMethod):
 
     def encode_views(self, views: torch.Tensor, extra: torch.Tensor | None = None
                      ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Normalised image features of one image's views and of its extra views (None without), one pass."""
+        """Normalised image features of one image's views and of its extra views (None without): one pass each, so
+        the views' features are what ``vlpt.tta.view_features`` stores, bit for bit."""
         with torch.no_grad():  # the image encoder is never differentiated
-            features = self.backbone.encode_image(torch.cat([views, extra]) if extra is not None else views,
-                                                  normalize=True)
-        extra_features = features[len(views):]
-        return features[:len(views)], extra_features if len(extra_features) else None
+            features = self.backbone.encode_image(views, normalize=True)
+            if extra is None or not len(extra):
+                return features, None
+            return features, self.backbone.encode_image(extra, normalize=True)
 
     def adapt_and_predict(self, views: torch.Tensor, extra: torch.Tensor | None = None) -> torch.Tensor:
         """Tune the prompt on one image's views, return the original view's scores ``[C]``, restore."""

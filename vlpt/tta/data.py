@@ -40,6 +40,10 @@ class TestTimeViews(Dataset):
         """What the views of an image depend on besides the image and the seed (``extra`` views aside)."""
         return f"TestTimeViews(n_views={self.n_views}, {self.views!r})"
 
+    def without_extra_views(self) -> "TestTimeViews":
+        """The same views without the extra ones."""
+        return TestTimeViews(self.images.samples, self.views, self.n_views, self.seed)
+
     def __len__(self) -> int:
         return len(self.images)
 

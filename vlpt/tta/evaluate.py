@@ -1,7 +1,7 @@
 """Evaluation of test-time methods: adapt on each test image's views, then predict it.
 
-The loader yields one image at a time (its views, any extra views, its label; or the stored features of
-its views, ``vlpt.tta.view_features``). Adaptation runs
+The loader yields one image at a time: its views (or their stored features, ``vlpt.tta.view_features``), any
+extra views and its label. Adaptation runs
 with gradients enabled inside evaluation; the method restores its state after every image. The
 wall time spent adapting and predicting is reported per image (``adapt_ms_per_image``).
 """
@@ -23,7 +23,8 @@ def evaluate_test_time(method, dataset: Dataset, device: torch.device, num_worke
     test-time method.
 
     ``dataset`` gives each image's views (``TestTimeViews``) or their stored features (``StoredViewFeatures``,
-    ``encoded``: its items carry the seconds their encoding took, counted in the adaptation time). Images are
+    ``encoded``: its items carry the seconds their encoding took, counted in the adaptation time); extra views
+    (DiffTPT's generated ones) come as images either way and are encoded here. Images are
     adapted ``method.images_per_batch()`` at a time (``adapt_batch``), one by default."""
     encoded = getattr(dataset, "encoded", False)
     loader = DataLoader(dataset, batch_size=None, shuffle=False, num_workers=0 if encoded else num_workers)
@@ -32,15 +33,15 @@ def evaluate_test_time(method, dataset: Dataset, device: torch.device, num_worke
     scores, seconds = ClassificationScores(), 0.0
     items = iter(loader)
     while batch := list(itertools.islice(items, per_batch)):
-        on_device = [(item[0].to(device), item[1].to(device) if not encoded and len(item[1]) else None)
+        on_device = [(item[0].to(device), item[1].to(device) if len(item[1]) else None)
                      for item in batch]  # copied before the clock starts
         started = time.perf_counter()
         features, extras = [], []
         for item, (tensor, extra) in zip(batch, on_device):
-            if encoded:  # items: stored features, label, encode seconds
-                seconds += item[2]
+            if encoded:  # items: stored features of the views, extra views, label, encode seconds
+                seconds += item[3]
                 features.append(F.normalize(tensor, dim=-1))  # as encode_image(..., normalize=True)
-                extras.append(None)
+                extras.append(None if extra is None else method.encode_views(extra)[0])
             else:  # items: views, extra views, label
                 view_features, extra_features = method.encode_views(tensor, extra)
                 features.append(view_features)
@@ -48,6 +49,6 @@ def evaluate_test_time(method, dataset: Dataset, device: torch.device, num_worke
         with torch.enable_grad():
             logits = torch.stack(method.adapt_batch(features, extras)).detach().cpu()  # synchronises with the device
         seconds += time.perf_counter() - started
-        scores.update(logits, torch.tensor([int(item[-2] if encoded else item[2]) for item in batch]))
+        scores.update(logits, torch.tensor([int(item[2]) for item in batch]))
     metrics = scores.compute()
     return {**metrics, ADAPT_MS: round(1000.0 * seconds / metrics["n"], 3)}

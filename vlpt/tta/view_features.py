@@ -2,8 +2,10 @@
 
 TPT's image tower is frozen and unprompted, so what it computes per test image, the features of the N views,
 depends only on the backbone, the image, the run seed and the view settings, not on the prompt that adapts.
-TPT, TPT+CoOp and TPT+CoCoOp on one evaluation set with one seed thus encode the same views; storing their
-features in the feature cache (``vlpt.data.feature_cache``) lets every later run read them. Each image's views
+TPT, TPT+CoOp, TPT+CoCoOp, C-TPT and DiffTPT with the same view settings on one evaluation set with one seed
+thus encode the same views; storing their features in the feature cache (``vlpt.data.feature_cache``) lets every
+later run read them. DiffTPT's generated views are not stored here: each run reads them from the view store and
+encodes them in a pass of their own, as it does without stored features. Each image's views
 are encoded as one batch, exactly as ``TPT.adapt_and_predict`` encodes them, so the stored features, and every
 prediction made from them, equal the encoded ones bit for bit (``tests/test_tta_view_features.py``).
 
@@ -26,15 +28,13 @@ CHUNK = 64
 
 
 class StoredViewFeatures(Dataset):
-    """Items ``(features [N, D], label, encode_seconds)``: the frozen image tower's features of each image's
-    views (not normalised), from the feature cache (computed and stored when missing)."""
+    """Items ``(features [N, D], extra [M, 3, H, W], label, encode_seconds)``: the frozen image tower's features of
+    each image's views (not normalised), from the feature cache (computed and stored when missing), and the
+    image's extra views (DiffTPT's generated ones; M = 0 without), which are not stored."""
 
     encoded = True
 
     def __init__(self, views: TestTimeViews, cache: FeatureCache, dataset: str, split: str):
-        if views.extra_views is not None:
-            raise ValueError("stored view features hold the augmented views only; a method with extra views "
-                             "(DiffTPT) encodes them with its views")
         self.views, self.cache, self.dataset, self.split = views, cache, dataset, split
         self._chunk: tuple[int, dict[str, torch.Tensor]] | None = None
 
@@ -57,14 +57,17 @@ class StoredViewFeatures(Dataset):
             count = len(self.views.images.samples[start:start + CHUNK])
             self._chunk = start, self.cache.stored(self.key(start), count, lambda: self._encode(start, count))
         tensors = self._chunk[1]
-        label = self.views.images.samples[index].label
-        return tensors["features"][index - start], label, float(tensors["encode_seconds"][index - start])
+        features, seconds = tensors["features"][index - start], float(tensors["encode_seconds"][index - start])
+        if self.views.extra_views is None:
+            return features, features.new_zeros((0, 3, 0, 0)), self.views.images.samples[index].label, seconds
+        image, label = self.views.images[index]
+        return features, self.views.extra_views(image), label, seconds
 
     @torch.no_grad()
     def _encode(self, start: int, count: int) -> dict[str, torch.Tensor]:
         backbone = self.cache.backbone
         features, seconds = [], []
-        images = DataLoader(Subset(self.views, range(start, start + count)), batch_size=None,
+        images = DataLoader(Subset(self.views.without_extra_views(), range(start, start + count)), batch_size=None,
                             num_workers=self.cache.num_workers)  # views are seeded per image: any worker draws them
         for views, _, _ in images:
             views = views.to(backbone.device)
