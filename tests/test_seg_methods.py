@@ -105,6 +105,28 @@ def test_every_image_is_decoded_for_every_class(clip_decoder):
     assert torch.allclose(together[1, 2], alone[0, 0], atol=1e-5)
 
 
+def test_reducing_each_images_tokens_once_equals_decoding_every_pairs_copy(clip_decoder):
+    """The decoder reduces an image's tokens once and repeats them for its classes: the logits and gradients of
+    decoding explicitly repeated (image, class) pairs, to float rounding."""
+    images, _ = _batch(clip_decoder, 3, batch=2)
+    activations, _ = clip_decoder.image_activations(images)
+    texts = clip_decoder.encode_texts(["a circle", "a square", "a star"])
+    decoder = clip_decoder.new_decoder()
+    results = []
+    for paired in (False, True):
+        tokens = [a.detach().clone().requires_grad_(True) for a in activations]
+        decoder.zero_grad()
+        inputs = [t.repeat_interleave(3, dim=0) for t in tokens] if paired else tokens
+        logits = decoder(inputs, texts.repeat(2, 1))
+        (logits.square().mean()).backward()
+        results.append((logits, [t.grad for t in tokens], [p.grad.clone() for p in decoder.parameters()]))
+    (ours, token_grads, weight_grads), (pairs, pair_token_grads, pair_weight_grads) = results
+    assert torch.allclose(ours, pairs, atol=1e-6)
+    for a, b in zip(token_grads + weight_grads, pair_token_grads + pair_weight_grads):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-7)
+    assert any(g.abs().sum() > 0 for g in token_grads)
+
+
 @pytest.mark.parametrize("kind", ["clip_decoder", "clipseg"])
 @pytest.mark.parametrize("name", TRAINED)
 def test_every_segmentation_method_trains_checkpoints_itself_and_leaves_the_model_alone(

@@ -115,14 +115,9 @@ def default_extract_layers(n_layers: int) -> list[int]:
     return sorted({min(n_layers - 1, round(n_layers * k / 4)) for k in (1, 2, 3)})
 
 
-def pair_up(activations: list[torch.Tensor], conditional: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """Every (image, class) pair for the decoder: activations ``[B, T, W]`` and class embeddings ``[C, D]``
-    (or per image ``[B, C, D]``) become ``[B*C, T, W]`` and ``[B*C, D]``, image-major."""
-    batch = activations[0].shape[0]
-    if conditional.dim() == 2:
-        conditional = conditional.unsqueeze(0).expand(batch, -1, -1)
-    n_classes = conditional.shape[1]
-    return [a.repeat_interleave(n_classes, dim=0) for a in activations], conditional.reshape(batch * n_classes, -1)
+def pair_up(activations: list[torch.Tensor], pairs_per_image: int) -> list[torch.Tensor]:
+    """Each image's activations ``[B, T, W]`` repeated for each of its pairs: ``[B*K, T, W]``, image-major."""
+    return [a.repeat_interleave(pairs_per_image, dim=0) for a in activations]
 
 
 class ConditionalDecoder(nn.Module):
@@ -145,11 +140,14 @@ class ConditionalDecoder(nn.Module):
         self.upsample = nn.ConvTranspose2d(reduce_dim, 1, kernel_size=patch_size, stride=patch_size)
 
     def forward(self, activations: Sequence[torch.Tensor], conditional: torch.Tensor) -> torch.Tensor:
-        """``activations``: ``[N, 1+P, W]`` per tapped layer, shallow to deep; ``conditional`` ``[N, D]``;
-        returns logits ``[N, H, W]``."""
+        """``activations``: ``[B, 1+P, W]`` per tapped layer, shallow to deep; ``conditional`` ``[B*K, D]``, K
+        embeddings per image, image-major; returns logits ``[B*K, H, W]``. Each image's tokens are reduced once,
+        then repeated for its K pairs (the projection is per token: the same as reducing every pair's copy)."""
+        pairs_per_image = conditional.shape[0] // activations[0].shape[0]
         x = None
         for index, (tokens, reduce, block) in enumerate(zip(reversed(activations), self.reduces, self.blocks)):
-            x = reduce(tokens) if x is None else x + reduce(tokens)
+            reduced = reduce(tokens).repeat_interleave(pairs_per_image, dim=0)
+            x = reduced if x is None else x + reduced
             if index == 0:
                 x = self.film_mul(conditional).unsqueeze(1) * x + self.film_add(conditional).unsqueeze(1)
             x = block(x)
@@ -198,13 +196,16 @@ class SegmentationModel(nn.Module, TextTower):
     def decode(self, decoder: nn.Module, activations: list[torch.Tensor], conditional: torch.Tensor) -> torch.Tensor:
         """Mask logits ``[B, C, H, W]``: every image decoded for every class embedding (``[C, D]`` or ``[B, C, D]``)."""
         batch = activations[0].shape[0]
-        pairs, flat = pair_up(activations, conditional)
-        logits = self._run_decoder(decoder, pairs, flat.to(pairs[0].dtype))
+        if conditional.dim() == 2:
+            conditional = conditional.unsqueeze(0).expand(batch, -1, -1)
+        flat = conditional.reshape(-1, conditional.shape[-1]).to(activations[0].dtype)  # [B*C, D], image-major
+        logits = self._run_decoder(decoder, activations, flat)
         return logits.view(batch, -1, *logits.shape[-2:])
 
     @abc.abstractmethod
     def _run_decoder(self, decoder: nn.Module, activations: list[torch.Tensor], conditional: torch.Tensor) -> torch.Tensor:
-        ...
+        """Logits ``[B*C, H, W]`` of every (image, class) pair: ``activations`` ``[B, T, W]`` per layer, one per image;
+        ``conditional`` ``[B*C, D]``, image-major."""
 
     @abc.abstractmethod
     def describe(self) -> str: ...
@@ -430,7 +431,8 @@ class ClipSegModel(SegmentationModel):
         return copy.deepcopy(self.model.decoder)
 
     def _run_decoder(self, decoder, activations, conditional):
-        logits = decoder(activations, conditional).logits
+        pairs = pair_up(activations, conditional.shape[0] // activations[0].shape[0])
+        logits = decoder(pairs, conditional).logits
         return logits.view(conditional.shape[0], *logits.shape[-2:])  # CLIPSeg squeezes a batch of one
 
     def describe(self) -> str:
