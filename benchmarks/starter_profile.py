@@ -64,13 +64,15 @@ def write(results: dict) -> None:
     (RESULTS / "starter_profile.json").write_text(json.dumps(results, indent=2) + "\n")
     labels = list(results["profiles"])
     lines = ["# Where the starter suite's time goes", "",
-             "`python benchmarks/starter_profile.py`: the starter suite's 99 runs on this 2-core CPU, seconds of "
+             "`python benchmarks/starter_profile.py`: the starter suite's runs on this 2-core CPU, seconds of "
              "run time (the records' `wall_s`) per protocol and method, and the time spent outside runs "
-             "(start-up, datasets, GRAM initialisations, DiffTPT's generated views, the leaderboard).", ""]
+             "(start-up, datasets, GRAM initialisations, the leaderboard). A label run with `--run` starts from an "
+             "empty feature cache, as a fresh clone does; runs that fill the cache (the first run of each view "
+             "setting and seed) carry the encoding.", ""]
     for label in labels:
         p = results["profiles"][label]
         wall = f"{p['wall_s']} s ({p['wall_s'] / 60:.1f} min)" if p["wall_s"] else "not measured"
-        lines.append(f"- **{label}** (commit {p['commit'] or 'unknown'}): suite wall time {wall}; "
+        lines.append(f"- **{label}** (commit {p['commit'] or 'unknown'}, {p['runs']} runs): suite wall time {wall}; "
                      f"{p['in_runs_s']} s in runs" + (f", {p['outside_runs_s']} s outside them" if p["wall_s"] else ""))
     lines += ["", "| protocol: method | runs | " + " | ".join(f"{label} (s)" for label in labels) + " |",
               "|---|---:|" + "---:|" * len(labels)]
