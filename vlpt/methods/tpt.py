@@ -7,8 +7,8 @@ fraction ``selection``, 10%) are kept; the entropy of their averaged prediction 
 ``steps`` AdamW steps on the text context (4 tokens from "a photo of a"); the tuned prompt then
 classifies the original view. Prompt and optimizer state are restored after every image
 (episodic). The image features are computed once per image and reused by every step; the harness stores
-them (``vlpt.tta.view_features``), so runs adapting on the same views (TPT, TPT+CoOp, TPT+CoCoOp with one
-seed) encode them once. ``images_per_batch`` adapts several images at once, each with its own context and
+them (``vlpt.tta.view_features``), so runs adapting on the same views (TPT, TPT+CoOp, TPT+CoCoOp, C-TPT and
+DiffTPT's conventional views with one seed) encode them once. ``images_per_batch`` adapts several images at once, each with its own context and
 optimizer state (``adapt_batch``; equal to the one-at-a-time loop, the default, to float rounding).
 
 Views follow the reference code (azshue/TPT): ``augment: auto`` gives random resized crops with flips

@@ -143,7 +143,11 @@ class ConditionalDecoder(nn.Module):
         """``activations``: ``[B, 1+P, W]`` per tapped layer, shallow to deep; ``conditional`` ``[B*K, D]``, K
         embeddings per image, image-major; returns logits ``[B*K, H, W]``. Each image's tokens are reduced once,
         then repeated for its K pairs (the projection is per token: the same as reducing every pair's copy)."""
-        pairs_per_image = conditional.shape[0] // activations[0].shape[0]
+        batch = activations[0].shape[0]
+        if batch < 1 or conditional.shape[0] < batch or conditional.shape[0] % batch:
+            raise ValueError(f"the decoder pairs each of {batch} image(s) with the same number of embeddings, "
+                             f"got {conditional.shape[0]}")
+        pairs_per_image = conditional.shape[0] // batch
         x = None
         for index, (tokens, reduce, block) in enumerate(zip(reversed(activations), self.reduces, self.blocks)):
             reduced = reduce(tokens).repeat_interleave(pairs_per_image, dim=0)
