@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from vlpt.errors import ConfigError
 from vlpt.methods.base import cosine_logits
-from vlpt.methods.dept import DePTCoOp, DePTKgCoOp
+from vlpt.methods.dept import DePTCoOp, DePTKgCoOp, DePTMaPLe
 
 CLASSES = ["red circle", "green square", "blue star"]
 TEMPLATES = ["a photo of a {}."]
@@ -81,3 +81,22 @@ def test_bad_settings_are_named():
         DePTKgCoOp.Config(head_weight=1.5)
     with pytest.raises(ConfigError, match="dept trains with SGD"):
         DePTCoOp.Config(optimizer="adamw")
+
+
+def test_dept_maple_fuses_its_head_over_maples_prompted_image_features(tiny_backbone):
+    """On MaPLe the head reads the image features the coupled vision prompts produce (not the frozen ones); the
+    reference's MaPLe config (2 tokens, depth 9, 10 epochs) is the default."""
+    config = DePTMaPLe.Config()
+    assert (config.n_ctx, config.prompt_depth, config.epochs, config.lr, config.batch_size) == (2, 9, 10, 0.0035, 4)
+    method = DePTMaPLe(tiny_backbone, CLASSES, TEMPLATES, DePTMaPLe.Config(prompt_depth=2))
+    images = torch.randn(2, 3, tiny_backbone.image_size, tiny_backbone.image_size,
+                         generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        prompted = tiny_backbone.encode_image(images, deep_prompts=method.vision_prompts())
+        assert not torch.allclose(prompted, tiny_backbone.encode_image(images))
+        prompt = cosine_logits(prompted, method.text_features(), tiny_backbone.logit_scale)
+        head = method.head(method.film_image(prompted))
+        torch.testing.assert_close(method.logits(images), 0.3 * prompt + 0.7 * head)
+    labels = torch.tensor([0, 2])
+    method.training_loss(images, labels).backward()
+    assert method.head.weight.grad.abs().sum() > 0 and method.context.ctx.grad.abs().sum() > 0

@@ -1,5 +1,6 @@
 """DePT: decoupled prompt tuning (Zhang et al., "DePT: Decoupled Prompt Tuning", CVPR 2024), as a head on CoOp
-(``dept_coop``) and KgCoOp (``dept_kgcoop``, its paper's best text-prompt pairing).
+(``dept_coop``), KgCoOp (``dept_kgcoop``, its paper's best text-prompt pairing) and MaPLe (``dept_maple``, whose
+head reads MaPLe's prompted image features).
 
 A channel-wise transform (a learned scale and shift per channel, from 1 and 0) of the prompt method's image and
 text features feeds a linear classifier over the training classes, trained beside the prompt: the loss is
@@ -13,7 +14,8 @@ Defaults follow the reference code (Koorye/DePT, ``trainers/elp_coop.py``, ``tra
 ``trainers/elp_maple.py`` (``FiLM``), ``trainers/optim.py``, ``train.py``, ``configs/trainers/*``): w 0.7, the
 head and transforms at 6.5 times the learning rate, SGD lr 0.0035, batch 4, 10 epochs, Dassl's warm-up and
 cosine; CoOp's 16 random context tokens; KgCoOp's 4 tokens from "a photo of a" with penalty weight 2 (DePT's
-KgCoOp config). The reference builds its head in base-to-novel training (and on ImageNet); vlpt's runs build it
+KgCoOp config); MaPLe's 2 tokens from "a photo of a" at depth 9, for 10 epochs (DePT's
+``configs/trainers/ExtrasLinearProbeMaPLe/vit_b16_c2_ep10_batch4_2ctx.yaml``; MaPLe's own config trains 5). The reference builds its head in base-to-novel training (and on ImageNet); vlpt's runs build it
 in every protocol and fuse wherever all classes scored were trained on.
 """
 from __future__ import annotations
@@ -28,6 +30,7 @@ from vlpt.errors import ConfigError
 from vlpt.methods.base import TrainedClassesCheckpoint, cosine_logits
 from vlpt.methods.coop import CoOp, CoOpConfig
 from vlpt.methods.kgcoop import KgCoOp, KgCoOpConfig
+from vlpt.methods.maple import MaPLe, MaPLeConfig
 from vlpt.registry import register_method
 
 
@@ -150,3 +153,18 @@ class DePTKgCoOp(DePTHead, KgCoOp):
 
     def prompt_penalty(self, text_features):
         return self.config.kg_weight * self.knowledge_distance(text_features)
+
+
+@dataclass
+class DePTMaPLeConfig(DePTSettings, MaPLeConfig):
+    epochs: int | dict[int, int] = 10
+
+
+@register_method("dept_maple")
+class DePTMaPLe(DePTHead, MaPLe):
+    """MaPLe with DePT's decoupled head over its prompted image features."""
+
+    Config = DePTMaPLeConfig
+
+    def image_features(self, inputs: torch.Tensor) -> torch.Tensor:
+        return self.backbone.encode_image(inputs, deep_prompts=self.vision_prompts())
