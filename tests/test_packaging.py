@@ -182,10 +182,10 @@ def test_a_wheel_in_a_fresh_virtualenv_finds_its_files_and_runs_a_suite(tmp_path
     assert _tree(package) == before, "the run wrote into the installed package"
     assert not (elsewhere / "leaderboard").exists()
 
-    # the starter suite, shipped in the wheel: validated whole and the data of its 180 runs checked
+    # the starter suite, shipped in the wheel: validated whole and the data of its 183 runs checked
     starter = _run([vlpt_script, "bench", "--dry-run", "--output", tmp_path / "starter", "--data-root", tmp_path / "data"],
                    cwd=elsewhere, VLPT_CACHE=str(tmp_path / "cache"))
-    assert "180 runs, 180 to do" in starter and "checked the data of 180 run(s)" in starter
+    assert "183 runs, 183 to do" in starter and "checked the data of 183 run(s)" in starter
 
     # the tests run from any folder against the installed wheel (they find the checkout's committed
     # leaderboard through tests/checkout.py, not through the package)

@@ -264,7 +264,7 @@ def test_published_file_names_registered_methods_and_known_protocols():
     from vlpt.results.protocols import protocol_names
 
     figures = published_figures()
-    assert set(figures) <= set(method_names()) and sum(map(len, figures.values())) == 137
+    assert set(figures) <= set(method_names()) and sum(map(len, figures.values())) == 140
     assert {r.protocol for results in figures.values() for r in results} <= set(protocol_names())
 
 
