@@ -265,17 +265,20 @@ class PromptMethod(L.LightningModule, abc.ABC):
         optimizer = self.build_optimizer(self.trainable_parameters())
         total, warmup = self.max_epochs, cfg.warmup_epochs
 
-        def factor(epoch: int) -> float:
+        def factor_from(base_lr: float):
             # Dassl (CoOp's trainer library; its ConstantWarmupScheduler with WARMUP_RECOUNT): a constant warm-up
-            # lr for ``warmup`` epochs, then a cosine of period ``total`` epochs whose count starts after the
-            # warm-up, stepped per epoch: the first epoch after the warm-up runs at the full lr
-            if epoch < warmup:
-                return cfg.warmup_lr / cfg.lr
-            if cfg.scheduler == "constant":
-                return 1.0
-            return 0.5 * (1.0 + math.cos(math.pi * (epoch - warmup) / max(1, total)))
+            # lr for ``warmup`` epochs, every parameter group at the same ``warmup_lr``, then a cosine of period
+            # ``total`` epochs whose count starts after the warm-up, stepped per epoch: the first epoch after the
+            # warm-up runs at each group's full lr
+            def factor(epoch: int) -> float:
+                if epoch < warmup:
+                    return cfg.warmup_lr / base_lr
+                if cfg.scheduler == "constant":
+                    return 1.0
+                return 0.5 * (1.0 + math.cos(math.pi * (epoch - warmup) / max(1, total)))
+            return factor
 
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, [factor_from(g["lr"]) for g in optimizer.param_groups])
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
 
     # ---- checkpoints of the method's own tensors -----------------------------------------

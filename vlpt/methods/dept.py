@@ -15,8 +15,10 @@ Defaults follow the reference code (Koorye/DePT, ``trainers/elp_coop.py``, ``tra
 head and transforms at 6.5 times the learning rate, SGD lr 0.0035, batch 4, 10 epochs, Dassl's warm-up and
 cosine; CoOp's 16 random context tokens; KgCoOp's 4 tokens from "a photo of a" with penalty weight 2 (DePT's
 KgCoOp config); MaPLe's 2 tokens from "a photo of a" at depth 9, for 10 epochs (DePT's
-``configs/trainers/ExtrasLinearProbeMaPLe/vit_b16_c2_ep10_batch4_2ctx.yaml``; MaPLe's own config trains 5). The reference builds its head in base-to-novel training (and on ImageNet); vlpt's runs build it
-in every protocol and fuse wherever all classes scored were trained on.
+``configs/trainers/ExtrasLinearProbeMaPLe/vit_b16_c2_ep10_batch4_2ctx.yaml``; MaPLe's own config trains 5).
+Dassl's warm-up puts both parameter groups at 1e-5 for the first epoch. The reference builds its head in
+base-to-novel training (and on ImageNet); vlpt's runs build it in every protocol and fuse wherever all classes
+scored were trained on.
 """
 from __future__ import annotations
 
@@ -65,8 +67,8 @@ class DePTSettings:
 
 
 class DePTHead(TrainedClassesCheckpoint):
-    """The decoupled head over a text-prompt method whose ``text_features()`` and ``image_features(images)``
-    score by cosine similarity (mixed in before CoOp or KgCoOp)."""
+    """The decoupled head over a prompt method whose ``text_features()`` and ``image_features(images)`` score by
+    cosine similarity (mixed in before CoOp, KgCoOp or MaPLe)."""
 
     #: the module names that take ``head_lr_scale`` times the learning rate
     head_modules = ("film_image", "film_text", "head")
