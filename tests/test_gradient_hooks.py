@@ -158,6 +158,35 @@ def test_a_zeroing_transform_leaves_the_prompt_unchanged_under_every_driver(tiny
     assert not torch.equal(_train_single(_method(ScaledCoOp, tiny_backbone, factor=1.0)), start)  # it does train
 
 
+class PrecisionProbe(CoOp):
+    """CoOp whose gradient transform evaluates a second loss, recording whether autocast was on for it."""
+
+    def transform_gradients(self, grads, step):
+        def probe(images, labels):
+            self.autocast_seen.append(torch.is_autocast_enabled("cpu"))
+            return self.training_loss(images, labels)
+        step.gradients(step.loss(probe))
+        return grads
+
+
+@pytest.mark.parametrize("precision, expected", [("bf16-mixed", True), ("32-true", False)])
+def test_a_transforms_loss_runs_in_the_training_precision_under_every_trainer_driver(tiny_backbone, precision,
+                                                                                    expected):
+    """ProGrad's and R-AMT's second loss runs after the backward pass, outside the training step's autocast; the
+    drivers put it back under the Trainer's precision."""
+    for multitask in (False, True):
+        method = _method(PrecisionProbe, tiny_backbone, classnames=["cat", "dog"] if multitask else CLASSES)
+        method.autocast_seen = []
+        trainer = L.Trainer(max_epochs=1, accelerator="cpu", precision=precision, logger=False,
+                            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+        if multitask:
+            trainer.fit(MultitaskPromptModule(method, _tasks(), max_epochs=1, scoring="union"),
+                        train_dataloaders=_batches(classes=2, tasks=2))
+        else:
+            trainer.fit(method, train_dataloaders=_batches())
+        assert method.autocast_seen and set(method.autocast_seen) == {expected}
+
+
 def test_doubling_the_gradient_equals_doubling_the_lr_under_every_driver(tiny_backbone):
     doubled = _method(ScaledCoOp, tiny_backbone, factor=2.0)
     assert torch.equal(_train_single(doubled), _train_single(_method(CoOp, tiny_backbone, lr=0.2)))

@@ -32,7 +32,7 @@ from torch.utils.hooks import RemovableHandle
 
 from vlpt.backbone import ClipBackbone
 from vlpt.errors import CheckpointError
-from vlpt.methods.step import GradientTransform, Grads, TrainingStep, process_mean
+from vlpt.methods.step import GradientTransform, Grads, TrainingStep, process_mean, training_precision
 from vlpt.prompts.context import TextContext
 from vlpt.results.store import writer_temp_path
 
@@ -215,7 +215,13 @@ class PromptMethod(L.LightningModule, abc.ABC):
 
     def training_step(self, batch, batch_idx):
         images, labels = batch
-        self._pending_step = TrainingStep(self, lambda fn: fn(images, labels), reduce=process_mean(self))
+        precision = training_precision(self)
+
+        def evaluate(fn):
+            with precision():
+                return fn(images, labels)
+
+        self._pending_step = TrainingStep(self, evaluate, reduce=process_mean(self))
         loss = self._pending_step.loss()
         self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=len(labels))
         return loss

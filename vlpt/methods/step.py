@@ -10,7 +10,8 @@ and unscaled under mixed precision, averaged over DDP processes); GRAM different
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Mapping
+import contextlib
+from typing import TYPE_CHECKING, Callable, ContextManager, Mapping
 
 import torch
 
@@ -29,6 +30,14 @@ def gradients(loss: torch.Tensor, params: Mapping[str, torch.Tensor], create_gra
     names = list(params)
     grads = torch.autograd.grad(loss, [params[n] for n in names], create_graph=create_graph, allow_unused=True)
     return {n: (g if g is not None else torch.zeros_like(params[n])) for n, g in zip(names, grads)}
+
+
+def training_precision(module) -> Callable[[], ContextManager]:
+    """The Trainer's training-step precision context of ``module`` (autocast under mixed precision; none outside
+    a Trainer). A gradient transform evaluates its losses after the backward pass, outside the training step's
+    autocast: the drivers run those losses under this, so they see the precision the training loss saw."""
+    trainer = module._trainer
+    return trainer.precision_plugin.train_step_context if trainer is not None else contextlib.nullcontext
 
 
 def process_mean(module) -> Callable[[torch.Tensor], torch.Tensor]:

@@ -33,7 +33,7 @@ import torch
 
 from vlpt.errors import ConfigError
 from vlpt.methods.base import BACKBONE_PREFIX, PromptMethod
-from vlpt.methods.step import BatchLoss, TrainingStep, process_mean
+from vlpt.methods.step import BatchLoss, TrainingStep, process_mean, training_precision
 from vlpt.multitask.data import Task
 
 METHOD_PREFIX = "method."
@@ -127,8 +127,13 @@ class MultitaskPromptModule(L.LightningModule):
     # ---- Lightning ------------------------------------------------------------------------
     def training_step(self, batch, batch_idx):
         images, labels, task_ids = batch
-        self._pending_step = TrainingStep(self.method, lambda fn: self.multitask_loss(images, labels, task_ids, fn),
-                                          reduce=process_mean(self))
+        precision = training_precision(self)
+
+        def evaluate(fn):
+            with precision():
+                return self.multitask_loss(images, labels, task_ids, fn)
+
+        self._pending_step = TrainingStep(self.method, evaluate, reduce=process_mean(self))
         loss = self._pending_step.loss()
         self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=len(labels))
         return loss
