@@ -187,6 +187,22 @@ def test_a_transforms_loss_runs_in_the_training_precision_under_every_trainer_dr
         assert method.autocast_seen and set(method.autocast_seen) == {expected}
 
 
+def test_under_fp16_mixed_precision_a_transforms_loss_stays_in_fp32():
+    """Its gradients are taken without the loss scaler: fp16 could underflow them, so 16-mixed keeps fp32."""
+    from types import SimpleNamespace
+
+    from lightning.pytorch.plugins.precision import MixedPrecision
+
+    from vlpt.methods.step import training_precision
+
+    module = SimpleNamespace(_trainer=SimpleNamespace(precision_plugin=MixedPrecision("16-mixed", "cpu")))
+    with training_precision(module)():
+        assert not torch.is_autocast_enabled("cpu")
+    module._trainer.precision_plugin = MixedPrecision("bf16-mixed", "cpu")
+    with training_precision(module)():
+        assert torch.is_autocast_enabled("cpu")
+
+
 def test_doubling_the_gradient_equals_doubling_the_lr_under_every_driver(tiny_backbone):
     doubled = _method(ScaledCoOp, tiny_backbone, factor=2.0)
     assert torch.equal(_train_single(doubled), _train_single(_method(CoOp, tiny_backbone, lr=0.2)))

@@ -33,11 +33,15 @@ def gradients(loss: torch.Tensor, params: Mapping[str, torch.Tensor], create_gra
 
 
 def training_precision(module) -> Callable[[], ContextManager]:
-    """The Trainer's training-step precision context of ``module`` (autocast under mixed precision; none outside
+    """The Trainer's training-step precision context of ``module`` (bf16 autocast under ``bf16-mixed``; none outside
     a Trainer). A gradient transform evaluates its losses after the backward pass, outside the training step's
-    autocast: the drivers run those losses under this, so they see the precision the training loss saw."""
+    autocast: the drivers run those losses under this, so they see the precision the training loss saw. Under
+    ``16-mixed`` they stay in fp32: their gradients are taken without the loss scaler (the training loss's were
+    unscaled before the transforms run), and unscaled fp16 gradients can underflow."""
     trainer = module._trainer
-    return trainer.precision_plugin.train_step_context if trainer is not None else contextlib.nullcontext
+    if trainer is None or getattr(trainer.precision_plugin, "precision", None) == "16-mixed":
+        return contextlib.nullcontext
+    return trainer.precision_plugin.train_step_context
 
 
 def process_mean(module) -> Callable[[torch.Tensor], torch.Tensor]:
