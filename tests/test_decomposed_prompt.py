@@ -87,6 +87,18 @@ def test_two_learning_rates_and_both_parts_learn(tiny_backbone):
     assert torch.count_nonzero(method.update_a) > 0
 
 
+def test_the_warm_up_puts_both_learning_rates_at_dassls_constant_then_each_at_its_own(tiny_backbone):
+    method = DecomposedPrompt(tiny_backbone, CLASSES, TEMPLATES,
+                              DecomposedPrompt.Config(n_ctx=4, lr=0.05, low_rank_lr=0.01))
+    method.max_epochs = 5
+    setup = method.configure_optimizers()
+    optimizer, scheduler = setup["optimizer"], setup["lr_scheduler"]["scheduler"]
+    assert [group["lr"] for group in optimizer.param_groups] == pytest.approx([1e-5, 1e-5])
+    optimizer.step()
+    scheduler.step()
+    assert [group["lr"] for group in optimizer.param_groups] == pytest.approx([0.05, 0.01])
+
+
 def test_positions_no_training_prompt_reached_keep_a_zero_update(tiny_backbone):
     """Trained on short names, the update past their end of text stays zero, so a longer unseen name gets no
     untrained update there."""
