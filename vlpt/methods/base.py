@@ -215,13 +215,8 @@ class PromptMethod(L.LightningModule, abc.ABC):
 
     def training_step(self, batch, batch_idx):
         images, labels = batch
-        precision = training_precision(self)
-
-        def evaluate(fn):
-            with precision():
-                return fn(images, labels)
-
-        self._pending_step = TrainingStep(self, evaluate, reduce=process_mean(self))
+        self._pending_step = TrainingStep(self, lambda fn: fn(images, labels), reduce=process_mean(self),
+                                          precision=training_precision(self))
         loss = self._pending_step.loss()
         self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=len(labels))
         return loss

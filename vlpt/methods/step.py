@@ -35,7 +35,8 @@ def gradients(loss: torch.Tensor, params: Mapping[str, torch.Tensor], create_gra
 def training_precision(module) -> Callable[[], ContextManager]:
     """The Trainer's training-step precision context of ``module`` (bf16 autocast under ``bf16-mixed``; none outside
     a Trainer). A gradient transform evaluates its losses after the backward pass, outside the training step's
-    autocast: the drivers run those losses under this, so they see the precision the training loss saw. Under
+    autocast: the Lightning drivers give it to their ``TrainingStep``, so those losses see the precision the
+    training loss saw. Under
     ``16-mixed`` they stay in fp32: their gradients are taken without the loss scaler (the training loss's were
     unscaled before the transforms run), and unscaled fp16 gradients can underflow."""
     trainer = module._trainer
@@ -56,20 +57,24 @@ class TrainingStep:
     loss (the same classes and parameter values; the multitask module's weighting of tasks). ``params``
     are the tensors the gradients are of, by checkpoint name: the method's ``prompt_parameters()``, or
     GRAM's adapted values of them. ``reduce`` averages a gradient over processes (Lightning's strategy).
+    ``precision`` is the context every loss is evaluated in (``training_precision``; none by default).
     """
 
     def __init__(self, method: PromptMethod, evaluate: Callable[[BatchLoss], torch.Tensor],
                  params: Mapping[str, torch.Tensor] | None = None, create_graph: bool = False,
-                 reduce: Callable[[torch.Tensor], torch.Tensor] | None = None):
+                 reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                 precision: Callable[[], ContextManager] = contextlib.nullcontext):
         self.method = method
         self.evaluate = evaluate
         self.params = dict(params) if params is not None else method.prompt_parameters()
         self.create_graph = create_graph
         self.reduce = reduce
+        self.precision = precision
 
     def loss(self, fn: BatchLoss | None = None) -> torch.Tensor:
-        """``fn`` (default: the method's ``training_loss``) on the step's batch."""
-        return self.evaluate(fn if fn is not None else self.method.training_loss)
+        """``fn`` (default: the method's ``training_loss``) on the step's batch, in the step's precision."""
+        with self.precision():
+            return self.evaluate(fn if fn is not None else self.method.training_loss)
 
     def gradients(self, loss: torch.Tensor) -> Grads:
         """``d loss / d params``, averaged over processes as the training loss's gradients are."""

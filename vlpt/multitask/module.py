@@ -127,13 +127,8 @@ class MultitaskPromptModule(L.LightningModule):
     # ---- Lightning ------------------------------------------------------------------------
     def training_step(self, batch, batch_idx):
         images, labels, task_ids = batch
-        precision = training_precision(self)
-
-        def evaluate(fn):
-            with precision():
-                return self.multitask_loss(images, labels, task_ids, fn)
-
-        self._pending_step = TrainingStep(self.method, evaluate, reduce=process_mean(self))
+        self._pending_step = TrainingStep(self.method, lambda fn: self.multitask_loss(images, labels, task_ids, fn),
+                                          reduce=process_mean(self), precision=training_precision(self))
         loss = self._pending_step.loss()
         self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=len(labels))
         return loss
